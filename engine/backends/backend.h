@@ -1,0 +1,113 @@
+// The op interface every engine backend implements (CPU now, CUDA behind the same interface).
+// Model code is written against this interface only. Tensors passed to a backend live on its
+// device. Ops check shapes with SY_CHECK: a mismatch is a bug in the caller, never a request error.
+//
+// Thread-safety: a backend is driven by one thread at a time (the engine thread).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "engine/core/activation.h"
+#include "engine/core/tensor.h"
+
+namespace switchyard {
+
+// How the CPU backend runs large-M GEMMs against BF16/F16 weights. kF32 converts weight panels to
+// F32 and keeps activations in F32 (matches an F32 reference); kBF16 rounds activations to BF16
+// and uses the BF16 dot-product units (about twice the FLOP rate, ~3 significant digits).
+enum class MatmulPrecision { kF32, kBF16 };
+
+// Paged KV cache of one model: K and V of shape [layers, blocks, kv_heads, block_size, head_dim].
+struct KvCacheSpec {
+  int num_layers = 0;
+  int num_blocks = 0;
+  int block_size = 16;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+};
+
+struct KvCache {
+  KvCacheSpec spec;
+  Tensor k;
+  Tensor v;
+};
+
+// A weight matrix [rows, cols] prepared by a backend for its kernels: the layout of `data` is the
+// backend's business (the CPU packs rows into 16-row panels; see cpu/packed_matmul.h).
+struct Weight {
+  int64_t rows = 0;
+  int64_t cols = 0;
+  DType dtype = DType::kF32;
+  Tensor data;
+  bool defined() const { return data.defined(); }
+  size_t bytes() const { return data.defined() ? data.nbytes() : 0; }
+};
+
+// Per-step token metadata, on the backend's device. All I32.
+struct StepMetadata {
+  int64_t num_tokens = 0;
+  int64_t num_seqs = 0;
+  Tensor token_ids;     // [T]
+  Tensor positions;     // [T]
+  Tensor slot_mapping;  // [T]: block_id * block_size + offset of the token's KV slot
+  Tensor token_seq;     // [T]: index of the token's sequence
+  Tensor block_tables;  // [S, max_blocks]
+};
+
+struct AttentionParams {
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  float scale = 1.0f;
+  int sliding_window = 0;  // 0: full causal attention
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual Device device() const = 0;
+  virtual std::string Describe() const = 0;
+
+  // Memory. Allocate leaves contents uninitialised.
+  virtual absl::StatusOr<Tensor> Allocate(DType dtype, const Shape& shape) = 0;
+  // Returns a device tensor with the contents of a host tensor (may alias it on the CPU).
+  virtual absl::StatusOr<Tensor> Upload(const Tensor& host) = 0;
+  // Prepares a host matrix [rows, cols] (F32, F16 or BF16) for Linear and Embedding.
+  virtual absl::StatusOr<Weight> PrepareWeight(const Tensor& host) = 0;
+  virtual absl::Status CopyToHost(const Tensor& src, Tensor& host) = 0;
+  virtual absl::StatusOr<KvCache> AllocateKvCache(const KvCacheSpec& spec) = 0;
+  // Makes host-built step metadata visible to the device.
+  virtual absl::StatusOr<StepMetadata> UploadMetadata(const StepMetadata& host) = 0;
+  // Waits for queued work; reports asynchronous failures.
+  virtual absl::Status Synchronize() = 0;
+
+  // out[t] = F32(table[ids[t]])
+  virtual void Embedding(const Weight& table, const Tensor& ids, Tensor& out) = 0;
+  // out[t] = RMSNorm(x[t]) * weight, in F32.
+  virtual void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) = 0;
+  // y[M, N] (+)= x[M, K] * w[N, K]^T (+ bias[N]); x and y F32, w F32/F16/BF16.
+  virtual void Linear(const Tensor& x, const Weight& w, const Tensor* bias, Tensor& y,
+                      bool accumulate) = 0;
+  // cos_sin[t] = [cos(pos_t * inv_freq), sin(pos_t * inv_freq)]: [T, head_dim], F32. Computed once
+  // per step and shared by all layers.
+  virtual void RopeTable(const Tensor& positions, const Tensor& inv_freq, Tensor& cos_sin) = 0;
+  // Splits fused qkv rows [T, (heads + 2 kv_heads) * head_dim] into q, k and v, applying
+  // rotate-half RoPE (Hugging Face convention) to q and k.
+  virtual void SplitQkvRope(const Tensor& qkv, const Tensor& cos_sin, int num_heads,
+                            int num_kv_heads, Tensor& q, Tensor& k, Tensor& v) = 0;
+  // Stores k and v rows [T, kv_heads * head_dim] of `layer` into their slots.
+  virtual void WriteKv(const Tensor& k, const Tensor& v, const StepMetadata& meta, int layer,
+                       KvCache& cache) = 0;
+  // Causal (optionally windowed) attention of every token over its sequence's cached keys.
+  virtual void Attention(const Tensor& q, const StepMetadata& meta, int layer, const KvCache& cache,
+                         const AttentionParams& params, Tensor& out) = 0;
+  // out[t, :F] = act(gate_up[t, :F]) * gate_up[t, F:]
+  virtual void GatedActivation(const Tensor& gate_up, Activation act, Tensor& out) = 0;
+  // out[i] = x[rows[i]]
+  virtual void GatherRows(const Tensor& x, const Tensor& rows, Tensor& out) = 0;
+};
+
+}  // namespace switchyard

@@ -1,0 +1,129 @@
+#include "engine/backends/cpu/packed_matmul.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "engine/backends/cpu/packed_layout.h"
+#include "engine/core/threads.h"
+
+namespace switchyard::cpu {
+namespace {
+
+// Rows of weights unpacked per oneDNN call: large enough for oneDNN's blocking, small enough to
+// stay in L2/L3.
+constexpr int64_t kUnpackRows = 256;
+
+}  // namespace
+
+Weight PackWeight(const Tensor& host) {
+  SY_CHECK(host.rank() == 2 && host.dtype() != DType::kI32);
+  Weight w;
+  w.rows = host.dim(0);
+  w.cols = host.dim(1);
+  w.dtype = host.dtype();
+  const int64_t pr = PaddedRows(w.rows), pc = PaddedCols(w.cols, w.dtype);
+  const int64_t C = ChunkElements(w.dtype);
+  const size_t elem = SizeOf(w.dtype);
+  w.data = Tensor::Empty(w.dtype, {pr, pc});
+  char* dst = w.data.data<char>();
+  const char* src = host.data<char>();
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < pr; ++r) {
+    for (int64_t c = 0; c < pc; c += C) {
+      char* out = dst + PackedOffset(r, c, pc, w.dtype) * elem;
+      const int64_t n = r < w.rows ? std::min(C, w.cols - c) : 0;
+      if (n > 0) std::memcpy(out, src + (r * w.cols + c) * elem, n * elem);
+      std::memset(out + std::max<int64_t>(n, 0) * elem, 0, (C - std::max<int64_t>(n, 0)) * elem);
+    }
+  }
+  return w;
+}
+
+void UnpackRows(const Weight& w, int64_t row_begin, int64_t rows, DType out_dtype, void* out) {
+  SY_CHECK(out_dtype == DType::kF32 || out_dtype == w.dtype);
+  const int64_t pc = PaddedCols(w.cols, w.dtype), C = ChunkElements(w.dtype);
+  const size_t elem = SizeOf(w.dtype);
+  const KernelTable& k = Kernels();
+  const char* src = w.data.data<char>();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t r = row_begin + i;
+    for (int64_t c = 0; c < w.cols; c += C) {
+      const char* chunk = src + PackedOffset(r, c, pc, w.dtype) * elem;
+      const int64_t n = std::min(C, w.cols - c);
+      if (out_dtype == w.dtype) {
+        std::memcpy(static_cast<char*>(out) + (i * w.cols + c) * elem, chunk, n * elem);
+      } else {
+        k.convert_to_f32(w.dtype, chunk, static_cast<float*>(out) + i * w.cols + c, n);
+      }
+    }
+  }
+}
+
+void GatherRow(const Weight& w, int64_t row, float* out) {
+  const int64_t pc = PaddedCols(w.cols, w.dtype), C = ChunkElements(w.dtype);
+  const size_t elem = SizeOf(w.dtype);
+  const KernelTable& k = Kernels();
+  for (int64_t c = 0; c < w.cols; c += C) {
+    k.convert_to_f32(w.dtype, w.data.data<char>() + PackedOffset(row, c, pc, w.dtype) * elem,
+                     out + c, std::min(C, w.cols - c));
+  }
+}
+
+void PackedMatmul::Linear(const float* x, int64_t m, const Weight& w, const float* bias, float* y,
+                          bool accumulate) {
+  if (m == 0) return;
+  if (m <= kSmallMLimit) {
+    SmallM(x, m, w, bias, y, accumulate);
+  } else {
+    LargeM(x, m, w, bias, y, accumulate);
+  }
+}
+
+void PackedMatmul::SmallM(const float* x, int64_t m, const Weight& w, const float* bias, float* y,
+                          bool accumulate) {
+  const KernelTable& k = Kernels();
+  const int64_t pc = PaddedCols(w.cols, w.dtype);
+  xp_.resize(static_cast<size_t>(m * pc));
+  k.prepare_x(w.dtype, x, m, w.cols, w.cols, pc, xp_.data());
+  const PackedMatmulArgs args{xp_.data(), m, w.data.raw(), w.dtype,   w.rows, pc,
+                              bias,       y, w.rows,       accumulate};
+  const int64_t panels = PaddedRows(w.rows) / kPanelRows;
+  const int threads = m * w.rows * w.cols < (1 << 16) ? 1 : ComputeThreads();
+  // Several pieces per thread, taken dynamically: the threads' share of memory bandwidth is not
+  // equal on a shared host, and a static split leaves the fast one waiting.
+  const int64_t piece = std::max<int64_t>(1, panels / (threads * 8));
+  const int64_t pieces = (panels + piece - 1) / piece;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int64_t i = 0; i < pieces; ++i) {
+    k.matmul_packed(args, i * piece, std::min(panels, (i + 1) * piece));
+  }
+}
+
+void PackedMatmul::LargeM(const float* x, int64_t m, const Weight& w, const float* bias, float* y,
+                          bool accumulate) {
+  const bool bf16_math = precision_ == MatmulPrecision::kBF16 && w.dtype == DType::kBF16;
+  const int64_t K = w.cols;
+  if (bf16_math) {
+    x_bf16_.resize(static_cast<size_t>(m * K));
+    uint16_t* xb = x_bf16_.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < m * K; ++i) xb[i] = F32ToBF16(x[i]);
+  }
+  for (int64_t n0 = 0; n0 < w.rows; n0 += kUnpackRows) {
+    const int64_t rows = std::min(kUnpackRows, w.rows - n0);
+    const float* b = bias != nullptr ? bias + n0 : nullptr;
+    if (bf16_math) {
+      panel_bf16_.resize(static_cast<size_t>(rows * K));
+      UnpackRows(w, n0, rows, DType::kBF16, panel_bf16_.data());
+      onednn_.Matmul(x_bf16_.data(), panel_bf16_.data(), DType::kBF16, m, K, rows, b, y + n0,
+                     w.rows, accumulate);
+    } else {
+      panel_f32_.resize(static_cast<size_t>(rows * K));
+      UnpackRows(w, n0, rows, DType::kF32, panel_f32_.data());
+      onednn_.Matmul(x, panel_f32_.data(), DType::kF32, m, K, rows, b, y + n0, w.rows, accumulate);
+    }
+  }
+}
+
+}  // namespace switchyard::cpu

@@ -1,0 +1,52 @@
+// Linear layers on the CPU over packed weights (packed_layout.h): our streaming kernel for the
+// few-row GEMMs of decode, oneDNN on unpacked 256-row panels for prefill-sized ones.
+//
+// Thread-safety: one PackedMatmul per backend, driven by the engine thread; it fans work out to
+// the OpenMP pool itself.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/backends/backend.h"
+#include "engine/backends/cpu/kernels.h"
+#include "engine/backends/cpu/onednn_matmul.h"
+
+namespace switchyard::cpu {
+
+// Up to this many rows of x, our kernel beats oneDNN on unpacked panels (bench_kernels: 260 vs 200
+// GFLOP/s at 256 rows, 215 vs 325 at 512, for BF16 and F32 weights alike).
+constexpr int64_t kSmallMLimit = 256;
+
+// Packs a row-major F32/F16/BF16 host matrix.
+Weight PackWeight(const Tensor& host);
+// Converts packed rows [row_begin, row_begin + rows) to row-major `out_dtype` (F32, or BF16 from
+// BF16), [rows, w.cols].
+void UnpackRows(const Weight& w, int64_t row_begin, int64_t rows, DType out_dtype, void* out);
+// out[0, cols) = F32(w[row]).
+void GatherRow(const Weight& w, int64_t row, float* out);
+
+class PackedMatmul {
+ public:
+  explicit PackedMatmul(MatmulPrecision precision) : precision_(precision) {}
+
+  // y[M, N] (+)= x[M, K] * w^T (+ bias); x and y F32 row-major.
+  void Linear(const float* x, int64_t m, const Weight& w, const float* bias, float* y,
+              bool accumulate);
+
+  // The two paths Linear picks between (public for bench_kernels, which measures the crossover).
+  void SmallM(const float* x, int64_t m, const Weight& w, const float* bias, float* y,
+              bool accumulate);
+  void LargeM(const float* x, int64_t m, const Weight& w, const float* bias, float* y,
+              bool accumulate);
+
+ private:
+  MatmulPrecision precision_;
+  OneDnnMatmul onednn_;
+  std::vector<float> xp_;
+  std::vector<float> panel_f32_;
+  std::vector<uint16_t> panel_bf16_;
+  std::vector<uint16_t> x_bf16_;
+};
+
+}  // namespace switchyard::cpu

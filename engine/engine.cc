@@ -1,0 +1,178 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/backends/cpu/cpu_backend.h"
+#include "engine/core/status_macros.h"
+#include "engine/model/llama.h"
+#include "engine/model/safetensors.h"
+#include "engine/model/weights.h"
+
+namespace switchyard {
+
+struct Engine::State {
+  ModelConfig config;
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<LlamaModel> model;
+  KvCache kv;
+  // Host-side metadata buffers, reused every step.
+  std::vector<int32_t> positions, slots, token_seq, tables, logit_rows;
+  Tensor host_logits;
+};
+
+Engine::Engine(const EngineOptions& options) : options_(options) {}
+Engine::~Engine() = default;
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
+  if (options.block_size <= 0 || options.max_batch_tokens <= 0 || options.max_batch_seqs <= 0) {
+    return absl::InvalidArgumentError(
+        "block_size, max_batch_tokens and max_batch_seqs must be > 0");
+  }
+  if (options.device != Device::kCpu) {
+    return absl::UnimplementedError("this build has no CUDA engine; use --device=cpu");
+  }
+  std::unique_ptr<Engine> engine(new Engine(options));
+  auto state = std::make_unique<State>();
+  SY_ASSIGN_OR_RETURN(state->config, ModelConfig::Load(options.model_dir));
+  state->backend = CreateCpuBackend({.matmul_precision = options.matmul_precision});
+  SY_ASSIGN_OR_RETURN(TensorSet tensors, TensorSet::OpenFolder(options.model_dir));
+  SY_ASSIGN_OR_RETURN(ModelWeights weights,
+                      LoadModelWeights(state->config, tensors, *state->backend));
+  SY_ASSIGN_OR_RETURN(state->model,
+                      LlamaModel::Create(state->config, std::move(weights), state->backend.get(),
+                                         options.max_batch_tokens, options.max_batch_seqs));
+  const ModelConfig& c = state->config;
+  KvCacheSpec spec;
+  spec.num_layers = static_cast<int>(c.num_layers);
+  spec.block_size = options.block_size;
+  spec.num_kv_heads = static_cast<int>(c.num_kv_heads);
+  spec.head_dim = static_cast<int>(c.head_dim);
+  const int64_t block_bytes =
+      int64_t{2} * c.num_layers * c.num_kv_heads * options.block_size * c.head_dim * 4;
+  spec.num_blocks =
+      static_cast<int>(std::min<int64_t>(options.kv_cache_bytes / block_bytes, int64_t{1} << 30));
+  if (spec.num_blocks < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("KV cache budget of ", options.kv_cache_bytes,
+                                                   " bytes holds no block of ", block_bytes,
+                                                   " bytes"));
+  }
+  SY_ASSIGN_OR_RETURN(state->kv, state->backend->AllocateKvCache(spec));
+  state->host_logits = Tensor::Empty(DType::kF32, {options.max_batch_seqs, c.vocab_size});
+  engine->state_ = std::move(state);
+  return engine;
+}
+
+const ModelConfig& Engine::config() const { return state_->config; }
+int Engine::num_kv_blocks() const { return state_->kv.spec.num_blocks; }
+size_t Engine::weight_bytes() const { return state_->model->weights().bytes; }
+
+std::string Engine::Describe() const {
+  const ModelConfig& c = state_->config;
+  return absl::StrFormat(
+      "%s: %d layers, hidden %d, heads %d/%d, ffn %d, vocab %d, %s weights (%.1f MB); %s; KV "
+      "cache %d blocks of %d tokens",
+      c.architecture_name, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads,
+      c.intermediate_size, c.vocab_size, DTypeName(state_->model->weights().dtype),
+      weight_bytes() / 1e6, state_->backend->Describe(), num_kv_blocks(), options_.block_size);
+}
+
+absl::Status Engine::Validate(const StepBatch& batch) const {
+  const int64_t T = static_cast<int64_t>(batch.tokens.size());
+  if (T == 0) return absl::InvalidArgumentError("step has no tokens");
+  if (T > options_.max_batch_tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("step has ", T, " tokens; max_batch_tokens is ", options_.max_batch_tokens));
+  }
+  if (static_cast<int64_t>(batch.sequences.size()) > options_.max_batch_seqs) {
+    return absl::InvalidArgumentError(absl::StrCat("step has ", batch.sequences.size(),
+                                                   " sequences; max_batch_seqs is ",
+                                                   options_.max_batch_seqs));
+  }
+  const int64_t vocab = state_->config.vocab_size;
+  for (int32_t t : batch.tokens) {
+    if (t < 0 || t >= vocab) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token id ", t, " is outside the vocabulary [0, ", vocab, ")"));
+    }
+  }
+  int64_t sum = 0;
+  const int num_blocks = num_kv_blocks();
+  for (size_t i = 0; i < batch.sequences.size(); ++i) {
+    const StepSequence& s = batch.sequences[i];
+    if (s.num_tokens <= 0 || s.first_position < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", i, " has no tokens"));
+    }
+    const int64_t end = s.first_position + s.num_tokens;
+    if (end > static_cast<int64_t>(s.block_table.size()) * options_.block_size) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", i, "'s block table covers ",
+                                                     s.block_table.size() * options_.block_size,
+                                                     " positions; it needs ", end));
+    }
+    for (int32_t b : s.block_table) {
+      if (b < 0 || b >= num_blocks) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("sequence ", i, " names KV block ", b, " of ", num_blocks));
+      }
+    }
+    sum += s.num_tokens;
+  }
+  if (sum != T) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequences cover ", sum, " tokens but the step holds ", T));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
+  SY_RETURN_IF_ERROR(Validate(batch));
+  State& s = *state_;
+  const int64_t T = static_cast<int64_t>(batch.tokens.size());
+  const int64_t S = static_cast<int64_t>(batch.sequences.size());
+  int64_t max_blocks = 1;
+  for (const StepSequence& seq : batch.sequences) {
+    max_blocks = std::max<int64_t>(max_blocks, static_cast<int64_t>(seq.block_table.size()));
+  }
+  s.positions.resize(T);
+  s.slots.resize(T);
+  s.token_seq.resize(T);
+  s.tables.assign(static_cast<size_t>(S * max_blocks), 0);
+  s.logit_rows.clear();
+  const int bs = options_.block_size;
+  int64_t t = 0;
+  for (int64_t i = 0; i < S; ++i) {
+    const StepSequence& seq = batch.sequences[i];
+    std::copy(seq.block_table.begin(), seq.block_table.end(), s.tables.begin() + i * max_blocks);
+    for (int64_t j = 0; j < seq.num_tokens; ++j, ++t) {
+      const int64_t pos = seq.first_position + j;
+      s.positions[t] = static_cast<int32_t>(pos);
+      s.slots[t] = seq.block_table[pos / bs] * bs + static_cast<int32_t>(pos % bs);
+      s.token_seq[t] = static_cast<int32_t>(i);
+    }
+    if (seq.want_logits) s.logit_rows.push_back(static_cast<int32_t>(t - 1));
+  }
+  const auto wrap = [](std::vector<int32_t>& v, Shape shape) {
+    return Tensor::Wrap(v.data(), DType::kI32, std::move(shape), nullptr);
+  };
+  StepMetadata host;
+  host.num_tokens = T;
+  host.num_seqs = S;
+  host.token_ids =
+      Tensor::Wrap(const_cast<int32_t*>(batch.tokens.data()), DType::kI32, {T}, nullptr);
+  host.positions = wrap(s.positions, {T});
+  host.slot_mapping = wrap(s.slots, {T});
+  host.token_seq = wrap(s.token_seq, {T});
+  host.block_tables = wrap(s.tables, {S, max_blocks});
+  SY_ASSIGN_OR_RETURN(StepMetadata meta, s.backend->UploadMetadata(host));
+  const int64_t R = static_cast<int64_t>(s.logit_rows.size());
+  SY_ASSIGN_OR_RETURN(Tensor rows, s.backend->Upload(wrap(s.logit_rows, {R})));
+  SY_ASSIGN_OR_RETURN(Tensor logits, s.model->Forward(meta, rows, s.kv));
+  StepOutput out;
+  out.logits = s.host_logits.Rows(0, R);
+  SY_RETURN_IF_ERROR(s.backend->CopyToHost(logits, out.logits));
+  SY_RETURN_IF_ERROR(s.backend->Synchronize());
+  return out;
+}
+
+}  // namespace switchyard

@@ -1,0 +1,158 @@
+// Runs the engine over prompts in three ways and prints JSON for tests/reference/test_parity.py:
+//   alone:   each prompt prefilled in one step, then greedy-decoded on its own;
+//   batched: all prompts prefilled in one ragged step, then decoded together;
+//   chunked: prompts prefilled in chunks, staggered, mixed with the others' decode tokens.
+// For each prompt: the logits after its last prompt token and the greedy continuation.
+//
+//   parity_driver --model DIR --request FILE.json
+//   FILE.json: {"prompts": [[ids...], ...], "max_new_tokens": 32, "chunk": 7}
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "engine/core/json_util.h"
+#include "engine/engine.h"
+#include "engine/kv/block_pool.h"
+#include "engine/sampling/sampler.h"
+
+ABSL_FLAG(std::string, model, "", "model folder");
+ABSL_FLAG(std::string, request, "", "request JSON file");
+
+namespace switchyard {
+namespace {
+
+struct Sequence {
+  std::vector<int32_t> prompt;
+  std::vector<int32_t> generated;
+  std::vector<int32_t> blocks;
+  int64_t cached = 0;  // tokens already in the KV cache
+  std::vector<float> first_logits;
+  std::unique_ptr<Sampler> sampler;
+};
+
+int Fail(const absl::Status& s) {
+  std::fprintf(stderr, "parity_driver: %s\n", s.ToString().c_str());
+  return 1;
+}
+
+// Runs until every sequence has max_new tokens; `plan` picks each step's tokens per sequence.
+absl::Status Run(Engine& engine, std::vector<Sequence>& seqs, int max_new, int chunk,
+                 bool stagger) {
+  BlockPool pool(engine.num_kv_blocks());
+  for (Sequence& s : seqs) {
+    const int64_t need = static_cast<int64_t>(s.prompt.size()) + max_new;
+    if (!pool.Allocate(static_cast<int>((need + engine.block_size() - 1) / engine.block_size()),
+                       &s.blocks)) {
+      return absl::ResourceExhaustedError("KV cache too small for the test");
+    }
+    SamplingParams greedy;
+    greedy.temperature = 0;
+    s.sampler = std::make_unique<Sampler>(greedy, s.prompt, 0);
+  }
+  for (int step = 0;; ++step) {
+    StepBatch batch;
+    std::vector<Sequence*> wanting;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      Sequence& s = seqs[i];
+      if (stagger && static_cast<int>(i) > step) continue;
+      if (static_cast<int>(s.generated.size()) >= max_new) continue;
+      const int64_t prompt_len = static_cast<int64_t>(s.prompt.size());
+      StepSequence ss;
+      ss.first_position = s.cached;
+      ss.block_table = s.blocks;
+      if (s.cached < prompt_len) {
+        const int64_t n =
+            chunk > 0 ? std::min<int64_t>(chunk, prompt_len - s.cached) : prompt_len - s.cached;
+        batch.tokens.insert(batch.tokens.end(), s.prompt.begin() + s.cached,
+                            s.prompt.begin() + s.cached + n);
+        ss.num_tokens = n;
+        ss.want_logits = s.cached + n == prompt_len;
+      } else {
+        batch.tokens.push_back(s.generated.back());
+        ss.num_tokens = 1;
+        ss.want_logits = true;
+      }
+      s.cached += ss.num_tokens;
+      batch.sequences.push_back(ss);
+      if (ss.want_logits) wanting.push_back(&s);
+    }
+    if (batch.sequences.empty()) break;
+    absl::StatusOr<StepOutput> out = engine.Step(batch);
+    if (!out.ok()) return out.status();
+    for (size_t r = 0; r < wanting.size(); ++r) {
+      Sequence& s = *wanting[r];
+      const float* row = out->logits.data<float>() + r * out->logits.dim(1);
+      std::span<const float> logits(row, static_cast<size_t>(out->logits.dim(1)));
+      if (s.generated.empty()) s.first_logits.assign(logits.begin(), logits.end());
+      s.generated.push_back(s.sampler->Sample(logits).token);
+    }
+  }
+  return absl::OkStatus();
+}
+
+int Main() {
+  absl::StatusOr<std::string> text = ReadFile(absl::GetFlag(FLAGS_request));
+  if (!text.ok()) return Fail(text.status());
+  absl::StatusOr<nlohmann::json> req = json_util::Parse(*text, "request");
+  if (!req.ok()) return Fail(req.status());
+  EngineOptions options;
+  options.model_dir = absl::GetFlag(FLAGS_model);
+  options.kv_cache_bytes = int64_t{64} << 20;
+  options.block_size = 8;
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options);
+  if (!engine.ok()) return Fail(engine.status());
+  const int max_new = (*req)["max_new_tokens"].get<int>();
+  const int chunk = req->value("chunk", 7);
+
+  nlohmann::json result;
+  const auto fresh = [&] {
+    std::vector<Sequence> seqs;
+    for (const auto& p : (*req)["prompts"]) {
+      Sequence s;
+      s.prompt = p.get<std::vector<int32_t>>();
+      seqs.push_back(std::move(s));
+    }
+    return seqs;
+  };
+  const auto record = [](const std::vector<Sequence>& seqs) {
+    nlohmann::json arr = nlohmann::json::array();
+    for (const Sequence& s : seqs) {
+      arr.push_back({{"first_logits", s.first_logits}, {"tokens", s.generated}});
+    }
+    return arr;
+  };
+  {
+    nlohmann::json alone = nlohmann::json::array();
+    for (auto& s : fresh()) {
+      std::vector<Sequence> one;
+      one.push_back(std::move(s));
+      if (absl::Status st = Run(**engine, one, max_new, 0, false); !st.ok()) return Fail(st);
+      alone.push_back(record(one)[0]);
+    }
+    result["alone"] = alone;
+  }
+  {
+    std::vector<Sequence> seqs = fresh();
+    if (absl::Status st = Run(**engine, seqs, max_new, 0, false); !st.ok()) return Fail(st);
+    result["batched"] = record(seqs);
+  }
+  {
+    std::vector<Sequence> seqs = fresh();
+    if (absl::Status st = Run(**engine, seqs, max_new, chunk, true); !st.ok()) return Fail(st);
+    result["chunked"] = record(seqs);
+  }
+  result["engine"] = (*engine)->Describe();
+  std::printf("%s\n", result.dump().c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace switchyard
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  return switchyard::Main();
+}
