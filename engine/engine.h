@@ -7,11 +7,16 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/adapters/adapter.h"
+#include "engine/adapters/moe_lora.h"
+#include "engine/adapters/routing_stats.h"
+#include "engine/adapters/routing_window.h"
 #include "engine/backends/backend.h"
 #include "engine/model/config.h"
 
@@ -25,6 +30,12 @@ struct EngineOptions {
   int64_t max_batch_seqs = 256;     // sequences of one step
   int64_t kv_cache_bytes = int64_t{1} << 30;
   int block_size = 16;
+  MoeLoraOptions moe_lora;
+  // LoRA matrices of adapters: nullopt follows the base model (F32 for F32 weights, BF16 else),
+  // as vLLM's lora_dtype "auto" does.
+  std::optional<DType> adapter_dtype;
+  // Aggregation of routing statistics (Engine::routing_window()).
+  RoutingWindowOptions routing_window;
 };
 
 // One sequence's share of a step: tokens [first_position, first_position + num_tokens) of it,
@@ -32,8 +43,9 @@ struct EngineOptions {
 struct StepSequence {
   int64_t first_position = 0;  // tokens already in the KV cache
   int64_t num_tokens = 0;
-  std::span<const int32_t> block_table;  // must cover first_position + num_tokens
-  bool want_logits = false;              // logits after its last token of this step
+  std::span<const int32_t> block_table;     // must cover first_position + num_tokens
+  bool want_logits = false;                 // logits after its last token of this step
+  const AdapterWeights* adapter = nullptr;  // null: the base model; must outlive the step
 };
 
 struct StepBatch {
@@ -45,6 +57,9 @@ struct StepOutput {
   // [number of sequences with want_logits, vocab] F32 host memory, in sequence order. Valid until
   // the next Step.
   Tensor logits;
+  // What each adapter's routers did in this step (empty when no routed adapter ran); also merged
+  // into Engine::routing_window().
+  RoutingStats routing;
 };
 
 class Engine {
@@ -60,8 +75,19 @@ class Engine {
   size_t weight_bytes() const;
   std::string Describe() const;
 
+  // Every step's routing statistics, windowed and totalled per adapter; thread-safe to read.
+  RoutingWindow& routing_window() const;
+
+  // Engine thread only: changes how adapters run from the next step on (benchmarks compare).
+  void set_moe_lora_options(const MoeLoraOptions& options);
+
   // Validates the batch (token ids, block tables, budgets) and runs one forward pass.
   absl::StatusOr<StepOutput> Step(const StepBatch& batch);
+
+  // Reads and validates the adapter in `dir` against this model and prepares its weights for the
+  // backend. Thread-safe, and meant for a loader thread: it runs its own work single-threaded so
+  // that steps running meanwhile keep their cores.
+  absl::StatusOr<std::unique_ptr<AdapterWeights>> LoadAdapter(const std::string& dir) const;
 
  private:
   explicit Engine(const EngineOptions& options);

@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config git
-  libabsl-dev libdnnl-dev nlohmann-json3-dev libpcre2-dev libutf8proc-dev
+  libabsl-dev libdnnl-dev nlohmann-json3-dev libpcre2-dev libutf8proc-dev libzip-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   prometheus-cpp-dev libboost-dev
   libgtest-dev libgmock-dev libbenchmark-dev

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <memory>
+#include <span>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -36,13 +37,33 @@ struct KvCache {
 
 // A weight matrix [rows, cols] prepared by a backend for its kernels: the layout of `data` is the
 // backend's business (the CPU packs rows into 16-row panels; see cpu/packed_matmul.h).
+// How a weight will be used, which decides its layout on the device.
+enum class WeightUse {
+  kDefault,  // y = x W^T with a long inner dimension (base linears, routers, LoRA shrink)
+  kExpand,   // few columns (LoRA B: [out, r]): kept transposed, applied as sum_j x_j W[:, j]
+};
+
 struct Weight {
   int64_t rows = 0;
   int64_t cols = 0;
   DType dtype = DType::kF32;
+  WeightUse use = WeightUse::kDefault;
   Tensor data;
   bool defined() const { return data.defined(); }
   size_t bytes() const { return data.defined() ? data.nbytes() : 0; }
+};
+
+// One of many independent products of GroupedLinear: y[m, N] (+)= x[m, K] * w^T, x and y F32
+// with leading dimensions ldx and ldy (device pointers).
+struct LinearJob {
+  const Weight* w;
+  const float* x;
+  int64_t ldx;
+  int64_t m;
+  float* y;
+  int64_t ldy;
+  bool accumulate;
+  const int32_t* x_rows = nullptr;  // when set, x row i is x + x_rows[i] * ldx (a gather)
 };
 
 // Per-step token metadata, on the backend's device. All I32.
@@ -75,10 +96,15 @@ class Backend {
   virtual absl::StatusOr<Tensor> Allocate(DType dtype, const Shape& shape) = 0;
   // Returns a device tensor with the contents of a host tensor (may alias it on the CPU).
   virtual absl::StatusOr<Tensor> Upload(const Tensor& host) = 0;
-  // Prepares a host matrix [rows, cols] (F32, F16 or BF16) for Linear and Embedding.
-  virtual absl::StatusOr<Weight> PrepareWeight(const Tensor& host) = 0;
+  // Prepares a host matrix [rows, cols] (F32, F16 or BF16) for Linear, GroupedLinear and
+  // Embedding. kExpand weights must be F32 or BF16 and serve GroupedLinear only.
+  virtual absl::StatusOr<Weight> PrepareWeight(const Tensor& host,
+                                               WeightUse use = WeightUse::kDefault) = 0;
   virtual absl::Status CopyToHost(const Tensor& src, Tensor& host) = 0;
   virtual absl::StatusOr<KvCache> AllocateKvCache(const KvCacheSpec& spec) = 0;
+  // Moves prepared weights into one allocation (on the CPU: transparent huge pages), so that a
+  // set read together, such as one adapter's matrices, streams without page-boundary stalls.
+  virtual absl::Status Consolidate(std::span<Weight* const> weights) = 0;
   // Makes host-built step metadata visible to the device.
   virtual absl::StatusOr<StepMetadata> UploadMetadata(const StepMetadata& host) = 0;
   // Waits for queued work; reports asynchronous failures.
@@ -91,6 +117,10 @@ class Backend {
   // y[M, N] (+)= x[M, K] * w[N, K]^T (+ bias[N]); x and y F32, w F32/F16/BF16.
   virtual void Linear(const Tensor& x, const Weight& w, const Tensor* bias, Tensor& y,
                       bool accumulate) = 0;
+  // Every job's product, in one pass over the device (the grouped GEMM behind MoE-LoRA: routers,
+  // LoRA shrink and expand of each (adapter, expert) segment). A job's rows come out exactly as
+  // Linear would compute them.
+  virtual void GroupedLinear(std::span<const LinearJob> jobs) = 0;
   // cos_sin[t] = [cos(pos_t * inv_freq), sin(pos_t * inv_freq)]: [T, head_dim], F32. Computed once
   // per step and shared by all layers.
   virtual void RopeTable(const Tensor& positions, const Tensor& inv_freq, Tensor& cos_sin) = 0;

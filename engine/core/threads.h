@@ -7,4 +7,8 @@ namespace switchyard {
 // Reads SWITCHYARD_THREADS once and configures the OpenMP pool; later calls return the same value.
 int ComputeThreads();
 
+// Lowers the calling thread's scheduling priority (nice 19): background work such as adapter
+// loading then takes only the cycles the engine's compute threads leave.
+void LowerThreadPriority();
+
 }  // namespace switchyard

@@ -46,7 +46,7 @@ absl::Status LlamaModel::AllocateWorkspace() {
 }
 
 absl::StatusOr<Tensor> LlamaModel::Forward(const StepMetadata& meta, const Tensor& logit_rows,
-                                           KvCache& cache) {
+                                           KvCache& cache, LayerHooks* hooks) {
   const ModelConfig& c = config_;
   const int64_t T = meta.num_tokens, R = logit_rows.numel();
   if (T <= 0 || T > max_tokens_) {
@@ -73,21 +73,28 @@ absl::StatusOr<Tensor> LlamaModel::Forward(const StepMetadata& meta, const Tenso
 
   b.Embedding(weights_.embed, meta.token_ids, hidden);
   b.RopeTable(meta.positions, ws_.inv_freq, cos_sin);
+  using L = LayerHooks::Linear;
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& w = weights_.layers[l];
+    const int li = static_cast<int>(l);
     b.RmsNorm(hidden, w.attn_norm, eps, normed);
     b.Linear(normed, w.qkv, w.qkv_bias.defined() ? &w.qkv_bias : nullptr, qkv, false);
+    if (hooks) hooks->AfterLinear(li, L::kQkv, normed, qkv);
     b.SplitQkvRope(qkv, cos_sin, ap.num_heads, ap.num_kv_heads, q, k, v);
-    b.WriteKv(k, v, meta, static_cast<int>(l), cache);
+    b.WriteKv(k, v, meta, li, cache);
     ap.sliding_window = c.sliding_window[l];
-    b.Attention(q, meta, static_cast<int>(l), cache, ap, attn);
+    b.Attention(q, meta, li, cache, ap, attn);
     b.Linear(attn, w.o, w.o_bias.defined() ? &w.o_bias : nullptr, hidden, true);
+    if (hooks) hooks->AfterLinear(li, L::kO, attn, hidden);
 
     b.RmsNorm(hidden, w.ffn_norm, eps, normed);
     b.Linear(normed, w.gate_up, w.gate_up_bias.defined() ? &w.gate_up_bias : nullptr, gate_up,
              false);
+    if (hooks) hooks->AfterLinear(li, L::kGateUp, normed, gate_up);
     b.GatedActivation(gate_up, c.hidden_act, act);
+    if (hooks) hooks->BeforeDown(li, normed, gate_up, act);
     b.Linear(act, w.down, w.down_bias.defined() ? &w.down_bias : nullptr, hidden, true);
+    if (hooks) hooks->AfterLinear(li, L::kDown, act, hidden);
   }
   Tensor head_in = ws_.head_in.Rows(0, R), logits = ws_.logits.Rows(0, R);
   if (R > 0) {

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "engine/backends/backend.h"
 #include "engine/model/config.h"
+#include "engine/model/layer_hooks.h"
 #include "engine/model/weights.h"
 
 namespace switchyard {
@@ -30,8 +31,9 @@ class LlamaModel {
   // Runs every layer over the step's tokens, writing their K and V into `cache`, then the final
   // norm and the LM head over the hidden states of `logit_rows` (token indices, I32 on the
   // device). Returns a view of the workspace: logits [rows, vocab] F32, valid until the next call.
-  absl::StatusOr<Tensor> Forward(const StepMetadata& meta, const Tensor& logit_rows,
-                                 KvCache& cache);
+  // `hooks` (may be null) add adapter contributions.
+  absl::StatusOr<Tensor> Forward(const StepMetadata& meta, const Tensor& logit_rows, KvCache& cache,
+                                 LayerHooks* hooks = nullptr);
 
  private:
   LlamaModel(const ModelConfig& config, ModelWeights weights, Backend* backend)

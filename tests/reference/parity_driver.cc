@@ -2,12 +2,17 @@
 //   alone:   each prompt prefilled in one step, then greedy-decoded on its own;
 //   batched: all prompts prefilled in one ragged step, then decoded together;
 //   chunked: prompts prefilled in chunks, staggered, mixed with the others' decode tokens.
-// For each prompt: the logits after its last prompt token and the greedy continuation.
+// For each prompt: the logits after its last prompt token and the greedy continuation; alone, also
+// the routing decisions and routing statistics of its prefill. With "crowd", the first prompt also
+// runs beside 31 others that each use a different adapter.
 //
 //   parity_driver --model DIR --request FILE.json
-//   FILE.json: {"prompts": [[ids...], ...], "max_new_tokens": 32, "chunk": 7}
+//   FILE.json: {"prompts": [[ids...], ...], "max_new_tokens": 32, "chunk": 7,
+//               "adapters": {name: dir}, "prompt_adapters": [name | null, ...],
+//               "crowd": [name, ...]}
 
 #include <cstdio>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -26,6 +31,9 @@ namespace {
 
 struct Sequence {
   std::vector<int32_t> prompt;
+  const AdapterWeights* adapter = nullptr;
+  nlohmann::json decisions = nlohmann::json::array();
+  nlohmann::json routing_stats = nlohmann::json::array();
   std::vector<int32_t> generated;
   std::vector<int32_t> blocks;
   int64_t cached = 0;  // tokens already in the KV cache
@@ -63,6 +71,7 @@ absl::Status Run(Engine& engine, std::vector<Sequence>& seqs, int max_new, int c
       StepSequence ss;
       ss.first_position = s.cached;
       ss.block_table = s.blocks;
+      ss.adapter = s.adapter;
       if (s.cached < prompt_len) {
         const int64_t n =
             chunk > 0 ? std::min<int64_t>(chunk, prompt_len - s.cached) : prompt_len - s.cached;
@@ -82,6 +91,25 @@ absl::Status Run(Engine& engine, std::vector<Sequence>& seqs, int max_new, int c
     if (batch.sequences.empty()) break;
     absl::StatusOr<StepOutput> out = engine.Step(batch);
     if (!out.ok()) return out.status();
+    // Routing decisions of a lone sequence's prefill: step token index = prompt position.
+    if (seqs.size() == 1 && step == 0) {
+      for (const RoutingDecision& d : out->routing.decisions) {
+        seqs[0].decisions.push_back({d.token, d.layer, d.site, d.head, d.experts});
+      }
+      for (const AdapterRoutingStats& a : out->routing.adapters) {
+        for (const SiteRoutingStats& st : a.sites) {
+          seqs[0].routing_stats.push_back({{"layer", st.layer},
+                                           {"site", st.site},
+                                           {"tokens", st.tokens},
+                                           {"selections", st.selections},
+                                           {"gate_sum", st.gate_sum},
+                                           {"prob_sum", st.prob_sum},
+                                           {"entropy_sum", st.entropy_sum},
+                                           {"z_sum", st.z_sum},
+                                           {"experts_per_token", st.experts_per_token}});
+        }
+      }
+    }
     for (size_t r = 0; r < wanting.size(); ++r) {
       Sequence& s = *wanting[r];
       const float* row = out->logits.data<float>() + r * out->logits.dim(1);
@@ -102,25 +130,45 @@ int Main() {
   options.model_dir = absl::GetFlag(FLAGS_model);
   options.kv_cache_bytes = int64_t{64} << 20;
   options.block_size = 8;
+  options.moe_lora.record_decisions = true;
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options);
   if (!engine.ok()) return Fail(engine.status());
   const int max_new = (*req)["max_new_tokens"].get<int>();
   const int chunk = req->value("chunk", 7);
 
+  std::map<std::string, std::unique_ptr<AdapterWeights>> adapters;
+  const nlohmann::json adapter_dirs = req->value("adapters", nlohmann::json::object());
+  for (const auto& [name, dir] : adapter_dirs.items()) {
+    auto a = (*engine)->LoadAdapter(dir.get<std::string>());
+    if (!a.ok()) return Fail(a.status());
+    (*a)->name = name;
+    adapters[name] = std::move(*a);
+  }
+  const auto adapter_named = [&](const nlohmann::json& n) -> const AdapterWeights* {
+    return n.is_string() ? adapters.at(n.get<std::string>()).get() : nullptr;
+  };
+
   nlohmann::json result;
   const auto fresh = [&] {
     std::vector<Sequence> seqs;
+    const nlohmann::json names = req->value("prompt_adapters", nlohmann::json::array());
+    size_t i = 0;
     for (const auto& p : (*req)["prompts"]) {
       Sequence s;
       s.prompt = p.get<std::vector<int32_t>>();
+      if (i < names.size()) s.adapter = adapter_named(names[i]);
       seqs.push_back(std::move(s));
+      ++i;
     }
     return seqs;
   };
   const auto record = [](const std::vector<Sequence>& seqs) {
     nlohmann::json arr = nlohmann::json::array();
     for (const Sequence& s : seqs) {
-      arr.push_back({{"first_logits", s.first_logits}, {"tokens", s.generated}});
+      arr.push_back({{"first_logits", s.first_logits},
+                     {"tokens", s.generated},
+                     {"decisions", s.decisions},
+                     {"routing_stats", s.routing_stats}});
     }
     return arr;
   };
@@ -143,6 +191,19 @@ int Main() {
     std::vector<Sequence> seqs = fresh();
     if (absl::Status st = Run(**engine, seqs, max_new, chunk, true); !st.ok()) return Fail(st);
     result["chunked"] = record(seqs);
+  }
+  if (req->contains("crowd")) {
+    // The first prompt beside one sequence per crowd adapter (each reuses the first prompt).
+    std::vector<Sequence> seqs;
+    seqs.push_back(std::move(fresh()[0]));
+    for (const auto& name : (*req)["crowd"]) {
+      Sequence s;
+      s.prompt = seqs[0].prompt;
+      s.adapter = adapter_named(name);
+      seqs.push_back(std::move(s));
+    }
+    if (absl::Status st = Run(**engine, seqs, max_new, 0, false); !st.ok()) return Fail(st);
+    result["crowd"] = record(seqs)[0];
   }
   result["engine"] = (*engine)->Describe();
   std::printf("%s\n", result.dump().c_str());

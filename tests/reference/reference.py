@@ -145,7 +145,9 @@ class ReferenceModel:
             k = self.linear(x, p + "self_attn.k_proj")
             v = self.linear(x, p + "self_attn.v_proj")
             if hooks:
-                q, k, v = hooks.attention_qkv(l, x, q, k, v)
+                q = hooks.linear(l, "q_proj", x, q)
+                k = hooks.linear(l, "k_proj", x, k)
+                v = hooks.linear(l, "v_proj", x, v)
             q = q.view(T, H, hd).transpose(0, 1)
             k = k.view(T, KV, hd).transpose(0, 1)
             v = v.view(T, KV, hd).transpose(0, 1)
@@ -159,20 +161,28 @@ class ReferenceModel:
             attn = (probs @ v).transpose(0, 1).reshape(T, H * hd)
             o = self.linear(attn, p + "self_attn.o_proj")
             if hooks:
-                o = hooks.attention_o(l, attn, o)
+                o = hooks.linear(l, "o_proj", attn, o)
             h = h + o
             x = rms_norm(h, self.w[p + "post_attention_layernorm.weight"], self.eps)
-            if hooks and hooks.has_ffn(l):
-                h = h + hooks.ffn(l, x, self)
+            if hooks and hooks.has_mixlora(l):
+                h = h + hooks.mixlora(l, x, self)
             else:
-                h = h + self.mlp(l, x)
+                h = h + self.mlp(l, x, hooks)
         h = rms_norm(h, self.w["model.norm.weight"], self.eps)
         return h @ self.lm_head.T
 
-    def mlp(self, l, x):
+    def mlp(self, l, x, hooks=None):
         p = f"model.layers.{l}.mlp."
-        return self.linear(self.act(self.linear(x, p + "gate_proj")) * self.linear(x, p + "up_proj"),
-                           p + "down_proj")
+        g = self.linear(x, p + "gate_proj")
+        u = self.linear(x, p + "up_proj")
+        if hooks:
+            g = hooks.linear(l, "gate_proj", x, g)
+            u = hooks.linear(l, "up_proj", x, u)
+        a = self.act(g) * u
+        d = self.linear(a, p + "down_proj")
+        if hooks:
+            d = hooks.linear(l, "down_proj", a, d)
+        return d
 
     def greedy(self, ids, n, hooks=None):
         ids = list(ids)

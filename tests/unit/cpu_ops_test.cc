@@ -120,7 +120,7 @@ TEST(PackedKernelTest, RowsAreBatchInvariantOnEveryIsa) {
     const int64_t pc = cpu::PaddedCols(k, dt);
     for (const cpu::KernelTable* t : tables) {
       std::vector<float> xp(static_cast<size_t>(m * pc)), all(static_cast<size_t>(m * n));
-      t->prepare_x(dt, x.data<float>(), m, k, k, pc, xp.data());
+      t->prepare_x(dt, x.data<float>(), nullptr, m, k, k, pc, xp.data());
       t->matmul_packed({xp.data(), m, w.data.raw(), dt, n, pc, nullptr, all.data(), n, false}, 0,
                        cpu::PaddedRows(n) / cpu::kPanelRows);
       for (int64_t i = 0; i < m; ++i) {

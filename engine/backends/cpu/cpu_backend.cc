@@ -36,9 +36,15 @@ class CpuBackend final : public Backend {
 
   absl::StatusOr<Tensor> Upload(const Tensor& host) override { return host; }
 
-  absl::StatusOr<Weight> PrepareWeight(const Tensor& host) override {
+  absl::StatusOr<Weight> PrepareWeight(const Tensor& host, WeightUse use) override {
     if (host.rank() != 2 || host.dtype() == DType::kI32) {
       return absl::InvalidArgumentError("a weight must be a floating-point matrix");
+    }
+    if (use == WeightUse::kExpand) {
+      if (host.dtype() != DType::kF32 && host.dtype() != DType::kBF16) {
+        return absl::InvalidArgumentError("expand weights must be F32 or BF16");
+      }
+      return cpu::TransposeWeight(host);
     }
     return cpu::PackWeight(host);
   }
@@ -59,6 +65,22 @@ class CpuBackend final : public Backend {
     cache.k = Tensor::Zeros(DType::kF32, shape);
     cache.v = Tensor::Zeros(DType::kF32, shape);
     return cache;
+  }
+
+  absl::Status Consolidate(std::span<Weight* const> weights) override {
+    size_t total = 0;
+    for (const Weight* w : weights) total += (w->data.nbytes() + 63) / 64 * 64;
+    if (total == 0) return absl::OkStatus();
+    Tensor arena = Tensor::Empty(DType::kF32, {static_cast<int64_t>((total + 3) / 4)});
+    char* base = arena.data<char>();
+    auto owner = std::make_shared<Tensor>(arena);
+    size_t offset = 0;
+    for (Weight* w : weights) {
+      std::memcpy(base + offset, w->data.raw(), w->data.nbytes());
+      w->data = Tensor::Wrap(base + offset, w->data.dtype(), w->data.shape(), owner);
+      offset += (w->data.nbytes() + 63) / 64 * 64;
+    }
+    return absl::OkStatus();
   }
 
   absl::StatusOr<StepMetadata> UploadMetadata(const StepMetadata& host) override { return host; }
@@ -92,6 +114,8 @@ class CpuBackend final : public Backend {
     matmul_.Linear(x.data<float>(), x.dim(0), w, bias != nullptr ? bias->data<float>() : nullptr,
                    y.data<float>(), accumulate);
   }
+
+  void GroupedLinear(std::span<const LinearJob> jobs) override { matmul_.Grouped(jobs); }
 
   void RopeTable(const Tensor& positions, const Tensor& inv_freq, Tensor& cos_sin) override {
     const int64_t T = positions.numel(), half = inv_freq.numel();

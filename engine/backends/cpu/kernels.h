@@ -25,6 +25,24 @@ struct PackedMatmulArgs {
   bool accumulate;
 };
 
+// y[m, n] (+)= sum_j x[m, j] * W[n, j] for the column blocks [block_begin, block_end) of an
+// expand weight (packed_layout.h: W^T in blocks of kExpandBlock columns): the expand of a LoRA
+// pair, a short sum (r) per output with no horizontal reduction. The per-output order of
+// accumulation does not depend on m.
+struct ExpandArgs {
+  const float* x;
+  const int32_t* x_rows;  // optional gather of x rows
+  int64_t ldx;
+  int64_t m;
+  const void* wt;  // [blocks][r][kExpandBlock], F32 or BF16
+  DType w_dtype;
+  int64_t r;
+  int64_t n;  // real output columns
+  float* y;
+  int64_t ldy;
+  bool accumulate;
+};
+
 // One query token against one KV head's keys [lo, hi] (inclusive) of a paged cache whose layer
 // layout is [block][kv_head][slot][head_dim].
 struct AttentionTask {
@@ -46,11 +64,13 @@ struct AttentionTask {
 
 struct KernelTable {
   const char* isa;
-  // Lays out x rows [m, k] (row stride ldx) for matmul_packed against weights of `w_dtype`:
-  // zero-padded to padded_cols and, for BF16 weights, even/odd columns de-interleaved per vector.
-  void (*prepare_x)(DType w_dtype, const float* x, int64_t m, int64_t ldx, int64_t k,
-                    int64_t padded_cols, float* xp);
+  // Lays out x rows [m, k] (row stride ldx; row i at x_rows[i] when x_rows is set) for
+  // matmul_packed against weights of `w_dtype`: zero-padded to padded_cols and, for BF16
+  // weights, even/odd columns de-interleaved per vector.
+  void (*prepare_x)(DType w_dtype, const float* x, const int32_t* x_rows, int64_t m, int64_t ldx,
+                    int64_t k, int64_t padded_cols, float* xp);
   void (*matmul_packed)(const PackedMatmulArgs& args, int64_t panel_begin, int64_t panel_end);
+  void (*expand)(const ExpandArgs& args, int64_t block_begin, int64_t block_end);
   void (*convert_to_f32)(DType dtype, const void* src, float* dst, int64_t n);
   void (*rms_norm)(const float* x, const float* weight, float eps, float* y, int64_t d);
   // out[i] = act(gate[i]) * up[i]

@@ -221,10 +221,10 @@ void MatmulPacked(const PackedMatmulArgs& a, int64_t panel_begin, int64_t panel_
   __builtin_trap();
 }
 
-void PrepareX(DType w_dtype, const float* x, int64_t m, int64_t ldx, int64_t k, int64_t padded_cols,
-              float* xp) {
+void PrepareX(DType w_dtype, const float* x, const int32_t* x_rows, int64_t m, int64_t ldx,
+              int64_t k, int64_t padded_cols, float* xp) {
   for (int64_t i = 0; i < m; ++i) {
-    const float* src = x + i * ldx;
+    const float* src = x + (x_rows != nullptr ? x_rows[i] : i) * ldx;
     float* dst = xp + i * padded_cols;
     if (w_dtype == DType::kBF16) {
       // Per group of 2L columns: L even columns, then L odd ones (see BF16Weights).
@@ -238,6 +238,79 @@ void PrepareX(DType w_dtype, const float* x, int64_t m, int64_t ldx, int64_t k, 
     } else {
       std::memcpy(dst, src, static_cast<size_t>(k) * sizeof(float));
       std::memset(dst + k, 0, static_cast<size_t>(padded_cols - k) * sizeof(float));
+    }
+  }
+}
+
+// One block of expand columns for every row, from F32 weights `wb` (BF16 blocks are widened
+// once per block by Expand, then every row reads F32 from L1).
+void ExpandBlock(const ExpandArgs& a, const float* wb, int64_t b) {
+  constexpr int kVecs = kExpandBlock / L;
+  const int64_t n0 = b * kExpandBlock;
+  const int64_t width = a.n - n0 < kExpandBlock ? a.n - n0 : kExpandBlock;
+  for (int64_t i = 0; i < a.m; ++i) {
+    float* y = a.y + i * a.ldy + n0;
+    const float* x = a.x + (a.x_rows != nullptr ? a.x_rows[i] : i) * a.ldx;
+    VF acc[kVecs];
+    if (width == kExpandBlock && a.accumulate) {
+      for (int v = 0; v < kVecs; ++v) acc[v] = LoadF(y + v * L);
+    } else if (a.accumulate) {
+      float tmp[kExpandBlock] = {};
+      for (int64_t c = 0; c < width; ++c) tmp[c] = y[c];
+      for (int v = 0; v < kVecs; ++v) acc[v] = LoadF(tmp + v * L);
+    } else {
+      for (int v = 0; v < kVecs; ++v) acc[v] = VF{};
+    }
+    for (int64_t j = 0; j < a.r; ++j) {
+      const VF xv = Splat(x[j]);
+      const float* w = wb + j * kExpandBlock;
+      for (int v = 0; v < kVecs; ++v) acc[v] += xv * LoadF(w + v * L);
+    }
+    if (width == kExpandBlock) {
+      for (int v = 0; v < kVecs; ++v) StoreF(y + v * L, acc[v]);
+    } else {
+      float tmp[kExpandBlock];
+      for (int v = 0; v < kVecs; ++v) StoreF(tmp + v * L, acc[v]);
+      for (int64_t c = 0; c < width; ++c) y[c] = tmp[c];
+    }
+  }
+}
+
+// One row against a BF16 block, widening as it goes (the same accumulation order as
+// ExpandBlock, so the result does not depend on how many rows share the block).
+void ExpandBlockBf16(const ExpandArgs& a, const uint16_t* wb, int64_t b) {
+  constexpr int kVecs = kExpandBlock / L;
+  const int64_t n0 = b * kExpandBlock;
+  const int64_t width = a.n - n0 < kExpandBlock ? a.n - n0 : kExpandBlock;
+  float* y = a.y + n0;
+  const float* x = a.x + (a.x_rows != nullptr ? a.x_rows[0] : 0) * a.ldx;
+  float tmp[kExpandBlock] = {};
+  if (a.accumulate) {
+    for (int64_t c = 0; c < width; ++c) tmp[c] = y[c];
+  }
+  VF acc[kVecs];
+  for (int v = 0; v < kVecs; ++v) acc[v] = LoadF(tmp + v * L);
+  for (int64_t j = 0; j < a.r; ++j) {
+    const VF xv = Splat(x[j]);
+    const uint16_t* w = wb + j * kExpandBlock;
+    for (int v = 0; v < kVecs; ++v) acc[v] += xv * LoadBF16(w + v * L);
+  }
+  for (int v = 0; v < kVecs; ++v) StoreF(tmp + v * L, acc[v]);
+  for (int64_t c = 0; c < width; ++c) y[c] = tmp[c];
+}
+
+void Expand(const ExpandArgs& a, int64_t block_begin, int64_t block_end) {
+  alignas(64) float widened[kExpandBlock * 256];  // BF16 blocks up to rank 256
+  for (int64_t b = block_begin; b < block_end; ++b) {
+    if (a.w_dtype == DType::kBF16 && a.m == 1) {
+      ExpandBlockBf16(a, static_cast<const uint16_t*>(a.wt) + b * a.r * kExpandBlock, b);
+    } else if (a.w_dtype == DType::kBF16) {
+      // Several rows share the block: widen it once.
+      const uint16_t* src = static_cast<const uint16_t*>(a.wt) + b * a.r * kExpandBlock;
+      for (int64_t i = 0; i < a.r * kExpandBlock; i += L) StoreF(widened + i, LoadBF16(src + i));
+      ExpandBlock(a, widened, b);
+    } else {
+      ExpandBlock(a, static_cast<const float*>(a.wt) + b * a.r * kExpandBlock, b);
     }
   }
 }
@@ -398,6 +471,7 @@ const KernelTable kTable = {
     .isa = SY_STRINGIFY(SY_ISA),
     .prepare_x = &PrepareX,
     .matmul_packed = &MatmulPacked,
+    .expand = &Expand,
     .convert_to_f32 = &ConvertToF32,
     .rms_norm = &RmsNorm,
     .gated_activation = &GatedActivation,

@@ -33,4 +33,10 @@ constexpr int64_t PackedOffset(int64_t r, int64_t c, int64_t padded_cols, DType 
          c % C;
 }
 
+// Expand weights (WeightUse::kExpand, LoRA B [out, r]) are kept transposed in blocks of
+// kExpandBlock output columns: block b holds W^T[0..r)[b * kExpandBlock ...) contiguously, so one
+// block is one sequential read of r * kExpandBlock values. Columns are padded with zeros.
+constexpr int64_t kExpandBlock = 128;
+constexpr int64_t ExpandBlocks(int64_t out) { return (out + kExpandBlock - 1) / kExpandBlock; }
+
 }  // namespace switchyard::cpu

@@ -39,6 +39,28 @@ Weight PackWeight(const Tensor& host) {
   return w;
 }
 
+Weight TransposeWeight(const Tensor& host) {
+  Weight w;
+  w.rows = host.dim(0);
+  w.cols = host.dim(1);
+  w.dtype = host.dtype();
+  w.use = WeightUse::kExpand;
+  // [blocks][r][kExpandBlock], zero-padded.
+  const int64_t blocks = ExpandBlocks(w.rows);
+  const size_t elem = SizeOf(w.dtype);
+  w.data = Tensor::Zeros(w.dtype, {blocks * w.cols, kExpandBlock});
+  const char* src = host.data<char>();
+  char* dst = w.data.data<char>();
+  for (int64_t o = 0; o < w.rows; ++o) {
+    const int64_t b = o / kExpandBlock, c = o % kExpandBlock;
+    for (int64_t j = 0; j < w.cols; ++j) {
+      std::memcpy(dst + ((b * w.cols + j) * kExpandBlock + c) * elem, src + (o * w.cols + j) * elem,
+                  elem);
+    }
+  }
+  return w;
+}
+
 void UnpackRows(const Weight& w, int64_t row_begin, int64_t rows, DType out_dtype, void* out) {
   SY_CHECK(out_dtype == DType::kF32 || out_dtype == w.dtype);
   const int64_t pc = PaddedCols(w.cols, w.dtype), C = ChunkElements(w.dtype);
@@ -85,7 +107,7 @@ void PackedMatmul::SmallM(const float* x, int64_t m, const Weight& w, const floa
   const KernelTable& k = Kernels();
   const int64_t pc = PaddedCols(w.cols, w.dtype);
   xp_.resize(static_cast<size_t>(m * pc));
-  k.prepare_x(w.dtype, x, m, w.cols, w.cols, pc, xp_.data());
+  k.prepare_x(w.dtype, x, nullptr, m, w.cols, w.cols, pc, xp_.data());
   const PackedMatmulArgs args{xp_.data(), m, w.data.raw(), w.dtype,   w.rows, pc,
                               bias,       y, w.rows,       accumulate};
   const int64_t panels = PaddedRows(w.rows) / kPanelRows;
@@ -97,6 +119,74 @@ void PackedMatmul::SmallM(const float* x, int64_t m, const Weight& w, const floa
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (int64_t i = 0; i < pieces; ++i) {
     k.matmul_packed(args, i * piece, std::min(panels, (i + 1) * piece));
+  }
+}
+
+void PackedMatmul::Grouped(std::span<const LinearJob> jobs) {
+  const KernelTable& k = Kernels();
+  grouped_offsets_.resize(jobs.size() + 1);
+  size_t total = 0;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    grouped_offsets_[j] = total;
+    if (jobs[j].w->use == WeightUse::kExpand) continue;
+    total += static_cast<size_t>(jobs[j].m * PaddedCols(jobs[j].w->cols, jobs[j].w->dtype));
+  }
+  xp_.resize(std::max<size_t>(total, 1));
+  const int64_t n = static_cast<int64_t>(jobs.size());
+  // Laying out x is a copy: worth threads only when there is a lot of it.
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1 && total > (1 << 18))
+  for (int64_t j = 0; j < n; ++j) {
+    const LinearJob& job = jobs[j];
+    if (job.m == 0 || job.w->use == WeightUse::kExpand) continue;
+    k.prepare_x(job.w->dtype, job.x, job.x_rows, job.m, job.ldx, job.w->cols,
+                PaddedCols(job.w->cols, job.w->dtype), xp_.data() + grouped_offsets_[j]);
+  }
+  // Pieces of about kPieceWork multiply-adds: a segment of one row (a decode token of its own
+  // adapter) is tiny, and scheduling each 128-column block of it separately costs more than the
+  // arithmetic.
+  constexpr int64_t kPieceWork = 1 << 16;
+  pieces_.clear();
+  int64_t work = 0;
+  for (int j = 0; j < static_cast<int>(jobs.size()); ++j) {
+    const LinearJob& job = jobs[j];
+    if (job.m == 0) continue;
+    if (job.w->use == WeightUse::kExpand) {
+      const int64_t blocks = ExpandBlocks(job.w->rows);
+      const int64_t per = std::max<int64_t>(1, kPieceWork / (job.m * kExpandBlock * job.w->cols));
+      for (int64_t b = 0; b < blocks; b += per)
+        pieces_.push_back({j, b, std::min(blocks, b + per)});
+    } else {
+      const int64_t panels = PaddedRows(job.w->rows) / kPanelRows;
+      const int64_t per = std::max<int64_t>(
+          1, kPieceWork / (job.m * kPanelRows * std::max<int64_t>(job.w->cols, 1)));
+      for (int64_t p = 0; p < panels; p += per)
+        pieces_.push_back({j, p, std::min(panels, p + per)});
+    }
+    work += job.m * job.w->rows * job.w->cols;
+  }
+  const int64_t count = static_cast<int64_t>(pieces_.size());
+  const int threads = work < (1 << 16) ? 1 : ComputeThreads();
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int64_t i = 0; i < count; ++i) {
+    const Piece& piece = pieces_[i];
+    const LinearJob& job = jobs[piece.job];
+    if (job.w->use == WeightUse::kExpand) {
+      k.expand({job.x, job.x_rows, job.ldx, job.m, job.w->data.raw(), job.w->dtype, job.w->cols,
+                job.w->rows, job.y, job.ldy, job.accumulate},
+               piece.begin, piece.end);
+      continue;
+    }
+    const PackedMatmulArgs args{xp_.data() + grouped_offsets_[piece.job],
+                                job.m,
+                                job.w->data.raw(),
+                                job.w->dtype,
+                                job.w->rows,
+                                PaddedCols(job.w->cols, job.w->dtype),
+                                nullptr,
+                                job.y,
+                                job.ldy,
+                                job.accumulate};
+    k.matmul_packed(args, piece.begin, piece.end);
   }
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "engine/backends/backend.h"
@@ -20,6 +21,8 @@ constexpr int64_t kSmallMLimit = 256;
 
 // Packs a row-major F32/F16/BF16 host matrix.
 Weight PackWeight(const Tensor& host);
+// W [rows, cols] (F32 or BF16) transposed into expand blocks (packed_layout.h).
+Weight TransposeWeight(const Tensor& host);
 // Converts packed rows [row_begin, row_begin + rows) to row-major `out_dtype` (F32, or BF16 from
 // BF16), [rows, w.cols].
 void UnpackRows(const Weight& w, int64_t row_begin, int64_t rows, DType out_dtype, void* out);
@@ -34,6 +37,10 @@ class PackedMatmul {
   void Linear(const float* x, int64_t m, const Weight& w, const float* bias, float* y,
               bool accumulate);
 
+  // Many small products in one parallel pass (our kernel; rows keep Linear's results exactly when
+  // a job has at most kSmallMLimit rows, as MoE-LoRA's do).
+  void Grouped(std::span<const LinearJob> jobs);
+
   // The two paths Linear picks between (public for bench_kernels, which measures the crossover).
   void SmallM(const float* x, int64_t m, const Weight& w, const float* bias, float* y,
               bool accumulate);
@@ -47,6 +54,12 @@ class PackedMatmul {
   std::vector<float> panel_f32_;
   std::vector<uint16_t> panel_bf16_;
   std::vector<uint16_t> x_bf16_;
+  std::vector<size_t> grouped_offsets_;
+  struct Piece {
+    int job;
+    int64_t begin, end;
+  };
+  std::vector<Piece> pieces_;
 };
 
 }  // namespace switchyard::cpu

@@ -1,0 +1,86 @@
+// A loaded MoE-LoRA adapter, in the one shape every supported family maps onto:
+//   * routed LoRA sites on individual linears (q, k, v, o, gate, up, down): a router on the
+//     linear's input picks experts whose low-rank deltas add to the base output. Plain LoRA is
+//     the one-expert case, HydraLoRA shares A across experts, MH-MoE-LoRA routes h sub-tokens of
+//     each input separately.
+//   * a MixLoRA FFN block: a router on the FFN input picks experts that are whole FFNs over the
+//     frozen weights with LoRA on gate/up/down.
+// Immutable once loaded; shared (refcounted) by every request that uses it.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/backends/backend.h"
+#include "engine/core/activation.h"
+
+namespace switchyard {
+
+enum class LinearSite : int { kQ = 0, kK, kV, kO, kGate, kUp, kDown };
+constexpr int kNumLinearSites = 7;
+absl::string_view LinearSiteName(LinearSite s);  // "q_proj", ...
+
+enum class Routing {
+  kSingle,   // one expert, weight 1 (plain LoRA)
+  kTopK,     // top-k of the softmax, renormalised (MixLoRA, MoLA)
+  kTopKRaw,  // top-k of the softmax, not renormalised (MH-MoE)
+  kTopP,     // smallest prefix of the sorted softmax whose sum exceeds top_p, raw (mixlora-dynamic)
+  kDense,    // every expert, softmax weights (LoRAMoE, HydraLoRA)
+  kSwitch,   // top-1, weight p_max (mixlora-switch)
+};
+absl::string_view RoutingName(Routing r);
+
+struct RouterSpec {
+  Routing routing = Routing::kSingle;
+  int num_experts = 1;
+  int top_k = 1;
+  float top_p = 1.0f;
+  float temperature = 0.0f;  // top-p: divides the probabilities (MoE-PEFT's quirk); 0 = off
+};
+
+// One expert's low-rank pair. `b` already carries the LoRA scaling (alpha/r or alpha/sqrt(r)).
+struct LoraPair {
+  Weight a;  // [r, in]
+  Weight b;  // [out, r], scaled
+  int rank = 0;
+};
+
+struct RoutedLora {
+  RouterSpec spec;
+  Weight router;                  // [E, in / heads], F32; undefined for kSingle
+  std::vector<LoraPair> experts;  // HydraLoRA: every expert's `a` is the same tensor
+  bool shared_a = false;
+  int heads = 1;   // MH-MoE sub-tokens per input row
+  LoraPair head;   // MH-MoE: x + head(x) before splitting; rank 0 when absent
+  LoraPair merge;  // MH-MoE: o + merge(o) after concatenating; rank 0 when absent
+};
+
+struct MixLoraExpert {
+  std::array<LoraPair, 3> lora;  // gate, up, down; rank 0 where the projection is not adapted
+};
+
+struct MixLoraBlock {
+  RouterSpec spec;
+  Weight router;  // [E, d]
+  Activation act = Activation::kSilu;
+  std::vector<MixLoraExpert> experts;
+};
+
+struct AdapterLayer {
+  std::array<std::unique_ptr<RoutedLora>, kNumLinearSites> sites;
+  std::unique_ptr<MixLoraBlock> ffn;
+};
+
+struct AdapterWeights {
+  std::string name;
+  uint64_t version = 0;  // bumped by every load of the same name (hot swap)
+  std::string family;    // "mixlora", "loramoe", "mola", "hydralora", "lora", "mhmoe-lora"
+  std::string format;    // where it came from, e.g. "moe-peft .bin", "peft safetensors"
+  std::vector<AdapterLayer> layers;
+  size_t bytes = 0;  // device memory held
+};
+
+}  // namespace switchyard

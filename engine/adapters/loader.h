@@ -1,0 +1,58 @@
+// Reading adapters from disk: adapter_config.json plus adapter_model.safetensors or
+// adapter_model.bin (torch.save, read by a restricted unpickler), in these schemes:
+//   MoE-PEFT   peft_type MIXLORA (mixlora | mixlora-dynamic | mixlora-switch), LORAMOE, MOLA
+//   mLoRA      legacy MixLoRA (routing_strategy "mixtral" | "switch", gate.weight, w1/w2/w3_proj)
+//   PEFT       peft_type LORA: plain LoRA; with lora_nums, the HydraLoRA (shared lora_A,
+//              lora_B{i}, lora_route) and official LoRAMoE (lora_A{i}, lora_B{i}, lora_route) forks
+//   Switchyard peft_type MHMOE_LORA (docs/adapters.md)
+// Everything is validated against the base model (layers, dimensions, ranks, expert counts,
+// finite values) before the adapter exists; a bad adapter is refused with the key or tensor
+// named and never half-loads.
+#pragma once
+
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/adapters/adapter.h"
+#include "engine/backends/backend.h"
+#include "engine/model/config.h"
+
+namespace switchyard {
+
+struct AdapterConfig {
+  enum class Family { kMixLora, kLoraMoe, kMola, kPeft, kMhMoeLora };
+  Family family = Family::kPeft;
+  bool legacy_mlora = false;
+  int r = 0;
+  double alpha = 0;
+  bool rslora = false;
+  int expert_r = 0;  // MixLoRA experts (expert_lora overrides r/alpha/rslora)
+  double expert_alpha = 0;
+  bool expert_rslora = false;
+  std::set<std::string> targets;  // q_proj ... down_proj
+  RouterSpec router;
+  std::vector<int> top_k_per_layer;  // MoLA: per-layer top-k (extension: a list in "top_k")
+  std::string act_fn;                // MixLoRA; empty: the base model's
+  int lora_nums = 0;                 // PEFT forks
+  bool use_dora = false;             // treated as LoRA: DoRA magnitudes are not saved by MoE-PEFT
+  int heads = 1;                     // MH-MoE-LoRA
+  int head_rank = 0, merge_rank = 0;
+
+  // Scaling of a LoRA pair: alpha / r, or alpha / sqrt(r) with rsLoRA.
+  static float Scale(double alpha, int r, bool rslora);
+};
+
+absl::StatusOr<AdapterConfig> ParseAdapterConfig(absl::string_view json);
+
+// Loads `dir` for base model `base`, preparing the weights on `backend` with LoRA matrices in
+// `lora_dtype` (F32 or BF16; routers stay F32, where routing is decided). Thread-safe: runs on a
+// loader thread, never on the engine thread.
+absl::StatusOr<std::unique_ptr<AdapterWeights>> LoadAdapter(const std::string& dir,
+                                                            const ModelConfig& base,
+                                                            Backend& backend,
+                                                            DType lora_dtype = DType::kF32);
+
+}  // namespace switchyard

@@ -1,0 +1,107 @@
+// The adapters a server knows, by name: load, unload and atomic hot swap while traffic flows, a
+// memory budget with LRU eviction of idle adapters and transparent reload, and pinning.
+//
+// Requests hold a std::shared_ptr<const AdapterWeights> from admission to finish: a swap publishes
+// a new version and leaves the old one to its last request; eviction and unload never free weights
+// a request holds. File reading, validation and weight preparation run on the calling thread (an
+// API or loader thread, never the engine thread) outside the lock; only the publish is locked.
+//
+// Thread-safety: every method is safe to call from any thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/adapters/adapter.h"
+
+namespace switchyard {
+
+struct AdapterRegistryOptions {
+  std::string root;                // adapter folders must lie below it (no "..", no symlink escape)
+  size_t memory_budget_bytes = 0;  // resident adapters' weights; 0: unlimited
+};
+
+struct AdapterInfo {
+  std::string name;
+  std::string path;  // relative to the root
+  std::string family;
+  std::string format;
+  uint64_t version = 0;
+  size_t bytes = 0;
+  bool resident = false;
+  bool pinned = false;
+  int64_t in_use = 0;  // requests holding the current version
+  int64_t loads = 0;
+};
+
+struct AdapterRegistryCounters {
+  int64_t loads = 0, unloads = 0, swaps = 0, evictions = 0, reloads = 0;
+};
+
+class AdapterRegistry {
+ public:
+  using Loader = std::function<absl::StatusOr<std::unique_ptr<AdapterWeights>>(const std::string&)>;
+
+  AdapterRegistry(AdapterRegistryOptions options, Loader loader);
+
+  // Loads `path` (relative to the root) as `name`. An existing name is ALREADY_EXISTS unless
+  // `replace`, which swaps atomically: requests admitted before keep the old version, requests
+  // admitted after get the new one. A load that cannot fit the memory budget (after evicting idle
+  // adapters) is RESOURCE_EXHAUSTED. Nothing is published unless the whole adapter loaded.
+  absl::StatusOr<AdapterInfo> Load(const std::string& name, const std::string& path, bool replace);
+
+  // Forgets `name`. While requests hold it: FAILED_PRECONDITION, unless `drain`, which stops new
+  // requests from getting it and frees it when the last holder finishes.
+  absl::Status Unload(const std::string& name, bool drain);
+
+  // For a new request: the current version, reloaded from disk if it was evicted. NOT_FOUND for a
+  // name never loaded (or unloaded).
+  absl::StatusOr<std::shared_ptr<const AdapterWeights>> Acquire(const std::string& name);
+
+  absl::Status Pin(const std::string& name, bool pinned);
+  std::vector<AdapterInfo> List() const;
+  AdapterRegistryCounters counters() const;
+  size_t resident_bytes() const;
+
+  // `path` below the root, resolved; INVALID_ARGUMENT or PERMISSION_DENIED when it escapes.
+  absl::StatusOr<std::string> Resolve(const std::string& path) const;
+
+ private:
+  struct Entry {
+    std::string path;
+    std::shared_ptr<const AdapterWeights> current;  // null while evicted
+    uint64_t version = 0;
+    bool pinned = false;
+    uint64_t last_used = 0;
+    int64_t loads = 0;
+    std::string family, format;
+    size_t bytes = 0;
+    std::shared_ptr<std::mutex> reload;  // serialises reloads of one name
+  };
+
+  absl::StatusOr<std::unique_ptr<AdapterWeights>> Read(const std::string& name,
+                                                       const std::string& path);
+  // Evicts idle, unpinned adapters, least recently used first, until `need` more bytes fit.
+  // Returns false when they cannot. Caller holds mu_.
+  bool MakeRoom(size_t need, const std::string& keep);
+  size_t ResidentBytesLocked() const;
+  AdapterInfo InfoLocked(const std::string& name, const Entry& e) const;
+
+  AdapterRegistryOptions options_;
+  Loader loader_;
+  mutable std::mutex mu_;
+  std::map<std::string, Entry> entries_;
+  // Versions replaced or unloaded while requests still held them: their memory counts until then.
+  std::vector<std::weak_ptr<const AdapterWeights>> retired_;
+  uint64_t clock_ = 0;
+  uint64_t next_version_ = 1;
+  AdapterRegistryCounters counters_;
+};
+
+}  // namespace switchyard

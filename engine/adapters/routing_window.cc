@@ -1,0 +1,85 @@
+#include "engine/adapters/routing_window.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace switchyard {
+
+RoutingWindow::RoutingWindow(RoutingWindowOptions options)
+    : options_(options),
+      bucket_rows_(std::max<int64_t>(1, options.window_tokens / std::max(1, options.buckets))) {}
+
+void RoutingWindow::AddSite(Site& site, const SiteRoutingStats& step) {
+  site.total.Merge(step);
+  SiteRoutingStats* bucket = &site.ring[site.newest];
+  if (bucket->tokens >= bucket_rows_) {
+    site.newest = (site.newest + 1) % static_cast<int>(site.ring.size());
+    bucket = &site.ring[site.newest];
+    *bucket = bucket->EmptyLike();
+  }
+  bucket->Merge(step);
+}
+
+void RoutingWindow::Add(const RoutingStats& step) {
+  if (step.adapters.empty()) return;
+  absl::MutexLock lock(&mu_);
+  for (const AdapterRoutingStats& a : step.adapters) {
+    Adapter& entry = adapters_[a.adapter];
+    if (a.version < entry.version) continue;  // an older version still finishing after a swap
+    if (a.version > entry.version) entry = Adapter{a.version, {}};
+    for (const SiteRoutingStats& s : a.sites) {
+      const auto key = std::make_pair(s.layer, s.site);
+      auto it = std::lower_bound(entry.sites.begin(), entry.sites.end(), key,
+                                 [](const Site& x, const std::pair<int, int>& k) {
+                                   return std::make_pair(x.total.layer, x.total.site) < k;
+                                 });
+      if (it == entry.sites.end() || it->total.layer != s.layer || it->total.site != s.site) {
+        Site fresh;
+        fresh.total = s.EmptyLike();
+        fresh.ring.assign(std::max(1, options_.buckets), s.EmptyLike());
+        it = entry.sites.insert(it, std::move(fresh));
+      }
+      AddSite(*it, s);
+    }
+  }
+}
+
+RoutingSnapshot RoutingWindow::MakeSnapshot(const std::string& name, const Adapter& a) const {
+  RoutingSnapshot snap;
+  snap.adapter = name;
+  snap.version = a.version;
+  snap.window_tokens = options_.window_tokens;
+  snap.window_full = !a.sites.empty();
+  for (const Site& site : a.sites) {
+    SiteRoutingStats window = site.total.EmptyLike();
+    for (const SiteRoutingStats& bucket : site.ring) window.Merge(bucket);
+    snap.window_full = snap.window_full && site.total.tokens >= options_.window_tokens;
+    snap.window.push_back(std::move(window));
+    snap.total.push_back(site.total);
+  }
+  return snap;
+}
+
+std::optional<RoutingSnapshot> RoutingWindow::Snapshot(absl::string_view adapter) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = adapters_.find(adapter);
+  if (it == adapters_.end()) return std::nullopt;
+  return MakeSnapshot(it->first, it->second);
+}
+
+std::vector<RoutingSnapshot> RoutingWindow::SnapshotAll() const {
+  absl::ReaderMutexLock lock(&mu_);
+  std::vector<RoutingSnapshot> out;
+  for (const auto& [name, a] : adapters_) out.push_back(MakeSnapshot(name, a));
+  std::sort(out.begin(), out.end(), [](const RoutingSnapshot& x, const RoutingSnapshot& y) {
+    return x.adapter < y.adapter;
+  });
+  return out;
+}
+
+void RoutingWindow::Forget(absl::string_view adapter) {
+  absl::MutexLock lock(&mu_);
+  adapters_.erase(adapter);
+}
+
+}  // namespace switchyard

@@ -1,0 +1,240 @@
+"""Reference math of every MoE-LoRA family for the parity suite, written from MoE-PEFT's code and
+the papers (shared/design/moe-lora-methods.md), not from Switchyard's: MixLoRA experts are whole
+FFNs whose outputs are summed per expert (the reference implementations' k down projections),
+routing as MoE-PEFT does it, F32 throughout, no dropout. The fixtures come from
+tools/modelgen/make_adapter.py.
+"""
+
+import json
+import math
+import os
+import sys
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tools", "modelgen"))
+from make_adapter import ATTN, MLP, make_adapter, scale, site_dims  # noqa: E402,F401
+
+# ---------------------------------------------------------------------------------------------
+# Reference math
+
+
+def load_adapter_tensors(folder):
+    if os.path.exists(os.path.join(folder, "adapter_model.safetensors")):
+        sys.path.insert(0, HERE)
+        import reference
+        return reference.load_safetensors(os.path.join(folder, "adapter_model.safetensors"))
+    state = torch.load(os.path.join(folder, "adapter_model.bin"), map_location="cpu")
+    return {k: v.float().contiguous() for k, v in state.items()}
+
+
+def softmax32(logits):
+    return torch.softmax(logits.float(), dim=-1, dtype=torch.float32)
+
+
+class AdapterReference:
+    """Forward hooks for reference.ReferenceModel implementing one adapter."""
+
+    def __init__(self, folder, base):
+        with open(os.path.join(folder, "adapter_config.json")) as f:
+            self.cfg = json.load(f)
+        self.w = load_adapter_tensors(folder)
+        self.base = base
+        c = self.cfg
+        self.peft_type = c.get("peft_type", "LORA").upper()
+        self.strategy = c.get("routing_strategy", "")
+        self.legacy = self.strategy in ("mixtral", "switch")
+        self.s = scale(c["lora_alpha"], c["r"], c.get("use_rslora", False))
+        el = dict(r=c["r"], lora_alpha=c["lora_alpha"], use_rslora=c.get("use_rslora", False))
+        el.update(c.get("expert_lora") or {})
+        self.expert_s = scale(el["lora_alpha"], el["r"], el.get("use_rslora", False))
+        self.decisions = []  # (position, layer, site, head, sorted experts)
+        self.stats = {}  # (layer, site) -> sums, as the engine's SiteRoutingStats
+
+    def lora(self, x, prefix, s):
+        return s * ((x @ self.w[prefix + "lora_A.weight"].T) @ self.w[prefix + "lora_B.weight"].T)
+
+    # -- routing, as MoE-PEFT computes it --
+    def route(self, logits, strategy, top_k=2, top_p=0.8, temperature=0.0):
+        """Returns (probs, list per row of [(expert, weight)]). Records each row's margin: how far
+        its selection is from flipping (probability gap at the top-k boundary, or distance of the
+        cumulative sums from top_p); F32 rounding may decide rows with a tiny margin either way."""
+        probs = softmax32(logits)
+        self.last_logits, self.last_probs = logits.double(), probs.double()
+        out = []
+        self.margins = []
+        for row in probs:
+            srt = torch.sort(row, descending=True).values
+            if strategy in ("topk", "topk_raw") and top_k < len(row):
+                self.margins.append(float(srt[top_k - 1] - srt[top_k]))
+            elif strategy == "switch":
+                self.margins.append(float(srt[0] - srt[1]))
+            elif strategy == "top_p":
+                p = srt / temperature if temperature > 0 else srt
+                self.margins.append(float((p.cumsum(-1) - top_p).abs().min()))
+            else:
+                self.margins.append(float("inf"))
+            if strategy == "dense":
+                out.append([(e, row[e]) for e in range(row.shape[0])])
+            elif strategy in ("topk", "topk_raw"):
+                w, idx = torch.topk(row, top_k)
+                if strategy == "topk":
+                    w = w / w.sum()
+                out.append(sorted(zip(idx.tolist(), w)))
+            elif strategy == "switch":
+                e = int(torch.argmax(row))
+                out.append([(e, row[e])])
+            elif strategy == "top_p":
+                p = row / temperature if temperature > 0 else row
+                sorted_p, sorted_idx = torch.sort(p, descending=True)
+                cum = sorted_p.cumsum(dim=-1)
+                mask = cum > top_p
+                thr = int(mask.long().argmax())
+                drop = mask.clone()
+                drop[thr] = False
+                out.append(sorted((int(sorted_idx[i]), sorted_p[i]) for i in range(len(p)) if not drop[i]))
+            else:
+                raise ValueError(strategy)
+        return probs, out
+
+    def record(self, layer, site, routes, heads=1):
+        for r, sel in enumerate(routes):
+            self.decisions.append((r // heads, layer, site, r % heads, sorted(e for e, _ in sel),
+                                   self.margins[r]))
+        E = self.last_probs.shape[-1]
+        st = self.stats.setdefault((layer, site), dict(
+            tokens=0, selections=[0] * E, gate_sum=[0.0] * E, prob_sum=[0.0] * E,
+            entropy_sum=0.0, z_sum=0.0, experts_per_token=[0] * (E + 1)))
+        p = self.last_probs
+        st["tokens"] += len(routes)
+        for e in range(E):
+            st["prob_sum"][e] += float(p[:, e].sum())
+        st["entropy_sum"] += float(-(p * torch.log(p)).nan_to_num().sum())
+        st["z_sum"] += float((torch.logsumexp(self.last_logits, dim=-1) ** 2).sum())
+        for sel in routes:
+            st["experts_per_token"][len(sel)] += 1
+            for e, w in sel:
+                st["selections"][e] += 1
+                st["gate_sum"][e] += float(w)
+
+    # -- hooks --
+    def linear(self, l, site, x, y):
+        c = self.cfg
+        parent = "self_attn" if site in ATTN else "mlp"
+        site_index = (ATTN + MLP).index(site)
+        if self.peft_type == "MIXLORA":
+            p = f"mixlora.layers.{l}.self_attn.{site}."
+            if site in ATTN and p + "lora_A.weight" in self.w:
+                return y + self.lora(x, p, self.s)
+            return y
+        if self.peft_type == "LORA":
+            p = f"base_model.model.model.layers.{l}.{parent}.{site}."
+            if p + "lora_route.weight" in self.w:  # HydraLoRA / official LoRAMoE: dense
+                _, routes = self.route(x @ self.w[p + "lora_route.weight"].T, "dense")
+                self.record(l, site_index, routes)
+                n = c["lora_nums"]
+                out = y.clone()
+                for e in range(n):
+                    a = self.w[p + ("lora_A.weight" if p + "lora_A.weight" in self.w else f"lora_A{e}.weight")]
+                    b = self.w[p + f"lora_B{e}.weight"]
+                    wcol = torch.stack([dict(rt)[e] for rt in routes]).unsqueeze(-1)
+                    out = out + wcol * ((x @ a.T) @ b.T) * self.s
+                return out
+            if p + "lora_A.weight" in self.w:
+                return y + self.lora(x, p, self.s)
+            return y
+        prefix = {"LORAMOE": "loramoe", "MOLA": "mola", "MHMOE_LORA": "mhmoe"}[self.peft_type]
+        p = f"{prefix}.layers.{l}.{parent}.{site}."
+        if p + "lora_A.weight" in self.w:  # LoRAMoE's plain attention LoRA
+            return y + self.lora(x, p, self.s)
+        gate = p + ("router.weight" if self.peft_type == "MHMOE_LORA" else "moe_gate.weight")
+        if gate not in self.w:
+            return y
+        G = self.w[gate]
+        E = G.shape[0]
+        if self.peft_type == "LORAMOE":
+            _, routes = self.route(x @ G.T, "dense")
+            self.record(l, site_index, routes)
+            out = y.clone()
+            for e in range(E):  # result += w_e * B_e(A_e x) * s, experts in order (MoE-PEFT)
+                wcol = torch.stack([dict(rt)[e] for rt in routes]).unsqueeze(-1)
+                out = out + wcol * self.lora(x, p + f"experts.{e}.", self.s)
+            return out
+        if self.peft_type == "MOLA":
+            top_k = c["top_k"][l] if isinstance(c["top_k"], list) else c["top_k"]
+            _, routes = self.route(x @ G.T, "topk", top_k=top_k)
+            self.record(l, site_index, routes)
+            out = y.clone()
+            for t, sel in enumerate(routes):
+                for e, w in sel:
+                    out[t] = out[t] + w * self.lora(x[t:t + 1], p + f"experts.{e}.", self.s)[0]
+            return out
+        # MH-MoE-LoRA (docs/adapters.md)
+        h = c["num_heads"]
+        xh = x
+        if c.get("head_rank", 0):
+            xh = x + self.lora(x, p + "head.", scale(c["lora_alpha"], c["head_rank"], c.get("use_rslora", False)))
+        T, din = x.shape
+        dout = y.shape[1]
+        sub = xh.reshape(T * h, din // h)
+        _, routes = self.route(sub @ G.T, "topk" if c.get("renormalize") else "topk_raw", top_k=c["top_k"])
+        self.record(l, site_index, routes, heads=h)
+        o = torch.zeros(T * h, dout // h)
+        for r_, sel in enumerate(routes):
+            for e, w in sel:
+                o[r_] = o[r_] + w * self.lora(sub[r_:r_ + 1], p + f"experts.{e}.", self.s)[0]
+        o = o.reshape(T, dout)
+        if c.get("merge_rank", 0):
+            o = o + self.lora(o, p + "merge.", scale(c["lora_alpha"], c["merge_rank"], c.get("use_rslora", False)))
+        return y + o
+
+    def has_mixlora(self, l):
+        key = f"mixlora.layers.{l}." + ("gate.weight" if self.legacy else "mlp.moe_gate.weight")
+        return self.peft_type == "MIXLORA" and key in self.w
+
+    def mixlora(self, l, x, ref):
+        """MoE-PEFT's MixtralSparseMoe forward: every selected expert a full FFN, summed."""
+        c = self.cfg
+        p = f"mixlora.layers.{l}."
+        G = self.w[p + ("gate.weight" if self.legacy else "mlp.moe_gate.weight")]
+        strategy = {"mixlora": "topk", "mixtral": "topk", "mixlora-dynamic": "top_p",
+                    "mixlora-switch": "switch", "switch": "switch"}[self.strategy]
+        _, routes = self.route(x @ G.T, strategy, top_k=c.get("top_k", 2), top_p=c.get("top_p", 0.8),
+                               temperature=c.get("temperature", 0.0))
+        self.record(l, 7, routes)
+        act = ref.act if not c.get("act_fn") else ACTS[c["act_fn"]]
+        mp = f"model.layers.{l}.mlp."
+        W1, W3, W2 = (ref.w[mp + n + ".weight"] for n in ("gate_proj", "up_proj", "down_proj"))
+        legacy = {"gate_proj": "w1_proj", "down_proj": "w2_proj", "up_proj": "w3_proj"}
+        final = torch.zeros_like(x)
+        E = G.shape[0]
+        common1, common3 = x @ W1.T, x @ W3.T  # shared by all experts (MixLoRA)
+        for e in range(E):
+            rows = [t for t, sel in enumerate(routes) if e in dict(sel)]
+            if not rows:
+                continue
+            xs = x[rows]
+            def ep(proj):
+                return (p + f"experts.{e}.{legacy[proj]}." if self.legacy else
+                        p + f"mlp.{proj}.experts.{e}.")
+            def with_lora(base_out, inp, proj):
+                pre = ep(proj)
+                if pre + "lora_A.weight" in self.w:
+                    return base_out + self.lora(inp, pre, self.expert_s)
+                return base_out
+            w1 = with_lora(common1[rows], xs, "gate_proj")
+            w3 = with_lora(common3[rows], xs, "up_proj")
+            a = act(w1) * w3
+            y = with_lora(a @ W2.T, a, "down_proj")  # W2 per (token, expert), as the reference
+            weights = torch.stack([dict(routes[t])[e] for t in rows]).unsqueeze(-1)
+            final.index_add_(0, torch.tensor(rows), y * weights)
+        return final
+
+
+ACTS = {
+    "silu": torch.nn.functional.silu,
+    "gelu": torch.nn.functional.gelu,
+    "gelu_pytorch_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
+    "relu": torch.relu,
+}

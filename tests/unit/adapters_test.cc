@@ -1,0 +1,221 @@
+// Adapter loading (every malformed adapter refused with a clear message, nothing executed from a
+// pickle) and the registry (load, swap, unload, drain, LRU within a budget, pinning, paths).
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "engine/adapters/loader.h"
+#include "engine/adapters/registry.h"
+#include "engine/adapters/torch_checkpoint.h"
+#include "engine/engine.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/unit/test_util.h"
+
+namespace switchyard {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string Fixtures() {
+  const char* dir = std::getenv("SWITCHYARD_TEST_ADAPTERS");
+  return dir != nullptr ? dir : "";
+}
+
+class AdapterLoadTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    EngineOptions o;
+    o.model_dir = TinyModelDir();
+    o.kv_cache_bytes = 4 << 20;
+    engine_ = std::move(*Engine::Create(o));
+  }
+  static void TearDownTestSuite() { engine_.reset(); }
+  std::string LoadError(const std::string& name) {
+    auto a = engine_->LoadAdapter(Fixtures() + "/" + name);
+    EXPECT_FALSE(a.ok()) << name << " loaded";
+    return a.ok() ? "" : std::string(a.status().message());
+  }
+  static std::unique_ptr<Engine> engine_;
+};
+std::unique_ptr<Engine> AdapterLoadTest::engine_;
+
+TEST_F(AdapterLoadTest, LoadsEveryValidFixture) {
+  for (const char* name : {"mixlora", "lora", "loramoe", "mhmoe"}) {
+    auto a = engine_->LoadAdapter(Fixtures() + "/" + name);
+    ASSERT_TRUE(a.ok()) << name << ": " << a.status();
+    EXPECT_GT((*a)->bytes, 0u);
+    EXPECT_EQ((*a)->layers.size(), static_cast<size_t>(engine_->config().num_layers));
+  }
+  auto mix = engine_->LoadAdapter(Fixtures() + "/mixlora");
+  EXPECT_EQ((*mix)->family, "mixlora");
+  EXPECT_EQ((*mix)->format, "torch .bin");
+  ASSERT_NE((*mix)->layers[0].ffn, nullptr);
+  EXPECT_EQ((*mix)->layers[0].ffn->experts.size(), 4u);
+}
+
+TEST_F(AdapterLoadTest, RefusesMalformedAdaptersNamingTheProblem) {
+  EXPECT_THAT(LoadError("truncated"), HasSubstr("adapter_model.bin"));
+  EXPECT_THAT(LoadError("wrong_shape"),
+              HasSubstr("layer 0 gate_proj expert 0.lora_A has shape [8, 65], expected [8, 64]"));
+  EXPECT_THAT(LoadError("nan_weights"),
+              HasSubstr("layer 1 up_proj expert 2.lora_B holds a non-finite value"));
+  EXPECT_THAT(LoadError("unknown_strategy"), HasSubstr("routing_strategy \"mixlora-magic\""));
+  EXPECT_THAT(LoadError("unknown_peft_type"), HasSubstr("peft_type \"PREFIX_TUNING\""));
+  EXPECT_THAT(LoadError("missing_router"), HasSubstr("layer 2 has experts but no router"));
+  EXPECT_THAT(LoadError("unknown_tensor"),
+              HasSubstr("\"mixlora.layers.0.mlp.magnitude_vector\" is not part of"));
+  EXPECT_THAT(LoadError("too_many_layers"), HasSubstr("the base model has 3"));
+  EXPECT_THAT(LoadError("expert_count"), HasSubstr("config says 5"));
+  EXPECT_THAT(LoadError("long_tensor"), HasSubstr("torch.LongStorage"));
+  EXPECT_THAT(LoadError("nested"), HasSubstr("\"inner\" is a dict, not a tensor"));
+  EXPECT_THAT(LoadError("no_weights"), HasSubstr("no adapter_model.safetensors"));
+  EXPECT_THAT(LoadError("does_not_exist"), HasSubstr("cannot open"));
+}
+
+TEST_F(AdapterLoadTest, NeverRunsAPickle) {
+  std::filesystem::remove("/tmp/switchyard-pwned");
+  EXPECT_THAT(LoadError("foreign_global"), HasSubstr("forbidden global posix.system"));
+  EXPECT_FALSE(std::filesystem::exists("/tmp/switchyard-pwned"));
+}
+
+TEST(TorchCheckpointTest, RefusesBytesThatAreNoArchive) {
+  auto r = ReadTorchCheckpointBytes("not a zip at all");
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("not a zip archive"));
+}
+
+TEST(AdapterConfigTest, ParsesFamiliesAndRefusesBadValues) {
+  auto mix = ParseAdapterConfig(
+      R"({"peft_type":"MIXLORA","routing_strategy":"mixlora-dynamic","num_experts":8,"r":16,
+          "lora_alpha":32,"top_p":0.7,"expert_lora":{"r":8,"lora_alpha":8},"use_rslora":true,
+          "target_modules":{"q_proj":true,"up_proj":false}})");
+  ASSERT_TRUE(mix.ok()) << mix.status();
+  EXPECT_EQ(mix->router.routing, Routing::kTopP);
+  EXPECT_FLOAT_EQ(mix->router.top_p, 0.7f);
+  EXPECT_EQ(mix->expert_r, 8);
+  EXPECT_TRUE(mix->expert_rslora);  // inherited from the top level
+  EXPECT_EQ(mix->targets, std::set<std::string>{"q_proj"});
+  const auto error = [](const char* json) {
+    auto c = ParseAdapterConfig(json);
+    EXPECT_FALSE(c.ok()) << json;
+    return c.ok() ? std::string() : std::string(c.status().message());
+  };
+  EXPECT_THAT(error(R"({"peft_type":"MIXLORA","num_experts":4,"r":0,"lora_alpha":1})"),
+              HasSubstr("r must be"));
+  EXPECT_THAT(error(R"({"peft_type":"MIXLORA","num_experts":4,"r":4,"lora_alpha":1,"top_k":9})"),
+              HasSubstr("top_k must be in [1, num_experts]"));
+  EXPECT_THAT(error(R"({"peft_type":"LORA","r":4,"lora_alpha":1,"target_modules":["c_attn"]})"),
+              HasSubstr("\"c_attn\""));
+  EXPECT_THAT(error(R"({"peft_type":"LORA","r":4,"lora_alpha":1,"fan_in_fan_out":true})"),
+              HasSubstr("fan_in_fan_out"));
+  EXPECT_THAT(error(R"({"peft_type":"LORA","r":4,"lora_alpha":1,"rank_pattern":{"q":8}})"),
+              HasSubstr("rank_pattern"));
+  EXPECT_THAT(error(R"({"peft_type":"MHMOE_LORA","num_experts":4,"r":4,"lora_alpha":1})"),
+              HasSubstr("missing \"num_heads\""));
+  EXPECT_THAT(error("[]"), HasSubstr("not a JSON object"));
+}
+
+// A registry over synthetic adapters of a given size, so eviction is easy to follow.
+class RegistryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (const char* n : {"a", "b", "c", "big"})
+      std::filesystem::create_directories(root_.path() + "/" + n);
+  }
+  AdapterRegistry Make(size_t budget) {
+    return AdapterRegistry({root_.path(), budget}, [this](const std::string& dir) {
+      ++reads_;
+      auto a = std::make_unique<AdapterWeights>();
+      a->bytes = std::filesystem::path(dir).filename() == "big" ? 300 : 100;
+      a->family = "lora";
+      return absl::StatusOr<std::unique_ptr<AdapterWeights>>(std::move(a));
+    });
+  }
+  TempDir root_;
+  int reads_ = 0;
+};
+
+TEST_F(RegistryTest, SwapsAtomicallyAndOldHoldersKeepTheirVersion) {
+  AdapterRegistry reg = Make(0);
+  ASSERT_TRUE(reg.Load("x", "a", false).ok());
+  auto held = reg.Acquire("x");
+  ASSERT_TRUE(held.ok());
+  EXPECT_EQ(reg.Load("x", "b", false).status().code(), absl::StatusCode::kAlreadyExists);
+  auto swapped = reg.Load("x", "b", true);
+  ASSERT_TRUE(swapped.ok());
+  auto fresh = reg.Acquire("x");
+  EXPECT_GT((*fresh)->version, (*held)->version);
+  EXPECT_EQ((*held)->name, "x");  // the old version is still alive for its holder
+  EXPECT_EQ(reg.counters().swaps, 1);
+}
+
+TEST_F(RegistryTest, UnloadRefusesWhileInUseUnlessDraining) {
+  AdapterRegistry reg = Make(0);
+  ASSERT_TRUE(reg.Load("x", "a", false).ok());
+  auto held = reg.Acquire("x");
+  absl::Status busy = reg.Unload("x", false);
+  EXPECT_EQ(busy.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(busy.message()), HasSubstr("in use by 1 request"));
+  EXPECT_TRUE(reg.Unload("x", true).ok());
+  EXPECT_EQ(reg.Acquire("x").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(reg.resident_bytes(), 100u);  // still held by the request
+  held->reset();
+  EXPECT_EQ(reg.resident_bytes(), 0u);
+}
+
+TEST_F(RegistryTest, EvictsLeastRecentlyUsedIdleAdaptersAndReloadsThem) {
+  AdapterRegistry reg = Make(250);
+  ASSERT_TRUE(reg.Load("a", "a", false).ok());
+  ASSERT_TRUE(reg.Load("b", "b", false).ok());
+  ASSERT_TRUE(reg.Acquire("a").ok());           // a is now more recent than b
+  ASSERT_TRUE(reg.Load("c", "c", false).ok());  // evicts b
+  auto list = reg.List();
+  EXPECT_TRUE(list[0].resident);   // a
+  EXPECT_FALSE(list[1].resident);  // b
+  EXPECT_EQ(reg.counters().evictions, 1);
+  const int reads = reads_;
+  auto b = reg.Acquire("b");  // transparent reload (evicts a, the least recent idle)
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(reads_, reads + 1);
+  EXPECT_EQ(reg.counters().reloads, 1);
+  EXPECT_LE(reg.resident_bytes(), 250u);
+}
+
+TEST_F(RegistryTest, BusyAndPinnedAdaptersAreNeverEvicted) {
+  AdapterRegistry reg = Make(250);
+  ASSERT_TRUE(reg.Load("a", "a", false).ok());
+  ASSERT_TRUE(reg.Load("b", "b", false).ok());
+  auto held = reg.Acquire("a");
+  ASSERT_TRUE(reg.Pin("b", true).ok());
+  auto full = reg.Load("c", "c", false);
+  EXPECT_EQ(full.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(reg.Load("big", "big", false).status().code(), absl::StatusCode::kResourceExhausted);
+  ASSERT_TRUE(reg.Pin("b", false).ok());
+  EXPECT_TRUE(reg.Load("c", "c", false).ok());  // b, now unpinned and idle, makes room
+}
+
+TEST_F(RegistryTest, PathsStayInsideTheRoot) {
+  AdapterRegistry reg = Make(0);
+  EXPECT_EQ(reg.Load("x", "../etc", false).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(reg.Load("x", "/etc", false).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(reg.Load("x", "missing", false).status().code(), absl::StatusCode::kNotFound);
+  std::filesystem::create_directory_symlink("/etc", root_.path() + "/escape");
+  auto escape = reg.Load("x", "escape", false);
+  EXPECT_EQ(escape.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(std::string(escape.status().message()), HasSubstr("outside the adapter root"));
+}
+
+TEST_F(RegistryTest, ConcurrentAcquiresOfAnEvictedAdapterReloadItOnce) {
+  AdapterRegistry reg = Make(150);
+  ASSERT_TRUE(reg.Load("a", "a", false).ok());
+  ASSERT_TRUE(reg.Load("b", "b", false).ok());  // evicts a
+  const int reads = reads_;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) threads.emplace_back([&] { EXPECT_TRUE(reg.Acquire("a").ok()); });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(reads_, reads + 1);
+}
+
+}  // namespace
+}  // namespace switchyard

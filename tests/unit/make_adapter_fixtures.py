@@ -1,0 +1,113 @@
+#!/usr/bin/python3
+"""Writes the adapters the adapter unit tests load: valid ones and broken ones (truncated archive,
+wrong shapes, NaN weights, unknown strategy, a pickle with a foreign global, ...).
+
+  make_adapter_fixtures.py --model DIR --out DIR
+"""
+
+import argparse
+import json
+import os
+import pickle
+import shutil
+import sys
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "reference"))
+import adapters  # noqa: E402
+
+
+class Pwned:
+    """A pickle payload: unpickling it would run a shell command."""
+
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/switchyard-pwned",))
+
+
+def edit_config(folder, **changes):
+    path = os.path.join(folder, "adapter_config.json")
+    with open(path) as f:
+        c = json.load(f)
+    c.update(changes)
+    with open(path, "w") as f:
+        json.dump(c, f)
+
+
+def edit_bin(folder, fn):
+    path = os.path.join(folder, "adapter_model.bin")
+    state = torch.load(path)
+    fn(state)
+    torch.save(state, path)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    with open(os.path.join(args.model, "config.json")) as f:
+        base = json.load(f)
+    out = args.out
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    mk = lambda name, family, **kw: adapters.make_adapter(os.path.join(out, name), base, family,
+                                                          seed=len(os.listdir(out)), **kw)
+    mk("mixlora", "mixlora", fmt="bin", experts=4)
+    mk("lora", "lora", fmt="safetensors", r=4)
+    mk("loramoe", "loramoe", fmt="bin", experts=3)
+    mk("mhmoe", "mhmoe", fmt="safetensors", experts=3, heads=2)
+
+    # Broken ones.
+    d = mk("truncated", "mixlora", fmt="bin")
+    path = os.path.join(d, "adapter_model.bin")
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) * 6 // 10])
+
+    d = mk("wrong_shape", "mixlora", fmt="bin")
+    edit_bin(d, lambda s: s.__setitem__("mixlora.layers.0.mlp.gate_proj.experts.0.lora_A.weight",
+                                        torch.zeros(8, base["hidden_size"] + 1)))
+
+    def nan(s):
+        s["mixlora.layers.1.mlp.up_proj.experts.2.lora_B.weight"][3, 1] = float("nan")
+    d = mk("nan_weights", "mixlora", fmt="bin")
+    edit_bin(d, nan)
+
+    d = mk("unknown_strategy", "mixlora", fmt="bin")
+    edit_config(d, routing_strategy="mixlora-magic")
+
+    d = mk("unknown_peft_type", "lora", fmt="safetensors")
+    edit_config(d, peft_type="PREFIX_TUNING")
+
+    d = mk("foreign_global", "mixlora", fmt="bin")
+    edit_bin(d, lambda s: s.__setitem__("payload", Pwned()))
+
+    d = mk("missing_router", "mixlora", fmt="bin")
+    edit_bin(d, lambda s: s.pop("mixlora.layers.2.mlp.moe_gate.weight"))
+
+    d = mk("unknown_tensor", "mixlora", fmt="bin")
+    edit_bin(d, lambda s: s.__setitem__("mixlora.layers.0.mlp.magnitude_vector", torch.ones(3)))
+
+    d = mk("too_many_layers", "mixlora", fmt="bin")
+    edit_bin(d, lambda s: s.__setitem__(f"mixlora.layers.{base['num_hidden_layers']}.mlp.moe_gate.weight",
+                                        torch.zeros(4, base["hidden_size"])))
+
+    d = mk("expert_count", "mixlora", fmt="bin")
+    edit_config(d, num_experts=5)
+
+    d = mk("long_tensor", "mixlora", fmt="bin")
+    edit_bin(d, lambda s: s.__setitem__("mixlora.layers.0.mlp.moe_gate.weight",
+                                        torch.zeros(4, base["hidden_size"], dtype=torch.int64)))
+
+    d = mk("nested", "mixlora", fmt="bin")
+    edit_bin(d, lambda s: s.__setitem__("inner", {"a": torch.zeros(2)}))
+
+    d = os.path.join(out, "no_weights")
+    os.makedirs(d)
+    shutil.copy(os.path.join(out, "mixlora", "adapter_config.json"), d)
+
+
+if __name__ == "__main__":
+    main()
