@@ -60,6 +60,8 @@ bench: build js-deps $(BENCH_MODELS)/llama-0.5b-bf16/config.json \
 	$(BUILD_DIR)/bench/bench_tokenizer --tokenizers $(TOKENIZER_PEERS)/tokenizer-llama3/models,$(TOKENIZER_PEERS)/tokenizer-qwen3/models,$(TOKENIZER_PEERS)/tokenizer-llama2/models
 	$(BUILD_DIR)/bench/bench_adapters --model $(BENCH_MODELS)/llama-0.5b-bf16 \
 	  --adapters $$(seq -s, -f '$(BENCH_ADAPTERS)/mixlora-%g' 0 31)
+	$(BUILD_DIR)/bench/bench_scheduler --model $(BENCH_MODELS)/llama-0.5b-bf16 \
+	  --adapters $$(seq -s, -f '$(BENCH_ADAPTERS)/mixlora-%g' 0 7)
 
 # libFuzzer (clang, ASan, UBSan) on every fuzz target, FUZZ_SECONDS each, in scratch corpora.
 FUZZ_SECONDS ?= 60

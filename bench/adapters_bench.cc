@@ -20,6 +20,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_split.h"
+#include "bench/stats.h"
 #include "engine/core/threads.h"
 #include "engine/engine.h"
 #include "engine/kv/block_pool.h"
@@ -39,15 +40,6 @@ namespace switchyard::bench {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-double Percentile(std::vector<double> v, double p) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
-}
 
 // Step times of `steps` decode steps after a 16-token prefill, sequence i using adapters[i].
 std::vector<double> DecodeSteps(Engine& engine, const std::vector<const AdapterWeights*>& adapters,

@@ -13,6 +13,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_split.h"
 #include "bench/ceilings.h"
+#include "bench/stats.h"
 #include "engine/core/threads.h"
 #include "engine/engine.h"
 #include "engine/kv/block_pool.h"
@@ -29,11 +30,6 @@ namespace switchyard::bench {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 struct Seq {
   std::vector<int32_t> blocks;

@@ -1,0 +1,74 @@
+// A generation request as the scheduler sees it (already tokenized, adapter resolved), and the
+// events it streams back.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "engine/adapters/adapter.h"
+#include "engine/sampling/sampler.h"
+
+namespace switchyard {
+
+enum class FinishReason {
+  kNone,        // still running
+  kStop,        // a stop token (EOS or one of stop_token_ids)
+  kStopString,  // one of stop_strings appeared in the text
+  kLength,      // max_tokens, or the model's context length
+  kCancelled,   // Cancel() or the client went away
+  kDeadline,    // the request's deadline passed
+  kError,       // the step failed; RequestEvent::error says why
+};
+absl::string_view FinishReasonName(FinishReason r);  // "stop", "length", ...
+
+// Token counts and times of one request.
+struct RequestUsage {
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  int64_t cached_prompt_tokens = 0;  // prompt tokens whose K/V came from the prefix cache
+  int64_t preemptions = 0;
+  absl::Time arrival = absl::InfinitePast();
+  absl::Time first_token = absl::InfinitePast();  // InfinitePast until there is one
+  absl::Time finish = absl::InfinitePast();
+};
+
+// One delivery to a request's sink: the tokens sampled since the last one, the text that became
+// final with them, and on the last event the finish reason and usage.
+struct RequestEvent {
+  uint64_t request_id = 0;
+  std::vector<int32_t> tokens;
+  std::string text;
+  std::vector<SampledToken> logprobs;  // one per token when the request asked for logprobs
+  FinishReason finish = FinishReason::kNone;
+  absl::Status error;  // with kError
+  RequestUsage usage;  // complete on the last event
+  bool finished() const { return finish != FinishReason::kNone; }
+};
+
+// Receives a request's events on the engine thread. Deliver must not block (queue and return):
+// the engine thread serves every request.
+class RequestSink {
+ public:
+  virtual ~RequestSink() = default;
+  virtual void Deliver(RequestEvent event) = 0;
+};
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;
+  std::shared_ptr<const AdapterWeights> adapter;  // null: the base model
+  SamplingParams sampling;
+  int64_t max_tokens = -1;  // -1: up to the model's context length
+  std::vector<int32_t> stop_token_ids;
+  bool ignore_eos = false;
+  std::vector<std::string> stop_strings;
+  bool include_stop_string = false;  // keep the matched stop string in the text
+  bool skip_special_tokens = true;   // in the text
+  absl::Time deadline = absl::InfiniteFuture();
+  std::shared_ptr<RequestSink> sink;
+};
+
+}  // namespace switchyard

@@ -1,0 +1,589 @@
+#include "server/scheduler/scheduler.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "engine/core/check.h"
+
+namespace switchyard {
+
+absl::string_view FinishReasonName(FinishReason r) {
+  switch (r) {
+    case FinishReason::kNone:
+      return "none";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kStopString:
+      return "stop_string";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kCancelled:
+      return "cancelled";
+    case FinishReason::kDeadline:
+      return "deadline";
+    case FinishReason::kError:
+      return "error";
+  }
+  return "?";
+}
+
+struct Scheduler::Sequence {
+  uint64_t id = 0;  // also the priority: lower is older
+  GenerationRequest req;
+  std::vector<int32_t> tokens;  // prompt, then the sampled tokens
+  int64_t prompt_len = 0;
+  int64_t max_tokens = 0;
+  int64_t computed = 0;         // tokens whose K/V are in the cache
+  std::vector<int32_t> blocks;  // block table
+  std::vector<uint64_t> keys;   // content keys of the first keys.size() blocks
+  uint64_t ns = 0;              // prefix-cache namespace (adapter and version)
+  absl::flat_hash_set<int32_t> stop_ids;
+  std::unique_ptr<Sampler> sampler;
+  std::unique_ptr<OutputText> text;
+  RequestUsage usage;
+  bool admitted = false;   // ever admitted (left the bounded queue)
+  bool preempted = false;  // waiting to recompute
+  bool cancelled = false;
+  bool finished = false;
+  int64_t chunk = 0;  // tokens scheduled in the current step
+
+  int64_t generated() const { return static_cast<int64_t>(tokens.size()) - prompt_len; }
+  int64_t uncomputed() const { return static_cast<int64_t>(tokens.size()) - computed; }
+};
+
+namespace {
+
+uint64_t AdapterNamespace(const AdapterWeights* a) {
+  if (a == nullptr) return 0;
+  return BlockPool::BlockKey(std::hash<std::string>{}(a->name), a->version + 1, {});
+}
+
+}  // namespace
+
+Scheduler::Scheduler(StepExecutor* executor, const Tokenizer* tokenizer, SchedulerOptions options)
+    : executor_(executor),
+      tokenizer_(tokenizer),
+      options_(std::move(options)),
+      max_model_len_(executor->max_model_len()),
+      block_size_(executor->block_size()),
+      pool_(executor->num_kv_blocks()) {}
+
+Scheduler::~Scheduler() { Shutdown(absl::ZeroDuration()); }
+
+absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(StepExecutor* executor,
+                                                             const Tokenizer* tokenizer,
+                                                             SchedulerOptions options) {
+  if (executor == nullptr) return absl::InvalidArgumentError("no executor");
+  if (options.max_batch_tokens <= 0 || options.max_batch_tokens > executor->max_batch_tokens()) {
+    options.max_batch_tokens = executor->max_batch_tokens();
+  }
+  if (options.max_batch_seqs <= 0 || options.max_batch_seqs > executor->max_batch_seqs()) {
+    options.max_batch_seqs = executor->max_batch_seqs();
+  }
+  if (options.max_batch_tokens < options.max_batch_seqs) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_batch_tokens (", options.max_batch_tokens, ") must be at least max_batch_seqs (",
+        options.max_batch_seqs, "): every running sequence needs a token each step"));
+  }
+  if (options.max_adapters_per_step < 1) {
+    return absl::InvalidArgumentError("max_adapters_per_step must be at least 1");
+  }
+  if (options.max_waiting < 1) return absl::InvalidArgumentError("max_waiting must be at least 1");
+  for (int32_t id : options.eos_token_ids) {
+    if (id < 0 || id >= executor->vocab_size()) {
+      return absl::InvalidArgumentError(absl::StrCat("EOS token ", id, " outside the vocabulary"));
+    }
+  }
+  return std::unique_ptr<Scheduler>(new Scheduler(executor, tokenizer, std::move(options)));
+}
+
+absl::StatusOr<uint64_t> Scheduler::Submit(GenerationRequest request) {
+  if (request.sink == nullptr) return absl::InvalidArgumentError("request has no sink");
+  const int64_t n = static_cast<int64_t>(request.prompt.size());
+  if (n == 0) return absl::InvalidArgumentError("prompt: empty (at least one token is needed)");
+  const int32_t vocab = executor_->vocab_size();
+  for (int64_t i = 0; i < n; ++i) {
+    if (request.prompt[i] < 0 || request.prompt[i] >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt: token ", i, " is ", request.prompt[i],
+                                                     ", outside the vocabulary [0, ", vocab, ")"));
+    }
+  }
+  if (n >= max_model_len_) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt: ", n,
+                                                   " tokens leave no room in the context length (",
+                                                   max_model_len_, " tokens)"));
+  }
+  int64_t max_tokens = request.max_tokens;
+  if (max_tokens == -1) {
+    max_tokens = max_model_len_ - n;
+  } else if (max_tokens < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_tokens: ", max_tokens, " (must be at least 1, or -1 for no limit)"));
+  } else if (n + max_tokens > max_model_len_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_tokens: the prompt (", n, " tokens) plus max_tokens (", max_tokens,
+                     ") exceeds the context length (", max_model_len_, " tokens)"));
+  }
+  if (absl::Status s = request.sampling.Validate(); !s.ok()) return s;
+  for (int32_t id : request.stop_token_ids) {
+    if (id < 0 || id >= vocab) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("stop_token_ids: ", id, " is outside the vocabulary [0, ", vocab, ")"));
+    }
+  }
+  if (!request.stop_strings.empty() && tokenizer_ == nullptr) {
+    return absl::InvalidArgumentError("stop: stop strings need a tokenizer");
+  }
+
+  auto s = std::make_unique<Sequence>();
+  s->id = next_id_.fetch_add(1);
+  s->prompt_len = n;
+  s->max_tokens = max_tokens;
+  s->tokens = request.prompt;
+  s->ns = AdapterNamespace(request.adapter.get());
+  s->stop_ids.insert(request.stop_token_ids.begin(), request.stop_token_ids.end());
+  if (!request.ignore_eos) {
+    s->stop_ids.insert(options_.eos_token_ids.begin(), options_.eos_token_ids.end());
+  }
+  s->sampler = std::make_unique<Sampler>(request.sampling, request.prompt, s->id);
+  if (tokenizer_ != nullptr) {
+    s->text = std::make_unique<OutputText>(*tokenizer_, request.skip_special_tokens,
+                                           request.stop_strings, request.include_stop_string);
+  }
+  s->usage.prompt_tokens = n;
+  s->usage.arrival = options_.clock();
+  s->req = std::move(request);
+  const uint64_t id = s->id;
+
+  absl::MutexLock lock(&mu_);
+  if (!accepting_) return absl::UnavailableError("the server is shutting down");
+  if (queued_.load() >= options_.max_waiting) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the waiting queue is full (", options_.max_waiting, " requests); retry later"));
+  }
+  ++queued_;
+  ++outstanding_;
+  inbox_.push_back(std::move(s));
+  return id;
+}
+
+void Scheduler::Cancel(uint64_t request_id) {
+  absl::MutexLock lock(&mu_);
+  cancels_.push_back(request_id);
+}
+
+bool Scheduler::HasWork() const {
+  if (!running_.empty() || !waiting_.empty()) return true;
+  absl::MutexLock lock(&mu_);
+  return !inbox_.empty() || !cancels_.empty();
+}
+
+void Scheduler::DrainInbox() {
+  std::vector<std::unique_ptr<Sequence>> arrived;
+  std::vector<uint64_t> cancels;
+  {
+    absl::MutexLock lock(&mu_);
+    arrived.swap(inbox_);
+    cancels.swap(cancels_);
+  }
+  std::sort(arrived.begin(), arrived.end(),
+            [](const auto& a, const auto& b) { return a->id < b->id; });
+  for (auto& s : arrived) waiting_.push_back(std::move(s));
+  if (cancels.empty()) return;
+  const absl::flat_hash_set<uint64_t> ids(cancels.begin(), cancels.end());
+  for (auto& s : running_) s->cancelled |= ids.contains(s->id);
+  for (auto& s : waiting_) s->cancelled |= ids.contains(s->id);
+}
+
+void Scheduler::Deliver(Sequence& s, RequestEvent& event) {
+  event.request_id = s.id;
+  s.req.sink->Deliver(std::move(event));
+}
+
+void Scheduler::Finish(Sequence& s, FinishReason reason, RequestEvent event, absl::Status error) {
+  SY_CHECK(!s.finished);
+  if (s.text != nullptr && reason != FinishReason::kStopString) s.text->Finish(&event.text);
+  pool_.Release(s.blocks);
+  s.blocks.clear();
+  s.keys.clear();
+  s.finished = true;
+  s.usage.finish = options_.clock();
+  event.finish = reason;
+  event.error = std::move(error);
+  event.usage = s.usage;
+  if (!s.admitted) --queued_;
+  --outstanding_;
+  ++local_.finished;
+  Deliver(s, event);
+}
+
+void Scheduler::Preempt(Sequence& s) {
+  pool_.Release(s.blocks);
+  s.blocks.clear();
+  s.keys.clear();
+  s.computed = 0;
+  s.preempted = true;
+  ++s.usage.preemptions;
+  ++local_.preemptions;
+}
+
+bool Scheduler::Reserve(Sequence& s, int64_t tokens) {
+  const int64_t need =
+      (tokens + block_size_ - 1) / block_size_ - static_cast<int64_t>(s.blocks.size());
+  return need <= 0 || pool_.Allocate(static_cast<int>(need), &s.blocks);
+}
+
+void Scheduler::RegisterFullBlocks(Sequence& s) {
+  const size_t full = static_cast<size_t>(s.computed / block_size_);
+  while (s.keys.size() < full) {
+    const size_t b = s.keys.size();
+    const std::span<const int32_t> tokens(s.tokens.data() + b * block_size_,
+                                          static_cast<size_t>(block_size_));
+    s.keys.push_back(pool_.Register(s.blocks[b], b == 0 ? 0 : s.keys[b - 1], s.ns, tokens));
+  }
+}
+
+absl::flat_hash_set<const AdapterWeights*> Scheduler::ChooseAdapters() const {
+  // Each adapter with work, with the age of its oldest sequence (ids grow with arrival).
+  absl::flat_hash_map<const AdapterWeights*, uint64_t> oldest;
+  const auto note = [&](const Sequence& s) {
+    const AdapterWeights* a = s.req.adapter.get();
+    if (a == nullptr) return;
+    auto [it, fresh] = oldest.try_emplace(a, s.id);
+    if (!fresh) it->second = std::min(it->second, s.id);
+  };
+  for (const auto& s : running_) note(*s);
+  for (const auto& s : waiting_) note(*s);
+  std::vector<std::pair<uint64_t, const AdapterWeights*>> by_age;
+  for (const auto& [a, age] : oldest) by_age.emplace_back(age, a);
+  if (static_cast<int>(by_age.size()) > options_.max_adapters_per_step) {
+    std::nth_element(by_age.begin(), by_age.begin() + options_.max_adapters_per_step, by_age.end());
+    by_age.resize(static_cast<size_t>(options_.max_adapters_per_step));
+  }
+  absl::flat_hash_set<const AdapterWeights*> chosen;
+  for (const auto& [age, a] : by_age) chosen.insert(a);
+  return chosen;
+}
+
+bool Scheduler::Step() {
+  DrainInbox();
+  const absl::Time now = options_.clock();
+  const auto expire = [&](auto& list) {
+    for (auto& s : list) {
+      if (s->cancelled) {
+        Finish(*s, FinishReason::kCancelled);
+      } else if (now >= s->req.deadline) {
+        Finish(*s, FinishReason::kDeadline);
+      }
+    }
+  };
+  expire(running_);
+  expire(waiting_);
+  const auto sweep = [](auto& list) {
+    list.erase(std::remove_if(list.begin(), list.end(), [](const auto& s) { return s->finished; }),
+               list.end());
+  };
+  sweep(running_);
+  sweep(waiting_);
+  if (running_.empty() && waiting_.empty()) {
+    PublishStats(local_.last_step);
+    return false;
+  }
+
+  ++step_;
+  StepRecord record;
+  record.step = step_;
+  const absl::flat_hash_set<const AdapterWeights*> allowed = ChooseAdapters();
+  const auto is_allowed = [&](const Sequence& s) {
+    return s.req.adapter == nullptr || allowed.contains(s.req.adapter.get());
+  };
+  int64_t budget = options_.max_batch_tokens;
+  int64_t seats = options_.max_batch_seqs;
+  std::vector<Sequence*> scheduled;
+  const bool was_idle = running_.empty();
+
+  // Running sequences, oldest first; the newest are preempted when blocks run short.
+  for (size_t i = 0; i < running_.size() && budget > 0 && seats > 0; ++i) {
+    Sequence& s = *running_[i];
+    if (!is_allowed(s)) continue;
+    const int64_t chunk = std::min(s.uncomputed(), budget);
+    bool self_preempted = false;
+    while (!Reserve(s, s.computed + chunk)) {
+      std::unique_ptr<Sequence> victim = std::move(running_.back());
+      running_.pop_back();
+      Preempt(*victim);
+      ++record.preempted;
+      const bool self = victim.get() == &s;
+      waiting_.insert(std::upper_bound(waiting_.begin(), waiting_.end(), victim,
+                                       [](const auto& a, const auto& b) { return a->id < b->id; }),
+                      std::move(victim));
+      if (self) {
+        self_preempted = true;
+        break;
+      }
+    }
+    if (self_preempted) break;
+    s.chunk = chunk;
+    scheduled.push_back(&s);
+    budget -= chunk;
+    --seats;
+  }
+
+  // Admission, oldest first, while nothing had to be preempted. A request whose adapter sits
+  // this step out keeps a seat and the blocks of its first chunk reserved against younger
+  // requests, so that its turn cannot be eaten by them.
+  // Static batching forms a whole batch at once when idle (its prefill then runs in chunks) and
+  // admits nothing more until it is done.
+  const bool forming = options_.static_batching && was_idle;
+  const bool may_admit = record.preempted == 0 && (!options_.static_batching || was_idle);
+  int64_t reserved_seats = 0, reserved_blocks = 0;
+  const auto blocks_for = [&](int64_t tokens) { return (tokens + block_size_ - 1) / block_size_; };
+  for (auto it = waiting_.begin();
+       may_admit && it != waiting_.end() && ((budget > 0 && seats > 0) || forming);) {
+    Sequence& s = **it;
+    if (static_cast<int64_t>(running_.size()) + reserved_seats >= options_.max_batch_seqs) break;
+    if (!is_allowed(s)) {
+      ++reserved_seats;
+      reserved_blocks += blocks_for(std::min(s.uncomputed(), options_.max_batch_tokens));
+      ++it;
+      continue;
+    }
+    int matched = 0;
+    if (options_.prefix_caching) {
+      const int max_blocks = static_cast<int>((s.tokens.size() - 1) / block_size_);
+      matched = pool_.Match(s.ns, s.tokens, block_size_, max_blocks, &s.blocks, &s.keys);
+      s.computed = int64_t{matched} * block_size_;
+    }
+    const int64_t chunk = std::min(s.uncomputed(), budget);
+    const int64_t need = blocks_for(s.computed + chunk) - static_cast<int64_t>(s.blocks.size());
+    if (pool_.num_free() - need < reserved_blocks || !Reserve(s, s.computed + chunk)) {
+      pool_.Release(s.blocks);
+      s.blocks.clear();
+      s.keys.clear();
+      s.computed = 0;
+      break;  // the oldest waiting request goes first; nothing overtakes it
+    }
+    if (!s.admitted) {
+      s.admitted = true;
+      --queued_;
+      local_.prefix_query_tokens += s.prompt_len;
+      const int64_t hit = std::min(s.computed, s.prompt_len);
+      local_.prefix_hit_tokens += hit;
+      s.usage.cached_prompt_tokens = hit;
+    }
+    s.preempted = false;
+    s.chunk = chunk;
+    std::unique_ptr<Sequence> owned = std::move(*it);
+    it = waiting_.erase(it);
+    auto pos = std::upper_bound(running_.begin(), running_.end(), owned,
+                                [](const auto& a, const auto& b) { return a->id < b->id; });
+    if (chunk > 0 && seats > 0) {
+      budget -= chunk;
+      --seats;
+      scheduled.push_back(owned.get());
+    }
+    running_.insert(pos, std::move(owned));
+  }
+
+  if (scheduled.empty()) {
+    PublishStats(record);
+    return true;
+  }
+
+  StepBatch batch;
+  absl::flat_hash_set<const AdapterWeights*> distinct;
+  for (Sequence* s : scheduled) {
+    StepSequence ss;
+    ss.first_position = s->computed;
+    ss.num_tokens = s->chunk;
+    ss.block_table = s->blocks;
+    ss.want_logits = s->computed + s->chunk == static_cast<int64_t>(s->tokens.size());
+    ss.adapter = s->req.adapter.get();
+    batch.tokens.insert(batch.tokens.end(), s->tokens.begin() + s->computed,
+                        s->tokens.begin() + s->computed + s->chunk);
+    batch.sequences.push_back(ss);
+    const bool decode = s->chunk == 1 && s->computed >= s->prompt_len;
+    (decode ? record.decode_tokens : record.prefill_tokens) += s->chunk;
+    if (ss.adapter != nullptr) distinct.insert(ss.adapter);
+  }
+  record.tokens = static_cast<int64_t>(batch.tokens.size());
+  record.sequences = static_cast<int64_t>(scheduled.size());
+  record.distinct_adapters = static_cast<int>(distinct.size());
+
+  const absl::Time start = options_.clock();
+  absl::StatusOr<StepOutput> out = executor_->Step(batch);
+  record.engine_time = options_.clock() - start;
+  if (!out.ok()) {
+    for (Sequence* s : scheduled) Finish(*s, FinishReason::kError, {}, out.status());
+    sweep(running_);
+    PublishStats(record);
+    return true;
+  }
+
+  const int64_t vocab = out->logits.dim(1);
+  int64_t row = 0;
+  const absl::Time done = options_.clock();
+  // Sequences whose known tokens are all computed sample their next token.
+  for (size_t i = 0; i < scheduled.size(); ++i) {
+    Sequence& s = *scheduled[i];
+    const bool want_logits = batch.sequences[i].want_logits;
+    s.computed += s.chunk;
+    if (options_.prefix_caching) RegisterFullBlocks(s);
+    if (!want_logits) continue;
+    const float* logits = out->logits.data<float>() + row++ * vocab;
+    SampledToken sampled = s.sampler->Sample(std::span<const float>(logits, vocab));
+    const int32_t token = sampled.token;
+    s.tokens.push_back(token);
+    ++s.usage.completion_tokens;
+    ++local_.generated_tokens;
+    if (s.usage.first_token == absl::InfinitePast()) s.usage.first_token = done;
+    RequestEvent event;
+    event.tokens.push_back(token);
+    if (s.req.sampling.logprobs >= 0) event.logprobs.push_back(std::move(sampled));
+    FinishReason reason = FinishReason::kNone;
+    if (s.stop_ids.contains(token)) {
+      reason = FinishReason::kStop;
+    } else if (s.text != nullptr && s.text->Push(token, &event.text)) {
+      reason = FinishReason::kStopString;
+    } else if (s.generated() >= s.max_tokens) {
+      reason = FinishReason::kLength;
+    }
+    if (reason == FinishReason::kNone) {
+      Deliver(s, event);
+      continue;
+    }
+    Finish(s, reason, std::move(event));  // the last token and the finish go out as one
+  }
+  sweep(running_);
+  ++local_.steps;
+  local_.prefill_tokens += record.prefill_tokens;
+  PublishStats(record);
+  if (step_observer_) step_observer_(record);
+  return true;
+}
+
+void Scheduler::PublishStats(const StepRecord& record) {
+  local_.last_step = record;
+  local_.running = static_cast<int64_t>(running_.size());
+  local_.preempted_waiting = 0;
+  for (const auto& s : waiting_) local_.preempted_waiting += s->preempted ? 1 : 0;
+  local_.kv_blocks = pool_.num_blocks();
+  local_.kv_blocks_cached = pool_.num_cached_free();
+  local_.kv_blocks_used = pool_.num_blocks() - pool_.num_free();
+  local_.kv_usage = static_cast<double>(local_.kv_blocks_used) / std::max(1, local_.kv_blocks);
+  absl::MutexLock lock(&mu_);
+  local_.waiting = static_cast<int64_t>(waiting_.size() + inbox_.size());
+  published_ = local_;
+}
+
+absl::Status Scheduler::CheckInvariants() const {
+  std::vector<int> holders(static_cast<size_t>(pool_.num_blocks()), 0);
+  std::vector<int> shared_full(static_cast<size_t>(pool_.num_blocks()), 0);
+  uint64_t last_id = 0;
+  for (const auto& s : running_) {
+    if (s->id <= last_id) return absl::InternalError("running sequences out of order");
+    last_id = s->id;
+    const int64_t cover = static_cast<int64_t>(s->blocks.size()) * block_size_;
+    if (cover < s->computed) {
+      return absl::InternalError(absl::StrCat("request ", s->id, ": blocks cover ", cover,
+                                              " tokens, ", s->computed, " computed"));
+    }
+    if (cover >= static_cast<int64_t>(s->tokens.size()) + block_size_) {
+      return absl::InternalError(absl::StrCat("request ", s->id, ": holds a block it cannot use"));
+    }
+    if (static_cast<int64_t>(s->keys.size()) * block_size_ > s->computed) {
+      return absl::InternalError(
+          absl::StrCat("request ", s->id, ": registered an unfinished block"));
+    }
+    absl::flat_hash_set<int32_t> own;
+    for (size_t b = 0; b < s->blocks.size(); ++b) {
+      if (!own.insert(s->blocks[b]).second) {
+        return absl::InternalError(absl::StrCat("request ", s->id, ": holds a block twice"));
+      }
+      ++holders[s->blocks[b]];
+      if (b < s->keys.size()) ++shared_full[s->blocks[b]];
+    }
+  }
+  for (const auto& s : waiting_) {
+    if (!s->blocks.empty() || s->computed != 0) {
+      return absl::InternalError(absl::StrCat("waiting request ", s->id, " holds blocks"));
+    }
+  }
+  int held = 0;
+  for (int b = 0; b < pool_.num_blocks(); ++b) {
+    if (pool_.ref_count(b) != holders[b]) {
+      return absl::InternalError(absl::StrCat("block ", b, ": ", pool_.ref_count(b),
+                                              " references, ", holders[b], " holders"));
+    }
+    // A block two sequences share must be a full, registered (read-only) block in both.
+    if (holders[b] > 1 && shared_full[b] != holders[b]) {
+      return absl::InternalError(absl::StrCat("block ", b, " is shared but still being written"));
+    }
+    held += holders[b] > 0 ? 1 : 0;
+  }
+  if (held + pool_.num_free() != pool_.num_blocks()) {
+    return absl::InternalError(
+        absl::StrCat(held, " blocks held + ", pool_.num_free(), " free != ", pool_.num_blocks()));
+  }
+  if (static_cast<int64_t>(running_.size()) > options_.max_batch_seqs) {
+    return absl::InternalError("more running sequences than max_batch_seqs");
+  }
+  return absl::OkStatus();
+}
+
+SchedulerStats Scheduler::stats() const {
+  absl::MutexLock lock(&mu_);
+  return published_;
+}
+
+void Scheduler::Start() {
+  SY_CHECK(!thread_.joinable());
+  thread_ = std::thread([this] { RunLoop(); });
+}
+
+void Scheduler::RunLoop() {
+  for (;;) {
+    const bool worked = Step();
+    bool stop;
+    absl::Time drain_deadline;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!worked) {
+        const auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return stop_ || !inbox_.empty() || !cancels_.empty();
+        };
+        mu_.AwaitWithDeadline(absl::Condition(&ready), drain_deadline_);
+      }
+      stop = stop_;
+      drain_deadline = drain_deadline_;
+    }
+    if (stop && (!HasWork() || options_.clock() >= drain_deadline)) break;
+  }
+  CancelAll();  // whatever is left when the grace period ends
+}
+
+void Scheduler::CancelAll() {
+  DrainInbox();
+  for (auto& s : running_) Finish(*s, FinishReason::kCancelled);
+  for (auto& s : waiting_) Finish(*s, FinishReason::kCancelled);
+  running_.clear();
+  waiting_.clear();
+  PublishStats(local_.last_step);
+}
+
+void Scheduler::Shutdown(absl::Duration grace) {
+  {
+    absl::MutexLock lock(&mu_);
+    accepting_ = false;
+    if (!stop_) drain_deadline_ = options_.clock() + grace;
+    stop_ = true;
+  }
+  if (thread_.joinable()) {
+    thread_.join();
+  } else {
+    CancelAll();  // never started: no engine thread runs, so this thread may
+  }
+}
+
+}  // namespace switchyard
