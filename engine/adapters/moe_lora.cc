@@ -30,10 +30,14 @@ float* MoeLoraExecutor::Scratch(std::vector<float>& buf, size_t n) {
 }
 
 bool MoeLoraExecutor::BeginStep(std::span<const AdapterWeights* const> adapter_of_token,
-                                RoutingStats* stats) {
+                                std::span<const uint8_t> decisions_of_token, RoutingStats* stats) {
   groups_.clear();
   stats_ = options_.record_stats ? stats : nullptr;
-  decisions_ = options_.record_decisions ? stats : nullptr;
+  decisions_of_token_ = decisions_of_token;
+  const bool any_decisions = options_.record_decisions ||
+                             std::find(decisions_of_token.begin(), decisions_of_token.end(), 1) !=
+                                 decisions_of_token.end();
+  decisions_ = any_decisions ? stats : nullptr;
   if (decisions_ != nullptr) decisions_->decisions.clear();
   if (stats_ != nullptr) stats_->adapters.clear();
   for (int32_t t = 0; t < static_cast<int32_t>(adapter_of_token.size()); ++t) {
@@ -146,7 +150,8 @@ void MoeLoraExecutor::Route(const RouterSpec& spec, int group, const float* logi
         break;
       }
     }
-    if (decisions_ != nullptr && spec.routing != Routing::kSingle) {
+    if (decisions_ != nullptr && spec.routing != Routing::kSingle &&
+        (options_.record_decisions || decisions_of_token_[token] != 0)) {
       RoutingDecision d{token,
                         static_cast<int16_t>(layer),
                         static_cast<int8_t>(site),

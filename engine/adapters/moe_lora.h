@@ -40,8 +40,11 @@ class MoeLoraExecutor final : public LayerHooks {
                   MoeLoraOptions options);
 
   // Prepares a step: adapter_of_token[t] is token t's adapter or null. Returns false when no token
-  // has one (the step then needs no hooks). `stats` (may be null) receives the step's routing.
-  bool BeginStep(std::span<const AdapterWeights* const> adapter_of_token, RoutingStats* stats);
+  // has one (the step then needs no hooks). `stats` (may be null) receives the step's routing,
+  // with the decisions of tokens whose decisions_of_token[t] is set (of all tokens with
+  // MoeLoraOptions::record_decisions).
+  bool BeginStep(std::span<const AdapterWeights* const> adapter_of_token,
+                 std::span<const uint8_t> decisions_of_token, RoutingStats* stats);
 
   void AfterLinear(int layer, Linear which, const Tensor& x, Tensor& y) override;
   void BeforeDown(int layer, const Tensor& x, const Tensor& gate_up, Tensor& act) override;
@@ -83,6 +86,7 @@ class MoeLoraExecutor final : public LayerHooks {
   std::vector<Group> groups_;
   RoutingStats* stats_ = nullptr;
   RoutingStats* decisions_ = nullptr;
+  std::span<const uint8_t> decisions_of_token_;
 
   std::vector<Assignment> assign_;
   std::vector<int32_t> order_;      // assignment indices sorted by (group, expert)

@@ -36,6 +36,14 @@ struct RequestUsage {
   absl::Time finish = absl::InfinitePast();
 };
 
+// How often each expert was selected for one request's tokens (prompt and output) at one routed
+// site of one layer (site numbering as SiteRoutingStats: 0..6 the linears, 7 the MixLoRA block).
+struct RequestRouting {
+  int layer = 0;
+  int site = 0;
+  std::vector<int64_t> expert_tokens;  // MH-MoE: sub-tokens
+};
+
 // One delivery to a request's sink: the tokens sampled since the last one, the text that became
 // final with them, and on the last event the finish reason and usage.
 struct RequestEvent {
@@ -44,8 +52,9 @@ struct RequestEvent {
   std::string text;
   std::vector<SampledToken> logprobs;  // one per token when the request asked for logprobs
   FinishReason finish = FinishReason::kNone;
-  absl::Status error;  // with kError
-  RequestUsage usage;  // complete on the last event
+  absl::Status error;                   // with kError
+  RequestUsage usage;                   // complete on the last event
+  std::vector<RequestRouting> routing;  // on the last event, when the request asked
   bool finished() const { return finish != FinishReason::kNone; }
 };
 
@@ -67,6 +76,7 @@ struct GenerationRequest {
   std::vector<std::string> stop_strings;
   bool include_stop_string = false;  // keep the matched stop string in the text
   bool skip_special_tokens = true;   // in the text
+  bool record_routing = false;       // report the experts its tokens used (last event)
   absl::Time deadline = absl::InfiniteFuture();
   std::shared_ptr<RequestSink> sink;
 };

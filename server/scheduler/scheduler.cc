@@ -1,6 +1,7 @@
 #include "server/scheduler/scheduler.h"
 
 #include <algorithm>
+#include <map>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -47,6 +48,10 @@ struct Scheduler::Sequence {
   bool cancelled = false;
   bool finished = false;
   int64_t chunk = 0;  // tokens scheduled in the current step
+  // With record_routing: per (layer, site), selections per expert; positions below
+  // routed_upto are counted (recomputation after preemption does not count twice).
+  std::map<std::pair<int, int>, std::vector<int64_t>> routing;
+  int64_t routed_upto = 0;
 
   int64_t generated() const { return static_cast<int64_t>(tokens.size()) - prompt_len; }
   int64_t uncomputed() const { return static_cast<int64_t>(tokens.size()) - computed; }
@@ -212,6 +217,14 @@ void Scheduler::Finish(Sequence& s, FinishReason reason, RequestEvent event, abs
   event.finish = reason;
   event.error = std::move(error);
   event.usage = s.usage;
+  for (auto& [key, counts] : s.routing) {
+    // Experts never selected count too.
+    const AdapterLayer& layer = s.req.adapter->layers[key.first];
+    const int experts = key.second == kFfnBlockSite ? layer.ffn->spec.num_experts
+                                                    : layer.sites[key.second]->spec.num_experts;
+    counts.resize(std::max<size_t>(counts.size(), static_cast<size_t>(experts)), 0);
+    event.routing.push_back({key.first, key.second, std::move(counts)});
+  }
   if (!s.admitted) --queued_;
   --outstanding_;
   ++local_.finished;
@@ -400,6 +413,7 @@ bool Scheduler::Step() {
     ss.block_table = s->blocks;
     ss.want_logits = s->computed + s->chunk == static_cast<int64_t>(s->tokens.size());
     ss.adapter = s->req.adapter.get();
+    ss.record_routing = s->req.record_routing && ss.adapter != nullptr;
     batch.tokens.insert(batch.tokens.end(), s->tokens.begin() + s->computed,
                         s->tokens.begin() + s->computed + s->chunk);
     batch.sequences.push_back(ss);
@@ -421,6 +435,7 @@ bool Scheduler::Step() {
     return true;
   }
 
+  if (!out->routing.decisions.empty()) CountRouting(scheduled, batch, out->routing);
   const int64_t vocab = out->logits.dim(1);
   int64_t row = 0;
   const absl::Time done = options_.clock();
@@ -461,6 +476,31 @@ bool Scheduler::Step() {
   PublishStats(record);
   if (step_observer_) step_observer_(record);
   return true;
+}
+
+void Scheduler::CountRouting(const std::vector<Sequence*>& scheduled, const StepBatch& batch,
+                             const RoutingStats& routing) {
+  // Step token index -> (sequence, position).
+  std::vector<std::pair<Sequence*, int64_t>> owner;
+  owner.reserve(batch.tokens.size());
+  for (size_t i = 0; i < scheduled.size(); ++i) {
+    for (int64_t j = 0; j < batch.sequences[i].num_tokens; ++j) {
+      owner.emplace_back(scheduled[i], batch.sequences[i].first_position + j);
+    }
+  }
+  for (const RoutingDecision& d : routing.decisions) {
+    auto [s, position] = owner[static_cast<size_t>(d.token)];
+    if (!s->req.record_routing || position < s->routed_upto) continue;
+    std::vector<int64_t>& counts = s->routing[{d.layer, d.site}];
+    for (int16_t e : d.experts) {
+      if (counts.size() <= static_cast<size_t>(e)) counts.resize(static_cast<size_t>(e) + 1, 0);
+      ++counts[e];
+    }
+  }
+  for (size_t i = 0; i < scheduled.size(); ++i) {
+    Sequence& s = *scheduled[i];
+    s.routed_upto = std::max(s.routed_upto, batch.sequences[i].first_position + s.chunk);
+  }
 }
 
 void Scheduler::PublishStats(const StepRecord& record) {

@@ -144,6 +144,9 @@ class Scheduler {
   absl::flat_hash_set<const AdapterWeights*> ChooseAdapters() const;
   void Deliver(Sequence& s, RequestEvent& event);
   void PublishStats(const StepRecord& record);
+  // Adds the step's routing decisions to the requests that asked for them.
+  void CountRouting(const std::vector<Sequence*>& scheduled, const StepBatch& batch,
+                    const RoutingStats& routing);
   void RunLoop();
   void CancelAll();
 

@@ -19,8 +19,10 @@ class CollectingSink final : public RequestSink {
       ++finishes;
       reason = e.finish;
       usage = e.usage;
+      routing = e.routing;
     }
   }
+  std::vector<RequestRouting> routing;
   std::vector<int32_t> tokens;
   int finishes = 0;
   FinishReason reason = FinishReason::kNone;
@@ -86,6 +88,7 @@ TEST_F(SchedulerEngineTest, ConcurrentRequestsMatchTheirAloneRuns) {
     r.adapter = adapters_[i % adapters_.size()];
     r.max_tokens = 16 + i % 5;
     r.ignore_eos = true;
+    r.record_routing = true;
     if (i % 3 == 0) {
       r.sampling.temperature = 0;
     } else {
@@ -123,6 +126,24 @@ TEST_F(SchedulerEngineTest, ConcurrentRequestsMatchTheirAloneRuns) {
     EXPECT_EQ(sinks[i]->reason, FinishReason::kLength);
     EXPECT_EQ(sinks[i]->tokens, alone[i]) << "request " << i;
     preempted += sinks[i]->usage.preemptions > 0;
+    // Every token computed once (prompt and all but the last output token), top-2 of 4 experts
+    // in each MixLoRA block, however often the request was preempted and recomputed.
+    if (requests[i].adapter != nullptr && requests[i].adapter->name == "mixlora") {
+      const int64_t computed =
+          static_cast<int64_t>(requests[i].prompt.size()) + requests[i].max_tokens - 1;
+      int blocks = 0;
+      for (const RequestRouting& r : sinks[i]->routing) {
+        if (r.site != kFfnBlockSite) continue;
+        ++blocks;
+        ASSERT_EQ(r.expert_tokens.size(), 4u);
+        int64_t total = 0;
+        for (int64_t n : r.expert_tokens) total += n;
+        EXPECT_EQ(total, 2 * computed) << "request " << i << " layer " << r.layer;
+      }
+      EXPECT_EQ(blocks, 3);
+    } else if (requests[i].adapter == nullptr) {
+      EXPECT_TRUE(sinks[i]->routing.empty());
+    }
     cached += sinks[i]->usage.cached_prompt_tokens > 0;
   }
   EXPECT_GT(preempted, 0) << "the test should put the KV cache under pressure";

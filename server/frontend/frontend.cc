@@ -1,0 +1,241 @@
+#include "server/frontend/frontend.h"
+
+#include <filesystem>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "engine/core/json_util.h"
+#include "engine/core/log.h"
+#include "engine/core/status_macros.h"
+
+#ifndef SWITCHYARD_VERSION
+#define SWITCHYARD_VERSION "dev"
+#endif
+
+namespace switchyard {
+namespace {
+
+// Forwards a request's events and logs one line when it finishes.
+class LoggingSink final : public RequestSink {
+ public:
+  LoggingSink(std::shared_ptr<RequestSink> inner, std::string adapter)
+      : inner_(std::move(inner)), adapter_(std::move(adapter)) {}
+
+  void Deliver(RequestEvent e) override {
+    if (e.finished()) {
+      const RequestUsage& u = e.usage;
+      const double ttft =
+          u.first_token > u.arrival ? absl::ToDoubleMilliseconds(u.first_token - u.arrival) : -1;
+      SY_LOG(kInfo,
+             "request id=%d adapter=%s finish=%s prompt_tokens=%d cached_tokens=%d "
+             "completion_tokens=%d preemptions=%d ttft_ms=%.1f total_ms=%.1f%s%s",
+             e.request_id, adapter_.empty() ? "-" : adapter_, FinishReasonName(e.finish),
+             u.prompt_tokens, u.cached_prompt_tokens, u.completion_tokens, u.preemptions, ttft,
+             absl::ToDoubleMilliseconds(u.finish - u.arrival),
+             e.error.ok() ? "" : " error=", e.error.ok() ? "" : std::string(e.error.message()));
+    }
+    inner_->Deliver(std::move(e));
+  }
+
+ private:
+  std::shared_ptr<RequestSink> inner_;
+  std::string adapter_;
+};
+
+}  // namespace
+
+std::string RoutingSiteName(int site) {
+  if (site == kFfnBlockSite) return "ffn";
+  if (site < 0 || site >= kNumLinearSites) return "?";
+  return std::string(LinearSiteName(static_cast<LinearSite>(site)));
+}
+
+std::vector<int32_t> ModelEosTokens(const std::string& model_dir, const Tokenizer& tokenizer) {
+  std::vector<int32_t> ids;
+  if (tokenizer.eos_id().has_value()) ids.push_back(*tokenizer.eos_id());
+  const std::string path = model_dir + "/generation_config.json";
+  if (std::filesystem::exists(path)) {
+    if (absl::StatusOr<std::string> text = ReadFile(path); text.ok()) {
+      if (absl::StatusOr<nlohmann::json> j = json_util::Parse(*text, path); j.ok()) {
+        const nlohmann::json& eos = j->value("eos_token_id", nlohmann::json());
+        if (eos.is_number_integer()) ids.push_back(eos.get<int32_t>());
+        if (eos.is_array()) {
+          for (const auto& e : eos) {
+            if (e.is_number_integer()) ids.push_back(e.get<int32_t>());
+          }
+        }
+      }
+    }
+  }
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  return ids;
+}
+
+Frontend::Frontend(Engine* engine, Scheduler* scheduler, AdapterRegistry* registry,
+                   const Tokenizer* tokenizer, FrontendOptions options,
+                   std::optional<ChatTemplate> chat_template)
+    : engine_(engine),
+      scheduler_(scheduler),
+      registry_(registry),
+      tokenizer_(tokenizer),
+      options_(std::move(options)),
+      chat_template_(std::move(chat_template)) {}
+
+absl::StatusOr<std::unique_ptr<Frontend>> Frontend::Create(Engine* engine, Scheduler* scheduler,
+                                                           AdapterRegistry* registry,
+                                                           const Tokenizer* tokenizer,
+                                                           FrontendOptions options) {
+  std::optional<ChatTemplate> chat;
+  if (!options.chat_template.empty()) {
+    SY_ASSIGN_OR_RETURN(ChatTemplate t,
+                        ChatTemplate::FromName(options.chat_template, tokenizer->bos_token(),
+                                               tokenizer->eos_token()));
+    chat = std::move(t);
+  } else if (!tokenizer->chat_template().empty()) {
+    absl::StatusOr<ChatTemplate> t = ChatTemplate::FromTemplateText(
+        tokenizer->chat_template(), tokenizer->bos_token(), tokenizer->eos_token());
+    if (t.ok()) {
+      chat = std::move(*t);
+    } else {
+      SY_LOG(kWarning, "chat requests will be refused: %s", t.status().message());
+    }
+  }
+  return std::unique_ptr<Frontend>(
+      new Frontend(engine, scheduler, registry, tokenizer, std::move(options), std::move(chat)));
+}
+
+absl::StatusOr<std::vector<int32_t>> Frontend::Tokenize(absl::string_view text,
+                                                        bool add_special_tokens) const {
+  return tokenizer_->Encode(text, {.add_special_tokens = add_special_tokens});
+}
+
+absl::StatusOr<std::string> Frontend::Detokenize(std::span<const int32_t> ids,
+                                                 bool skip_special_tokens) const {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= tokenizer_->vocab_size()) {
+      return absl::InvalidArgumentError(absl::StrCat("token_ids[", i, "]: ", ids[i],
+                                                     " is outside the vocabulary [0, ",
+                                                     tokenizer_->vocab_size(), ")"));
+    }
+  }
+  return tokenizer_->Decode(ids, skip_special_tokens);
+}
+
+absl::StatusOr<std::string> Frontend::RenderChat(std::span<const ChatMessage> messages) const {
+  if (!chat_template_.has_value()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "messages: the model has no chat template this server recognises; start the server with "
+        "--chat_template=NAME (one of ",
+        ChatTemplate::kFormats, ") or send a text prompt"));
+  }
+  if (messages.empty()) return absl::InvalidArgumentError("messages: empty");
+  return chat_template_->Render(messages, {});
+}
+
+absl::StatusOr<Submitted> Frontend::Submit(GenerateInput input, std::shared_ptr<RequestSink> sink) {
+  const int given = (input.text ? 1 : 0) + (input.token_ids ? 1 : 0) + (input.messages ? 1 : 0);
+  if (given != 1) {
+    return absl::InvalidArgumentError("prompt: give exactly one of text, token_ids or messages");
+  }
+  Submitted out;
+  GenerationRequest& r = input.request;
+  if (input.token_ids) {
+    r.prompt = std::move(*input.token_ids);
+  } else {
+    std::string text;
+    bool add_special = input.add_special_tokens.value_or(true);
+    if (input.messages) {
+      SY_ASSIGN_OR_RETURN(text, RenderChat(*input.messages));
+      add_special = input.add_special_tokens.value_or(false);  // the template wrote them
+    } else {
+      text = std::move(*input.text);
+    }
+    absl::StatusOr<std::vector<int32_t>> ids = Tokenize(text, add_special);
+    if (!ids.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt: ", ids.status().message()));
+    }
+    r.prompt = std::move(*ids);
+    if (input.echo) out.prompt_text = std::move(text);
+  }
+  if (input.echo && out.prompt_text.empty()) {
+    SY_ASSIGN_OR_RETURN(out.prompt_text, Detokenize(r.prompt, r.skip_special_tokens));
+  }
+  if (!input.adapter.empty()) {
+    SY_ASSIGN_OR_RETURN(r.adapter, registry_->Acquire(input.adapter));
+  }
+  out.prompt = r.prompt;
+  out.adapter = r.adapter;
+  r.sink = std::make_shared<LoggingSink>(std::move(sink), input.adapter);
+  SY_ASSIGN_OR_RETURN(out.id, scheduler_->Submit(std::move(r)));
+  return out;
+}
+
+absl::Status Frontend::Authorize(std::optional<absl::string_view> presented) const {
+  if (options_.admin_token.empty()) return absl::OkStatus();
+  if (!presented.has_value()) {
+    return absl::UnauthenticatedError("this call needs the admin token (authorization: Bearer)");
+  }
+  // Compare in time independent of where the strings differ.
+  const std::string& want = options_.admin_token;
+  unsigned diff = presented->size() == want.size() ? 0 : 1;
+  for (size_t i = 0; i < presented->size(); ++i) {
+    diff |= static_cast<unsigned char>((*presented)[i]) ^
+            static_cast<unsigned char>(want[i % want.size()]);
+  }
+  if (diff != 0) return absl::PermissionDeniedError("the admin token is not valid");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<AdapterInfo> Frontend::LoadAdapter(const std::string& name, const std::string& path,
+                                                  bool replace, bool pin) {
+  SY_ASSIGN_OR_RETURN(AdapterInfo info, registry_->Load(name, path, replace));
+  if (pin) {
+    SY_RETURN_IF_ERROR(registry_->Pin(name, true));
+    info.pinned = true;
+  }
+  return info;  // the registry logs the load
+}
+
+absl::Status Frontend::UnloadAdapter(const std::string& name, bool drain) {
+  SY_RETURN_IF_ERROR(registry_->Unload(name, drain));
+  engine_->routing_window().Forget(name);
+  SY_LOG(kInfo, "adapter %s unloaded%s", name, drain ? " (draining)" : "");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RoutingSnapshot> Frontend::RoutingStats(const std::string& adapter) const {
+  const std::vector<AdapterInfo> all = registry_->List();
+  auto it =
+      std::find_if(all.begin(), all.end(), [&](const AdapterInfo& a) { return a.name == adapter; });
+  if (it == all.end()) {
+    return absl::NotFoundError(absl::StrCat("adapter \"", adapter, "\" is not loaded"));
+  }
+  std::optional<RoutingSnapshot> snap = engine_->routing_window().Snapshot(adapter);
+  // Statistics of an older version (before a swap) do not describe the current one.
+  if (!snap.has_value() || snap->version != it->version) {
+    RoutingSnapshot empty;
+    empty.adapter = adapter;
+    empty.version = it->version;
+    empty.window_tokens = engine_->options().routing_window.window_tokens;
+    return empty;
+  }
+  return *snap;
+}
+
+ServerInfo Frontend::Info() const {
+  ServerInfo info;
+  info.version = SWITCHYARD_VERSION;
+  info.model = options_.served_model_name;
+  info.model_path = options_.model_dir;
+  info.engine = engine_->Describe();
+  info.chat_template = chat_template_ ? chat_template_->name() : "";
+  info.max_model_len = scheduler_->max_model_len();
+  info.scheduler = scheduler_->options();
+  info.kv_blocks = engine_->num_kv_blocks();
+  info.kv_block_size = engine_->block_size();
+  info.stats = scheduler_->stats();
+  return info;
+}
+
+}  // namespace switchyard

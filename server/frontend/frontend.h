@@ -1,0 +1,120 @@
+// What every API (gRPC, HTTP) does before and after the scheduler, in one place: turning a prompt
+// (text, token ids or chat messages) into tokens, resolving the adapter by name, validating,
+// submitting, logging each finished request, adapter administration behind the admin token,
+// routing statistics and server information. The APIs only translate their wire formats.
+//
+// Thread-safety: every method is thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/adapters/registry.h"
+#include "engine/adapters/routing_window.h"
+#include "engine/engine.h"
+#include "engine/tokenizer/chat_template.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "server/scheduler/scheduler.h"
+
+namespace switchyard {
+
+struct FrontendOptions {
+  std::string served_model_name;  // what clients call the base model
+  std::string model_dir;
+  std::string admin_token;    // empty: admin calls are open
+  std::string chat_template;  // a format name overriding the model's template; empty: detect
+};
+
+// A generation request in API-neutral form. Exactly one of text, token_ids, messages.
+struct GenerateInput {
+  std::optional<std::string> text;
+  std::optional<std::vector<int32_t>> token_ids;
+  std::optional<std::vector<ChatMessage>> messages;
+  // Text prompts: BOS and the like (chat prompts: the template decides); default true.
+  std::optional<bool> add_special_tokens;
+  std::string adapter;  // empty: the base model
+  bool echo = false;    // report the prompt's text
+  // Sampling, limits and stops; its prompt, adapter and sink are filled in by Submit.
+  GenerationRequest request;
+};
+
+struct Submitted {
+  uint64_t id = 0;
+  std::vector<int32_t> prompt;
+  std::string prompt_text;  // with echo
+  std::shared_ptr<const AdapterWeights> adapter;
+};
+
+struct ServerInfo {
+  std::string version;
+  std::string model;
+  std::string model_path;
+  std::string engine;
+  std::string chat_template;
+  int64_t max_model_len = 0;
+  SchedulerOptions scheduler;
+  int kv_blocks = 0;
+  int kv_block_size = 0;
+  SchedulerStats stats;
+};
+
+class Frontend {
+ public:
+  // None is owned; all must outlive the frontend.
+  static absl::StatusOr<std::unique_ptr<Frontend>> Create(Engine* engine, Scheduler* scheduler,
+                                                          AdapterRegistry* registry,
+                                                          const Tokenizer* tokenizer,
+                                                          FrontendOptions options);
+
+  // Tokenizes, resolves the adapter (NOT_FOUND when it is not loaded) and submits; the request's
+  // events go to `sink`.
+  absl::StatusOr<Submitted> Submit(GenerateInput input, std::shared_ptr<RequestSink> sink);
+  void Cancel(uint64_t id) { scheduler_->Cancel(id); }
+
+  absl::StatusOr<std::vector<int32_t>> Tokenize(absl::string_view text,
+                                                bool add_special_tokens) const;
+  // INVALID_ARGUMENT for ids outside the vocabulary.
+  absl::StatusOr<std::string> Detokenize(std::span<const int32_t> ids,
+                                         bool skip_special_tokens) const;
+  // Renders a conversation with the model's chat template (FAILED_PRECONDITION without one).
+  absl::StatusOr<std::string> RenderChat(std::span<const ChatMessage> messages) const;
+
+  // OK when admin calls are open or `presented` is the admin token; UNAUTHENTICATED when none was
+  // presented, PERMISSION_DENIED when a wrong one was.
+  absl::Status Authorize(std::optional<absl::string_view> presented) const;
+  absl::StatusOr<AdapterInfo> LoadAdapter(const std::string& name, const std::string& path,
+                                          bool replace, bool pin);
+  absl::Status UnloadAdapter(const std::string& name, bool drain);
+  std::vector<AdapterInfo> ListAdapters() const { return registry_->List(); }
+  // NOT_FOUND for an adapter that is not loaded; an empty snapshot for one that has not run.
+  absl::StatusOr<RoutingSnapshot> RoutingStats(const std::string& adapter) const;
+
+  ServerInfo Info() const;
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const std::string& served_model_name() const { return options_.served_model_name; }
+  bool has_chat_template() const { return chat_template_.has_value(); }
+
+ private:
+  Frontend(Engine* engine, Scheduler* scheduler, AdapterRegistry* registry,
+           const Tokenizer* tokenizer, FrontendOptions options,
+           std::optional<ChatTemplate> chat_template);
+
+  Engine* const engine_;
+  Scheduler* const scheduler_;
+  AdapterRegistry* const registry_;
+  const Tokenizer* const tokenizer_;
+  const FrontendOptions options_;
+  const std::optional<ChatTemplate> chat_template_;
+};
+
+// The model's stop tokens: the tokenizer's EOS and generation_config.json's eos_token_id(s).
+std::vector<int32_t> ModelEosTokens(const std::string& model_dir, const Tokenizer& tokenizer);
+
+// "q_proj" ... "down_proj", or "ffn" for the MixLoRA block.
+std::string RoutingSiteName(int site);
+
+}  // namespace switchyard

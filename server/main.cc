@@ -1,0 +1,217 @@
+// switchyard-server: one base model, many MoE-LoRA adapters, continuous batching, gRPC.
+//
+//   switchyard-server --model DIR --adapter-root DIR [--adapter NAME=SUBDIR ...] [flags]
+//
+// Flags may also come from a file: --flagfile=FILE (one --flag=value per line). Flag names take
+// '-' or '_' alike, and --adapter may be repeated.
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "engine/core/log.h"
+#include "server/frontend/frontend.h"
+#include "server/grpc/grpc_service.h"
+
+ABSL_FLAG(std::string, model, "", "base model folder (config.json, *.safetensors, tokenizer.json)");
+ABSL_FLAG(std::string, served_model_name, "",
+          "the base model's name for clients (default: the "
+          "model folder's name)");
+ABSL_FLAG(std::string, adapter_root, "", "folder that every adapter path must lie below");
+ABSL_FLAG(std::vector<std::string>, adapter, {},
+          "adapters to load at start, NAME=SUBDIR below the adapter root (repeatable)");
+ABSL_FLAG(std::string, host, "0.0.0.0", "address to listen on");
+ABSL_FLAG(int, grpc_port, 50051, "gRPC port (0: any free port)");
+ABSL_FLAG(std::string, ports_file, "", "write the ports actually bound to this file (JSON)");
+ABSL_FLAG(int64_t, kv_cache_mib, 1024, "KV cache memory budget (MiB)");
+ABSL_FLAG(int, block_size, 16, "tokens per KV cache block");
+ABSL_FLAG(int64_t, adapter_memory_mib, 0,
+          "memory budget for resident adapters (MiB; 0: unlimited); idle adapters beyond it are "
+          "evicted least recently used first and reloaded on demand");
+ABSL_FLAG(int64_t, max_batch_tokens, 2048, "tokens per engine step (chunked prefill budget)");
+ABSL_FLAG(int64_t, max_batch_seqs, 256, "sequences per engine step");
+ABSL_FLAG(int, max_adapters_per_step, 8, "distinct adapters per engine step");
+ABSL_FLAG(int64_t, max_waiting, 1024, "requests waiting for admission before RESOURCE_EXHAUSTED");
+ABSL_FLAG(bool, prefix_caching, true, "reuse the KV blocks of common prompt prefixes");
+ABSL_FLAG(int, threads, 0, "compute threads (0: SWITCHYARD_THREADS or all cores)");
+ABSL_FLAG(std::string, matmul_precision, "f32", "f32 (exact) or bf16 (faster, BF16 products)");
+ABSL_FLAG(std::string, chat_template, "",
+          "chat format overriding the model's template: llama3, "
+          "chatml, qwen3, llama2 or mistral");
+ABSL_FLAG(std::string, admin_token, "",
+          "token admin calls must present (default: $SWITCHYARD_ADMIN_TOKEN; empty: open)");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve gRPC over TLS");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert");
+ABSL_FLAG(double, shutdown_grace_s, 30, "on SIGTERM/SIGINT, seconds in-flight requests may finish");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+
+namespace switchyard {
+namespace {
+
+// Abseil flags are named with '_' and take the last of repeated flags; the documented interface
+// uses '-' (--adapter-root) and repeats --adapter. Rewrites argv to Abseil's form.
+std::vector<std::string> NormalizeArgs(int argc, char** argv) {
+  std::vector<std::string> out = {argv[0]};
+  std::vector<std::string> adapters;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--") {
+      for (; i < argc; ++i) out.push_back(argv[i]);
+      break;
+    }
+    if (absl::StartsWith(arg, "--")) {
+      const size_t eq = arg.find('=');
+      std::string name = arg.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+      std::replace(name.begin(), name.end(), '-', '_');
+      if (name == "adapter") {
+        if (eq != std::string::npos) {
+          adapters.push_back(arg.substr(eq + 1));
+        } else if (i + 1 < argc) {
+          adapters.push_back(argv[++i]);
+        }
+        continue;
+      }
+      arg = "--" + name + (eq == std::string::npos ? "" : arg.substr(eq));
+    }
+    out.push_back(arg);
+  }
+  if (!adapters.empty()) out.push_back("--adapter=" + absl::StrJoin(adapters, ","));
+  return out;
+}
+
+int Fail(const absl::Status& s) {
+  SY_LOG(kError, "switchyard-server: %s", s.ToString());
+  return 1;
+}
+
+int Main() {
+  LogLevel level;
+  if (!ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
+    return Fail(absl::InvalidArgumentError("--log_level: use debug, info, warning or error"));
+  }
+  SetLogLevel(level);
+  const std::string model_dir = absl::GetFlag(FLAGS_model);
+  if (model_dir.empty()) return Fail(absl::InvalidArgumentError("--model is required"));
+  if (absl::GetFlag(FLAGS_threads) > 0) {
+    setenv("SWITCHYARD_THREADS", absl::StrCat(absl::GetFlag(FLAGS_threads)).c_str(), 1);
+  }
+
+  // Signals go to the waiting main thread only: block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  EngineOptions eo;
+  eo.model_dir = model_dir;
+  eo.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_mib) << 20;
+  eo.block_size = absl::GetFlag(FLAGS_block_size);
+  eo.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  eo.max_batch_seqs = absl::GetFlag(FLAGS_max_batch_seqs);
+  const std::string precision = absl::GetFlag(FLAGS_matmul_precision);
+  if (precision == "bf16") {
+    eo.matmul_precision = MatmulPrecision::kBF16;
+  } else if (precision != "f32") {
+    return Fail(absl::InvalidArgumentError("--matmul_precision: use f32 or bf16"));
+  }
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(eo);
+  if (!engine.ok()) return Fail(engine.status());
+  SY_LOG(kInfo, "engine: %s", (*engine)->Describe());
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::Load(model_dir);
+  if (!tokenizer.ok()) return Fail(tokenizer.status());
+
+  AdapterRegistryOptions ro;
+  ro.root = absl::GetFlag(FLAGS_adapter_root);
+  ro.memory_budget_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_adapter_memory_mib)) << 20;
+  Engine* e = engine->get();
+  AdapterRegistry registry(ro, [e](const std::string& dir) { return e->LoadAdapter(dir); });
+
+  std::unique_ptr<StepExecutor> executor = MakeEngineExecutor(**engine);
+  SchedulerOptions so;
+  so.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  so.max_batch_seqs = absl::GetFlag(FLAGS_max_batch_seqs);
+  so.max_adapters_per_step = absl::GetFlag(FLAGS_max_adapters_per_step);
+  so.max_waiting = absl::GetFlag(FLAGS_max_waiting);
+  so.prefix_caching = absl::GetFlag(FLAGS_prefix_caching);
+  so.eos_token_ids = ModelEosTokens(model_dir, **tokenizer);
+  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
+      Scheduler::Create(executor.get(), tokenizer->get(), so);
+  if (!scheduler.ok()) return Fail(scheduler.status());
+
+  FrontendOptions fo;
+  fo.model_dir = model_dir;
+  fo.served_model_name = absl::GetFlag(FLAGS_served_model_name);
+  if (fo.served_model_name.empty()) {
+    fo.served_model_name = std::filesystem::path(model_dir).lexically_normal().filename().string();
+    if (fo.served_model_name.empty()) {
+      fo.served_model_name = std::filesystem::path(model_dir).parent_path().filename().string();
+    }
+  }
+  fo.admin_token = absl::GetFlag(FLAGS_admin_token);
+  if (fo.admin_token.empty() && std::getenv("SWITCHYARD_ADMIN_TOKEN") != nullptr) {
+    fo.admin_token = std::getenv("SWITCHYARD_ADMIN_TOKEN");
+  }
+  fo.chat_template = absl::GetFlag(FLAGS_chat_template);
+  absl::StatusOr<std::unique_ptr<Frontend>> frontend =
+      Frontend::Create(engine->get(), scheduler->get(), &registry, tokenizer->get(), fo);
+  if (!frontend.ok()) return Fail(frontend.status());
+
+  for (const std::string& spec : absl::GetFlag(FLAGS_adapter)) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(spec, absl::MaxSplits('=', 1));
+    if (kv.second.empty()) kv.second = kv.first;  // NAME alone: the folder of that name
+    absl::StatusOr<AdapterInfo> info = (*frontend)->LoadAdapter(kv.first, kv.second, false, false);
+    if (!info.ok()) return Fail(info.status());
+  }
+
+  (*scheduler)->Start();
+  GrpcServerOptions go;
+  go.address = absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_grpc_port));
+  go.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  go.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  absl::StatusOr<std::unique_ptr<GrpcServer>> grpc = GrpcServer::Start(frontend->get(), go);
+  if (!grpc.ok()) return Fail(grpc.status());
+  SY_LOG(kInfo, "serving %s (%s) with %d adapters: gRPC on %s:%d%s", fo.served_model_name,
+         model_dir, registry.List().size(), absl::GetFlag(FLAGS_host), (*grpc)->port(),
+         go.tls_cert_file.empty() ? "" : " (TLS)");
+  if (const std::string path = absl::GetFlag(FLAGS_ports_file); !path.empty()) {
+    std::ofstream f(path + ".tmp");
+    f << "{\"grpc\": " << (*grpc)->port() << "}\n";
+    f.close();
+    std::filesystem::rename(path + ".tmp", path);
+  }
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  const absl::Duration grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s));
+  SY_LOG(kInfo, "signal %d: draining (up to %s)", sig, absl::FormatDuration(grace));
+  (*grpc)->SetNotServing();
+  (*scheduler)->Shutdown(grace);  // refuses new requests; finishes or cancels the rest
+  (*grpc)->Shutdown(absl::Seconds(1));
+  SY_LOG(kInfo, "stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace switchyard
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "switchyard-server --model DIR --adapter-root DIR [--adapter NAME=SUBDIR ...]");
+  std::vector<std::string> args = switchyard::NormalizeArgs(argc, argv);
+  std::vector<char*> ptrs;
+  for (std::string& a : args) ptrs.push_back(a.data());
+  absl::ParseCommandLine(static_cast<int>(ptrs.size()), ptrs.data());
+  return switchyard::Main();
+}
