@@ -60,7 +60,7 @@ int Error(const grpc::Status& s) {
 }
 
 int Usage() {
-  std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage());
+  std::fprintf(stderr, "%s\n", std::string(absl::ProgramUsageMessage()).c_str());
   return 2;
 }
 

@@ -527,6 +527,7 @@ class GrpcServer::Service final : public v1::Switchyard::CallbackService {
     resp->set_chat_template(info.chat_template);
     resp->set_waiting(info.stats.waiting);
     resp->set_running(info.stats.running);
+    resp->set_outstanding(info.stats.outstanding);
     resp->set_kv_usage(info.stats.kv_usage);
     resp->set_preemptions(info.stats.preemptions);
     resp->set_prefix_hit_tokens(info.stats.prefix_hit_tokens);

@@ -225,10 +225,13 @@ void Scheduler::Finish(Sequence& s, FinishReason reason, RequestEvent event, abs
     counts.resize(std::max<size_t>(counts.size(), static_cast<size_t>(experts)), 0);
     event.routing.push_back({key.first, key.second, std::move(counts)});
   }
+  Deliver(s, event);
+  // Nothing of a finished request may pin its adapter (an unload checks for holders) or its sink.
+  s.req.adapter.reset();
+  s.req.sink.reset();
   if (!s.admitted) --queued_;
   --outstanding_;
   ++local_.finished;
-  Deliver(s, event);
 }
 
 void Scheduler::Preempt(Sequence& s) {
@@ -574,7 +577,9 @@ absl::Status Scheduler::CheckInvariants() const {
 
 SchedulerStats Scheduler::stats() const {
   absl::MutexLock lock(&mu_);
-  return published_;
+  SchedulerStats out = published_;
+  out.outstanding = outstanding_.load();
+  return out;
 }
 
 void Scheduler::Start() {

@@ -76,6 +76,9 @@ struct StepRecord {
 };
 
 struct SchedulerStats {
+  // Submitted and not yet finished, live (the other fields are as of the last step). Zero means
+  // every request's resources (KV blocks, adapter references) have been released.
+  int64_t outstanding = 0;
   int64_t waiting = 0;  // queued for admission (including preempted ones)
   int64_t running = 0;
   int64_t preempted_waiting = 0;  // waiting to recompute after preemption

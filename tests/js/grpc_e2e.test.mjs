@@ -22,7 +22,10 @@ const greedy = (extra = {}) => ({
 async function waitIdle(server) {
   for (let i = 0; i < 200; i++) {
     const info = await unary(server.client, "GetServerInfo", {});
-    if (info.running === 0 && info.waiting === 0 && info.kv_usage === 0) return info;
+    if (Number(info.outstanding) === 0 && info.running === 0 && info.waiting === 0 &&
+        info.kv_usage === 0) {
+      return info;
+    }
     await new Promise((r) => setTimeout(r, 10));
   }
   assert.fail("the server did not become idle: resources were not freed");

@@ -151,5 +151,37 @@ TEST_F(SchedulerEngineTest, ConcurrentRequestsMatchTheirAloneRuns) {
   EXPECT_EQ(scheduler->stats().kv_blocks_used, 0);
 }
 
+// An adapter unload refuses while requests hold the adapter, and callers wait for `outstanding`
+// to reach zero before retrying: by then no finished request may still hold a reference, whether
+// it finished by length, by cancellation or straight from the waiting queue.
+TEST_F(SchedulerEngineTest, FinishedRequestsReleaseTheirAdapterAtOnce) {
+  auto scheduler = NewScheduler();
+  const std::shared_ptr<const AdapterWeights>& adapter = adapters_[3];
+  const long base_count = adapter.use_count();
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 3; ++i) {
+    GenerationRequest r;
+    r.prompt = {1, 2, 3, 4, 5};
+    r.adapter = adapter;
+    r.max_tokens = i == 0 ? 2 : 200;
+    r.ignore_eos = true;
+    r.sink = std::make_shared<CollectingSink>();
+    auto id = scheduler->Submit(std::move(r));
+    ASSERT_TRUE(id.ok()) << id.status();
+    ids.push_back(*id);
+  }
+  EXPECT_EQ(scheduler->stats().outstanding, 3);
+  EXPECT_EQ(adapter.use_count(), base_count + 3);
+  scheduler->Cancel(ids[2]);  // still in the inbox
+  for (int i = 0; i < 4; ++i) scheduler->Step();
+  EXPECT_EQ(scheduler->stats().outstanding, 1);  // the first ran out of tokens
+  EXPECT_EQ(adapter.use_count(), base_count + 1);
+  scheduler->Cancel(ids[1]);  // running
+  scheduler->Step();
+  EXPECT_EQ(scheduler->stats().outstanding, 0);
+  EXPECT_EQ(adapter.use_count(), base_count);
+  EXPECT_FALSE(scheduler->HasWork());
+}
+
 }  // namespace
 }  // namespace switchyard
