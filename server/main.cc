@@ -23,6 +23,7 @@
 #include "engine/core/log.h"
 #include "server/frontend/frontend.h"
 #include "server/grpc/grpc_service.h"
+#include "server/http/http_server.h"
 
 ABSL_FLAG(std::string, model, "", "base model folder (config.json, *.safetensors, tokenizer.json)");
 ABSL_FLAG(std::string, served_model_name, "",
@@ -33,6 +34,10 @@ ABSL_FLAG(std::vector<std::string>, adapter, {},
           "adapters to load at start, NAME=SUBDIR below the adapter root (repeatable)");
 ABSL_FLAG(std::string, host, "0.0.0.0", "address to listen on");
 ABSL_FLAG(int, grpc_port, 50051, "gRPC port (0: any free port)");
+ABSL_FLAG(int, http_port, 8000, "HTTP (OpenAI-compatible) port (0: any free port; -1: off)");
+ABSL_FLAG(int, http_threads, 2, "HTTP I/O threads");
+ABSL_FLAG(int64_t, http_max_body_bytes, 8 << 20, "larger HTTP request bodies get 413");
+ABSL_FLAG(int, http_max_concurrent, 4096, "HTTP generation requests at once; more get 429");
 ABSL_FLAG(std::string, ports_file, "", "write the ports actually bound to this file (JSON)");
 ABSL_FLAG(int64_t, kv_cache_mib, 1024, "KV cache memory budget (MiB)");
 ABSL_FLAG(int, block_size, 16, "tokens per KV cache block");
@@ -182,12 +187,26 @@ int Main() {
   go.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   absl::StatusOr<std::unique_ptr<GrpcServer>> grpc = GrpcServer::Start(frontend->get(), go);
   if (!grpc.ok()) return Fail(grpc.status());
-  SY_LOG(kInfo, "serving %s (%s) with %d adapters: gRPC on %s:%d%s", fo.served_model_name,
-         model_dir, registry.List().size(), absl::GetFlag(FLAGS_host), (*grpc)->port(),
-         go.tls_cert_file.empty() ? "" : " (TLS)");
+  std::unique_ptr<HttpServer> http;
+  if (absl::GetFlag(FLAGS_http_port) >= 0) {
+    HttpServerOptions ho;
+    ho.host = absl::GetFlag(FLAGS_host);
+    ho.port = absl::GetFlag(FLAGS_http_port);
+    ho.io_threads = absl::GetFlag(FLAGS_http_threads);
+    ho.max_body_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_http_max_body_bytes));
+    ho.max_concurrent_requests = absl::GetFlag(FLAGS_http_max_concurrent);
+    absl::StatusOr<std::unique_ptr<HttpServer>> started =
+        HttpServer::Start(frontend->get(), std::move(ho));
+    if (!started.ok()) return Fail(started.status());
+    http = std::move(*started);
+  }
+  SY_LOG(kInfo, "serving %s (%s) with %d adapters: gRPC on %s:%d%s, HTTP on %s",
+         fo.served_model_name, model_dir, registry.List().size(), absl::GetFlag(FLAGS_host),
+         (*grpc)->port(), go.tls_cert_file.empty() ? "" : " (TLS)",
+         http ? absl::StrCat(absl::GetFlag(FLAGS_host), ":", http->port()) : "off");
   if (const std::string path = absl::GetFlag(FLAGS_ports_file); !path.empty()) {
     std::ofstream f(path + ".tmp");
-    f << "{\"grpc\": " << (*grpc)->port() << "}\n";
+    f << "{\"grpc\": " << (*grpc)->port() << ", \"http\": " << (http ? http->port() : -1) << "}\n";
     f.close();
     std::filesystem::rename(path + ".tmp", path);
   }
@@ -197,7 +216,9 @@ int Main() {
   const absl::Duration grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s));
   SY_LOG(kInfo, "signal %d: draining (up to %s)", sig, absl::FormatDuration(grace));
   (*grpc)->SetNotServing();
+  if (http) http->SetDraining();
   (*scheduler)->Shutdown(grace);  // refuses new requests; finishes or cancels the rest
+  if (http) http->Shutdown();
   (*grpc)->Shutdown(absl::Seconds(1));
   SY_LOG(kInfo, "stopped");
   return 0;

@@ -1,6 +1,10 @@
 #include "server/frontend/frontend.h"
 
+#include <condition_variable>
+#include <deque>
 #include <filesystem>
+#include <mutex>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -72,6 +76,55 @@ std::vector<int32_t> ModelEosTokens(const std::string& model_dir, const Tokenize
   return ids;
 }
 
+// Runs adapter loads one at a time on a thread of its own.
+class Frontend::Loader {
+ public:
+  Loader() : thread_([this] { Run(); }) {}
+  ~Loader() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void Post(std::function<void()> task) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      tasks_.push_back(std::move(task));
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  void Run() {
+    for (;;) {
+      std::function<void()> task;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return stop_ || !tasks_.empty(); });
+        if (tasks_.empty()) return;
+        task = std::move(tasks_.front());
+        tasks_.pop_front();
+      }
+      task();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> tasks_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+Frontend::~Frontend() = default;
+
+void Frontend::LoadAdapterAsync(std::string name, std::string path, bool replace, bool pin,
+                                std::function<void(absl::StatusOr<AdapterInfo>)> done) {
+  loader_->Post([this, name = std::move(name), path = std::move(path), replace, pin,
+                 done = std::move(done)] { done(LoadAdapter(name, path, replace, pin)); });
+}
+
 Frontend::Frontend(Engine* engine, Scheduler* scheduler, AdapterRegistry* registry,
                    const Tokenizer* tokenizer, FrontendOptions options,
                    std::optional<ChatTemplate> chat_template)
@@ -80,7 +133,8 @@ Frontend::Frontend(Engine* engine, Scheduler* scheduler, AdapterRegistry* regist
       registry_(registry),
       tokenizer_(tokenizer),
       options_(std::move(options)),
-      chat_template_(std::move(chat_template)) {}
+      chat_template_(std::move(chat_template)),
+      loader_(std::make_unique<Loader>()) {}
 
 absl::StatusOr<std::unique_ptr<Frontend>> Frontend::Create(Engine* engine, Scheduler* scheduler,
                                                            AdapterRegistry* registry,

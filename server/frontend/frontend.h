@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -69,6 +70,7 @@ class Frontend {
                                                           AdapterRegistry* registry,
                                                           const Tokenizer* tokenizer,
                                                           FrontendOptions options);
+  ~Frontend();
 
   // Tokenizes, resolves the adapter (NOT_FOUND when it is not loaded) and submits; the request's
   // events go to `sink`.
@@ -88,6 +90,10 @@ class Frontend {
   absl::Status Authorize(std::optional<absl::string_view> presented) const;
   absl::StatusOr<AdapterInfo> LoadAdapter(const std::string& name, const std::string& path,
                                           bool replace, bool pin);
+  // LoadAdapter on the frontend's loader thread (loads take seconds; API threads must not wait):
+  // `done` runs there when the load has finished. Loads run one at a time.
+  void LoadAdapterAsync(std::string name, std::string path, bool replace, bool pin,
+                        std::function<void(absl::StatusOr<AdapterInfo>)> done);
   absl::Status UnloadAdapter(const std::string& name, bool drain);
   std::vector<AdapterInfo> ListAdapters() const { return registry_->List(); }
   // NOT_FOUND for an adapter that is not loaded; an empty snapshot for one that has not run.
@@ -109,6 +115,8 @@ class Frontend {
   const Tokenizer* const tokenizer_;
   const FrontendOptions options_;
   const std::optional<ChatTemplate> chat_template_;
+  class Loader;
+  std::unique_ptr<Loader> loader_;
 };
 
 // The model's stop tokens: the tokenizer's EOS and generation_config.json's eos_token_id(s).

@@ -1,12 +1,8 @@
 #include "server/grpc/grpc_service.h"
 
-#include <condition_variable>
-#include <deque>
 #include <fstream>
-#include <functional>
 #include <mutex>
 #include <sstream>
-#include <thread>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -357,51 +353,9 @@ class StreamReactor final : public grpc::ServerWriteReactor<v1::GenerateStreamRe
 
 }  // namespace
 
-// Runs adapter loads one at a time off gRPC's callback threads (a load reads and converts
-// hundreds of megabytes).
-class GrpcServer::AdminWorker {
- public:
-  AdminWorker() : thread_([this] { Run(); }) {}
-  ~AdminWorker() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
-  void Post(std::function<void()> task) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      tasks_.push_back(std::move(task));
-    }
-    cv_.notify_all();
-  }
-
- private:
-  void Run() {
-    for (;;) {
-      std::function<void()> task;
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return stop_ || !tasks_.empty(); });
-        if (tasks_.empty()) return;
-        task = std::move(tasks_.front());
-        tasks_.pop_front();
-      }
-      task();
-    }
-  }
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> tasks_;
-  bool stop_ = false;
-  std::thread thread_;
-};
-
 class GrpcServer::Service final : public v1::Switchyard::CallbackService {
  public:
-  Service(Frontend* frontend, AdminWorker* admin) : frontend_(frontend), admin_(admin) {}
+  explicit Service(Frontend* frontend) : frontend_(frontend) {}
 
   grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* ctx,
                                      const v1::GenerateRequest* req,
@@ -478,12 +432,11 @@ class GrpcServer::Service final : public v1::Switchyard::CallbackService {
     if (req->name().empty()) return Done(ctx, absl::InvalidArgumentError("name: empty"));
     if (req->path().empty()) return Done(ctx, absl::InvalidArgumentError("path: empty"));
     grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-    admin_->Post([this, reactor, req, resp] {
-      absl::StatusOr<AdapterInfo> info =
-          frontend_->LoadAdapter(req->name(), req->path(), req->replace(), req->pin());
-      if (info.ok()) FillAdapterInfo(*info, resp->mutable_adapter());
-      reactor->Finish(ToGrpc(info.status()));
-    });
+    frontend_->LoadAdapterAsync(req->name(), req->path(), req->replace(), req->pin(),
+                                [reactor, resp](absl::StatusOr<AdapterInfo> info) {
+                                  if (info.ok()) FillAdapterInfo(*info, resp->mutable_adapter());
+                                  reactor->Finish(ToGrpc(info.status()));
+                                });
     return reactor;
   }
 
@@ -544,14 +497,12 @@ class GrpcServer::Service final : public v1::Switchyard::CallbackService {
   }
 
   Frontend* const frontend_;
-  AdminWorker* const admin_;
 };
 
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(Frontend* frontend,
                                                               const GrpcServerOptions& options) {
   std::unique_ptr<GrpcServer> server(new GrpcServer());
-  server->admin_ = std::make_unique<AdminWorker>();
-  server->service_ = std::make_unique<Service>(frontend, server->admin_.get());
+  server->service_ = std::make_unique<Service>(frontend);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
@@ -599,7 +550,6 @@ void GrpcServer::Shutdown(absl::Duration grace) {
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   server_->Wait();
   server_.reset();
-  admin_.reset();
 }
 
 }  // namespace switchyard

@@ -38,8 +38,6 @@ class GrpcServer {
  private:
   GrpcServer() = default;
   class Service;
-  class AdminWorker;
-  std::unique_ptr<AdminWorker> admin_;
   std::unique_ptr<Service> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

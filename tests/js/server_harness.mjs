@@ -1,5 +1,5 @@
-// Starts switchyard-server as a real process on loopback for end-to-end tests, and gRPC clients
-// built with @grpc/grpc-js from the .proto files alone.
+// Starts switchyard-server as a real process on loopback (gRPC and HTTP on free ports) for
+// end-to-end tests, and gRPC clients built with @grpc/grpc-js from the .proto files alone.
 //
 // Environment (set by ctest): SWITCHYARD_BIN (build/bin), SWITCHYARD_TEST_MODEL,
 // SWITCHYARD_TEST_ADAPTERS (adapter fixtures), SWITCHYARD_ROOT (the repository).
@@ -44,7 +44,7 @@ export async function startServer(args, { env = {} } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "switchyard-server-"));
   const portsFile = path.join(dir, "ports.json");
   const proc = spawn(path.join(BIN, "switchyard-server"),
-                     ["--model", MODEL, "--grpc-port", "0", "--host", "127.0.0.1",
+                     ["--model", MODEL, "--grpc-port", "0", "--http-port", "0", "--host", "127.0.0.1",
                       "--ports-file", portsFile, "--log-level", "warning", ...args],
                      { env: { ...process.env, ...env }, stdio: ["ignore", "inherit", "pipe"] });
   let stderr = "";
@@ -61,6 +61,7 @@ export async function startServer(args, { env = {} } = {}) {
   const creds = grpc.credentials.createInsecure();
   return {
     proc, exited, target, ports,
+    http: `http://127.0.0.1:${ports.http}`,
     stderr: () => stderr,
     client: new protos.switchyard.Switchyard(target, creds),
     health: new protos.health.Health(target, creds),

@@ -1,0 +1,51 @@
+// The OpenAI-compatible HTTP API on Boost.Beast over Asio: a few I/O threads serve every
+// connection (no thread per connection); streamed responses are Server-Sent Events written as
+// chunks as the engine thread hands over tokens; a client that disconnects has its request
+// cancelled within a step.
+//
+//   POST /v1/completions, /v1/chat/completions   (stream or not; `model` picks an adapter)
+//   GET  /v1/models
+//   POST /v1/load_lora_adapter, /v1/unload_lora_adapter   (vLLM's bodies; admin token)
+//   GET  /v1/adapters/{name}/routing                        (routing statistics as JSON)
+//   GET  /health, /version, /metrics
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "server/frontend/frontend.h"
+
+namespace switchyard {
+
+struct HttpServerOptions {
+  std::string host = "0.0.0.0";
+  int port = 8000;  // 0: any free port
+  int io_threads = 2;
+  size_t max_body_bytes = 8 << 20;     // larger bodies: 413
+  int max_concurrent_requests = 4096;  // generation requests at once; more: 429
+  // The Prometheus exposition for /metrics (empty: 404).
+  std::function<std::string()> metrics;
+};
+
+class HttpServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(Frontend* frontend,
+                                                           HttpServerOptions options);
+  ~HttpServer();
+
+  int port() const;
+  // /health answers 503 from now on.
+  void SetDraining();
+  // Stops accepting and closes every connection.
+  void Shutdown();
+
+  class Impl;  // opaque (connections in http_server.cc reach it)
+
+ private:
+  HttpServer() = default;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace switchyard

@@ -1,0 +1,495 @@
+#include "server/http/openai.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "engine/core/status_macros.h"
+
+namespace switchyard::openai {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr int kMaxChoices = 64;
+constexpr int kMaxStops = 16;
+
+absl::Status Bad(absl::string_view param, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(param, ": ", what));
+}
+
+// Typed optional fields: absent or null leaves `out` unchanged.
+absl::Status GetNumber(const json& body, const char* key, double lo, double hi, double* out) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_number()) return Bad(key, "must be a number");
+  const double v = it->get<double>();
+  if (!(v >= lo && v <= hi))
+    return Bad(key, absl::StrCat("must be in [", lo, ", ", hi, "], got ", v));
+  *out = v;
+  return absl::OkStatus();
+}
+
+absl::Status GetInt(const json& body, const char* key, int64_t lo, int64_t hi, int64_t* out) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_number_integer()) return Bad(key, "must be an integer");
+  const int64_t v = it->get<int64_t>();
+  if (v < lo || v > hi) return Bad(key, absl::StrCat("must be in [", lo, ", ", hi, "], got ", v));
+  *out = v;
+  return absl::OkStatus();
+}
+
+absl::Status GetBool(const json& body, const char* key, bool* out) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_boolean()) return Bad(key, "must be true or false");
+  *out = it->get<bool>();
+  return absl::OkStatus();
+}
+
+absl::Status RefuseIfSet(const json& body, const char* key, absl::string_view why) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return absl::OkStatus();
+  if ((it->is_object() || it->is_array() || it->is_string()) && it->empty()) {
+    return absl::OkStatus();
+  }
+  return Bad(key, why);
+}
+
+// The text of a chat message's content: a string, or parts of type "text".
+absl::StatusOr<std::string> MessageText(const json& content, size_t index) {
+  const std::string param = absl::StrCat("messages[", index, "].content");
+  if (content.is_null()) return std::string();
+  if (content.is_string()) return content.get<std::string>();
+  if (!content.is_array()) return Bad(param, "must be a string or an array of text parts");
+  std::string text;
+  for (const json& part : content) {
+    if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+        !part["text"].is_string()) {
+      return Bad(param, "only parts of type \"text\" are supported");
+    }
+    text += part["text"].get<std::string>();
+  }
+  return text;
+}
+
+absl::StatusOr<std::vector<ChatMessage>> ParseMessages(const json& body) {
+  auto it = body.find("messages");
+  if (it == body.end() || !it->is_array() || it->empty()) {
+    return Bad("messages", "must be a non-empty array");
+  }
+  std::vector<ChatMessage> out;
+  for (size_t i = 0; i < it->size(); ++i) {
+    const json& m = (*it)[i];
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
+      return Bad(absl::StrCat("messages[", i, "].role"), "must be a string");
+    }
+    const std::string role = m["role"].get<std::string>();
+    const json content = m.value("content", json());
+    // Only an assistant turn may leave its content out (OpenAI's tool-call turns do).
+    if (content.is_null() && role != "assistant") {
+      return Bad(absl::StrCat("messages[", i, "].content"), "is required");
+    }
+    SY_ASSIGN_OR_RETURN(std::string text, MessageText(content, i));
+    out.push_back({role, std::move(text)});
+  }
+  return out;
+}
+
+// Completions prompts: a string, an array of strings, an array of token ids, or an array of
+// arrays of token ids.
+absl::StatusOr<std::vector<GenerateInput>> ParsePrompts(const json& body) {
+  auto it = body.find("prompt");
+  if (it == body.end() || it->is_null()) return Bad("prompt", "is required");
+  std::vector<GenerateInput> out;
+  const auto ids = [](const json& arr) -> absl::StatusOr<std::vector<int32_t>> {
+    std::vector<int32_t> v;
+    for (const json& x : arr) {
+      if (!x.is_number_integer()) return Bad("prompt", "token arrays must hold integers");
+      const int64_t id = x.get<int64_t>();
+      if (id < 0 || id > INT32_MAX) return Bad("prompt", absl::StrCat("token id ", id));
+      v.push_back(static_cast<int32_t>(id));
+    }
+    return v;
+  };
+  if (it->is_string()) {
+    out.emplace_back().text = it->get<std::string>();
+  } else if (it->is_array() && !it->empty() && (*it)[0].is_number()) {
+    SY_ASSIGN_OR_RETURN(out.emplace_back().token_ids, ids(*it));
+  } else if (it->is_array() && !it->empty()) {
+    for (const json& p : *it) {
+      if (p.is_string()) {
+        out.emplace_back().text = p.get<std::string>();
+      } else if (p.is_array()) {
+        SY_ASSIGN_OR_RETURN(out.emplace_back().token_ids, ids(p));
+      } else {
+        return Bad("prompt", "array elements must be strings or token arrays");
+      }
+    }
+  } else {
+    return Bad("prompt", "must be a string, an array of strings or an array of token ids");
+  }
+  if (out.size() > static_cast<size_t>(kMaxChoices)) {
+    return Bad("prompt", absl::StrCat("at most ", kMaxChoices, " prompts"));
+  }
+  return out;
+}
+
+std::string TokenText(const Tokenizer& tokenizer, int32_t id) {
+  const int32_t one[] = {id};
+  return tokenizer.Decode(one, false);
+}
+
+json Bytes(const std::string& s) {
+  json b = json::array();
+  for (unsigned char c : s) b.push_back(static_cast<int>(c));
+  return b;
+}
+
+// Log-probabilities of `tokens`, in the endpoint's format; `offset` is where their text starts.
+json CompletionLogprobs(const std::vector<SampledToken>& lps, const Tokenizer& tokenizer,
+                        int64_t offset) {
+  json tokens = json::array(), values = json::array(), tops = json::array(),
+       offsets = json::array();
+  for (const SampledToken& t : lps) {
+    const std::string text = TokenText(tokenizer, t.token);
+    tokens.push_back(text);
+    values.push_back(t.logprob);
+    json top = json::object();
+    // Tokens with the same text share a key: the likeliest (listed first) keeps it.
+    for (const auto& [id, lp] : t.top_logprobs) top.emplace(TokenText(tokenizer, id), lp);
+    tops.push_back(top);
+    offsets.push_back(offset);
+    offset += static_cast<int64_t>(text.size());
+  }
+  return {{"tokens", tokens},
+          {"token_logprobs", values},
+          {"top_logprobs", tops},
+          {"text_offset", offsets}};
+}
+
+json ChatLogprobs(const std::vector<SampledToken>& lps, const Tokenizer& tokenizer) {
+  json content = json::array();
+  for (const SampledToken& t : lps) {
+    const std::string text = TokenText(tokenizer, t.token);
+    json top = json::array();
+    for (const auto& [id, lp] : t.top_logprobs) {
+      const std::string alt = TokenText(tokenizer, id);
+      top.push_back({{"token", alt}, {"logprob", lp}, {"bytes", Bytes(alt)}});
+    }
+    content.push_back(
+        {{"token", text}, {"logprob", t.logprob}, {"bytes", Bytes(text)}, {"top_logprobs", top}});
+  }
+  return {{"content", content}};
+}
+
+json Usage(const std::vector<ChoiceState>& choices, int n) {
+  int64_t prompt = 0, completion = 0, cached = 0;
+  for (size_t i = 0; i < choices.size(); ++i) {
+    completion += choices[i].usage.completion_tokens;
+    if (i % static_cast<size_t>(n) == 0) {  // each prompt once, as OpenAI counts it
+      prompt += choices[i].usage.prompt_tokens;
+      cached += choices[i].usage.cached_prompt_tokens;
+    }
+  }
+  return {{"prompt_tokens", prompt},
+          {"completion_tokens", completion},
+          {"total_tokens", prompt + completion},
+          {"prompt_tokens_details", {{"cached_tokens", cached}}}};
+}
+
+}  // namespace
+
+absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, absl::string_view text,
+                                           const Frontend& frontend) {
+  json body = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded()) return absl::InvalidArgumentError("the body is not valid JSON");
+  if (!body.is_object()) return absl::InvalidArgumentError("the body must be a JSON object");
+  ParsedRequest req;
+  req.endpoint = endpoint;
+
+  // The model: the served base model, or a loaded adapter by name (as vLLM serves LoRAs).
+  std::string adapter;
+  req.model = frontend.served_model_name();
+  if (auto it = body.find("model"); it != body.end() && !it->is_null()) {
+    if (!it->is_string()) return Bad("model", "must be a string");
+    req.model = it->get<std::string>();
+    if (req.model != frontend.served_model_name()) {
+      const std::vector<AdapterInfo> adapters = frontend.ListAdapters();
+      if (std::none_of(adapters.begin(), adapters.end(),
+                       [&](const AdapterInfo& a) { return a.name == req.model; })) {
+        return absl::NotFoundError(
+            absl::StrCat("model: The model `", req.model, "` does not exist."));
+      }
+      adapter = req.model;
+    }
+  }
+
+  GenerationRequest base;
+  double temperature = 1, top_p = 1, min_p = 0, presence = 0, frequency = 0, repetition = 1;
+  SY_RETURN_IF_ERROR(GetNumber(body, "temperature", 0, 2, &temperature));
+  SY_RETURN_IF_ERROR(GetNumber(body, "top_p", 0, 1, &top_p));
+  SY_RETURN_IF_ERROR(GetNumber(body, "min_p", 0, 1, &min_p));
+  SY_RETURN_IF_ERROR(GetNumber(body, "presence_penalty", -2, 2, &presence));
+  SY_RETURN_IF_ERROR(GetNumber(body, "frequency_penalty", -2, 2, &frequency));
+  SY_RETURN_IF_ERROR(GetNumber(body, "repetition_penalty", 1e-3, 100, &repetition));
+  int64_t top_k = 0, n = 1, max_tokens = -1;
+  SY_RETURN_IF_ERROR(GetInt(body, "top_k", -1, INT32_MAX, &top_k));
+  SY_RETURN_IF_ERROR(GetInt(body, "n", 1, kMaxChoices, &n));
+  SY_RETURN_IF_ERROR(GetInt(body, "max_tokens", 1, INT32_MAX, &max_tokens));
+  SY_RETURN_IF_ERROR(GetInt(body, "max_completion_tokens", 1, INT32_MAX, &max_tokens));
+  base.sampling.temperature = static_cast<float>(temperature);
+  base.sampling.top_p = static_cast<float>(top_p);
+  base.sampling.min_p = static_cast<float>(min_p);
+  base.sampling.presence_penalty = static_cast<float>(presence);
+  base.sampling.frequency_penalty = static_cast<float>(frequency);
+  base.sampling.repetition_penalty = static_cast<float>(repetition);
+  base.sampling.top_k = static_cast<int32_t>(top_k);
+  base.max_tokens = max_tokens;
+  req.n = static_cast<int>(n);
+  if (auto it = body.find("seed"); it != body.end() && !it->is_null()) {
+    if (!it->is_number_integer()) return Bad("seed", "must be an integer");
+    base.sampling.seed = static_cast<uint64_t>(it->get<int64_t>());
+  }
+  if (auto it = body.find("stop"); it != body.end() && !it->is_null()) {
+    if (it->is_string()) {
+      base.stop_strings.push_back(it->get<std::string>());
+    } else if (it->is_array() && it->size() <= kMaxStops) {
+      for (const json& s : *it) {
+        if (!s.is_string()) return Bad("stop", "must be a string or an array of strings");
+        base.stop_strings.push_back(s.get<std::string>());
+      }
+    } else {
+      return Bad("stop",
+                 absl::StrCat("must be a string or an array of at most ", kMaxStops, " strings"));
+    }
+  }
+  if (auto it = body.find("stop_token_ids"); it != body.end() && !it->is_null()) {
+    if (!it->is_array()) return Bad("stop_token_ids", "must be an array of integers");
+    for (const json& s : *it) {
+      if (!s.is_number_integer()) return Bad("stop_token_ids", "must be an array of integers");
+      base.stop_token_ids.push_back(s.get<int32_t>());
+    }
+  }
+  SY_RETURN_IF_ERROR(GetBool(body, "ignore_eos", &base.ignore_eos));
+  SY_RETURN_IF_ERROR(GetBool(body, "skip_special_tokens", &base.skip_special_tokens));
+  SY_RETURN_IF_ERROR(GetBool(body, "include_stop_str_in_output", &base.include_stop_string));
+  SY_RETURN_IF_ERROR(GetBool(body, "stream", &req.stream));
+  if (auto it = body.find("stream_options"); it != body.end() && !it->is_null()) {
+    if (!it->is_object()) return Bad("stream_options", "must be an object");
+    SY_RETURN_IF_ERROR(GetBool(*it, "include_usage", &req.include_usage));
+  }
+  SY_RETURN_IF_ERROR(RefuseIfSet(body, "logit_bias", "is not supported"));
+  SY_RETURN_IF_ERROR(RefuseIfSet(body, "tools", "tool calling is not supported"));
+  SY_RETURN_IF_ERROR(RefuseIfSet(body, "functions", "function calling is not supported"));
+  SY_RETURN_IF_ERROR(RefuseIfSet(body, "suffix", "is not supported"));
+  if (auto it = body.find("response_format"); it != body.end() && !it->is_null()) {
+    if (!it->is_object() || it->value("type", "") != "text") {
+      return Bad("response_format", "only {\"type\": \"text\"} is supported");
+    }
+  }
+  if (auto it = body.find("best_of"); it != body.end() && !it->is_null()) {
+    if (!it->is_number_integer() || it->get<int64_t>() != n) {
+      return Bad("best_of", "is not supported (other than equal to n)");
+    }
+  }
+
+  std::vector<GenerateInput> prompts;
+  if (endpoint == Endpoint::kCompletions) {
+    SY_ASSIGN_OR_RETURN(prompts, ParsePrompts(body));
+    SY_RETURN_IF_ERROR(GetBool(body, "echo", &req.echo));
+    if (auto it = body.find("logprobs"); it != body.end() && !it->is_null()) {
+      int64_t lp = 0;
+      SY_RETURN_IF_ERROR(GetInt(body, "logprobs", 0, Sampler::kMaxLogprobs, &lp));
+      req.logprobs = static_cast<int>(lp);
+    }
+  } else {
+    SY_ASSIGN_OR_RETURN(std::vector<ChatMessage> messages, ParseMessages(body));
+    prompts.emplace_back().messages = std::move(messages);
+    bool logprobs = false;
+    SY_RETURN_IF_ERROR(GetBool(body, "logprobs", &logprobs));
+    int64_t top = 0;
+    SY_RETURN_IF_ERROR(GetInt(body, "top_logprobs", 0, Sampler::kMaxLogprobs, &top));
+    if (top > 0 && !logprobs) return Bad("top_logprobs", "needs logprobs: true");
+    req.logprobs = logprobs ? static_cast<int>(top) : -1;
+  }
+  base.sampling.logprobs = req.logprobs;
+  if (static_cast<int64_t>(prompts.size()) * n > kMaxChoices) {
+    return Bad("n", absl::StrCat("prompts x n must be at most ", kMaxChoices));
+  }
+  for (GenerateInput& p : prompts) {
+    for (int j = 0; j < req.n; ++j) {
+      GenerateInput in = p;
+      in.adapter = adapter;
+      in.echo = req.echo;
+      in.request = base;
+      // Several choices of one seeded prompt must still differ.
+      if (base.sampling.seed.has_value()) in.request.sampling.seed = *base.sampling.seed + j;
+      req.choices.push_back(std::move(in));
+    }
+  }
+  return req;
+}
+
+json FinishReasonJson(FinishReason r) {
+  const char* s = FinishReasonString(r);
+  return s == nullptr ? json() : json(s);
+}
+
+const char* FinishReasonString(FinishReason r) {
+  switch (r) {
+    case FinishReason::kStop:
+    case FinishReason::kStopString:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kNone:
+      return nullptr;
+    default:
+      return "abort";
+  }
+}
+
+json BuildResponse(const ParsedRequest& req, const std::string& id, int64_t created,
+                   const std::vector<ChoiceState>& choices, const Tokenizer& tokenizer) {
+  json out_choices = json::array();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const ChoiceState& c = choices[i];
+    json choice = {{"index", i}, {"finish_reason", FinishReasonJson(c.finish)}};
+    if (req.endpoint == Endpoint::kCompletions) {
+      choice["text"] = c.prompt_text + c.text;
+      choice["logprobs"] = req.logprobs >= 0
+                               ? CompletionLogprobs(c.logprobs, tokenizer, c.prompt_text.size())
+                               : json();
+    } else {
+      choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+      choice["logprobs"] = req.logprobs >= 0 ? ChatLogprobs(c.logprobs, tokenizer) : json();
+    }
+    out_choices.push_back(std::move(choice));
+  }
+  const bool chat = req.endpoint == Endpoint::kChat;
+  return {{"id", id},
+          {"object", chat ? "chat.completion" : "text_completion"},
+          {"created", created},
+          {"model", req.model},
+          {"choices", out_choices},
+          {"usage", Usage(choices, req.n)}};
+}
+
+json BuildChunk(const ParsedRequest& req, const std::string& id, int64_t created, int index,
+                const RequestEvent& event, bool first, const std::string& echo_text,
+                int64_t text_offset, const Tokenizer& tokenizer) {
+  const bool chat = req.endpoint == Endpoint::kChat;
+  json choice = {{"index", index}, {"finish_reason", FinishReasonJson(event.finish)}};
+  if (chat) {
+    json delta = json::object();
+    if (first) delta["role"] = "assistant";
+    if (!event.text.empty() || first) delta["content"] = event.text;
+    choice["delta"] = delta;
+    choice["logprobs"] = req.logprobs >= 0 ? ChatLogprobs(event.logprobs, tokenizer) : json();
+  } else {
+    choice["text"] = (first ? echo_text : std::string()) + event.text;
+    choice["logprobs"] =
+        req.logprobs >= 0
+            ? CompletionLogprobs(event.logprobs, tokenizer,
+                                 text_offset + static_cast<int64_t>(first ? echo_text.size() : 0))
+            : json();
+  }
+  return {{"id", id},
+          {"object", chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", created},
+          {"model", req.model},
+          {"choices", json::array({choice})}};
+}
+
+json BuildUsageChunk(const ParsedRequest& req, const std::string& id, int64_t created,
+                     const std::vector<ChoiceState>& choices) {
+  const bool chat = req.endpoint == Endpoint::kChat;
+  return {{"id", id},
+          {"object", chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", created},
+          {"model", req.model},
+          {"choices", json::array()},
+          {"usage", Usage(choices, req.n)}};
+}
+
+json BuildModelList(const Frontend& frontend, int64_t created) {
+  const ServerInfo info = frontend.Info();
+  json data = json::array();
+  data.push_back({{"id", info.model},
+                  {"object", "model"},
+                  {"created", created},
+                  {"owned_by", "switchyard"},
+                  {"root", info.model_path},
+                  {"parent", nullptr},
+                  {"max_model_len", info.max_model_len}});
+  for (const AdapterInfo& a : frontend.ListAdapters()) {
+    data.push_back({{"id", a.name},
+                    {"object", "model"},
+                    {"created", created},
+                    {"owned_by", "switchyard"},
+                    {"root", a.path},
+                    {"parent", info.model},
+                    {"max_model_len", info.max_model_len}});
+  }
+  return {{"object", "list"}, {"data", data}};
+}
+
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+int HttpStatus(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kOk:
+      return 200;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kAlreadyExists:
+      return 400;
+    case absl::StatusCode::kUnauthenticated:
+      return 401;
+    case absl::StatusCode::kPermissionDenied:
+      return 403;
+    case absl::StatusCode::kNotFound:
+      return 404;
+    case absl::StatusCode::kFailedPrecondition:
+      return 409;
+    case absl::StatusCode::kResourceExhausted:
+      return 429;
+    case absl::StatusCode::kUnavailable:
+      return 503;
+    case absl::StatusCode::kDeadlineExceeded:
+      return 504;
+    default:
+      return 500;
+  }
+}
+
+json ErrorBody(const absl::Status& s) {
+  // Our messages start with the parameter they are about ("max_tokens: ...").
+  const std::string message(s.message());
+  json param = nullptr;
+  const size_t colon = message.find(':');
+  if (colon != std::string::npos && colon > 0) {
+    const std::string head = message.substr(0, colon);
+    if (std::all_of(head.begin(), head.end(), [](char c) {
+          return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' ||
+                 c == '[' || c == ']';
+        })) {
+      param = head;
+    }
+  }
+  const int status = HttpStatus(s);
+  const char* type = status == 404   ? "NotFoundError"
+                     : status == 401 ? "AuthenticationError"
+                     : status == 403 ? "PermissionDeniedError"
+                     : status == 429 ? "RateLimitError"
+                     : status >= 500 ? "InternalServerError"
+                                     : "BadRequestError";
+  json code = status;
+  if (status == 404 && param == "model") code = "model_not_found";
+  return {{"error", {{"message", message}, {"type", type}, {"param", param}, {"code", code}}}};
+}
+
+}  // namespace switchyard::openai

@@ -1,0 +1,446 @@
+// End to end over the OpenAI-compatible HTTP API, with the server as a real process on loopback:
+// the official `openai` npm SDK (a client we did not write) for completions and chat, streaming
+// and not, adapters chosen by `model`, n > 1, stop strings, log-probs and errors; raw HTTP for the
+// SSE framing, status codes and bodies, client disconnects, limits, vLLM's adapter endpoints while
+// streams run, and draining on SIGTERM.
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import http from "node:http";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+
+import OpenAI from "openai";
+
+import { makeAdapterRoot, startServer, unary } from "./server_harness.mjs";
+
+const TOKEN = "s3cret";
+const ADAPTERS = ["mixlora", "loramoe", "mhmoe", "lora"];
+const BASE = "tiny-base";
+const PROMPT = "The quick brown fox";
+
+// Requests finished since the server started, from its log: [{ id, finish, completion_tokens }].
+function finishedRequests(server) {
+  const out = [];
+  for (const m of server.stderr().matchAll(
+    /request id=(\d+) adapter=(\S+) finish=(\w+) .*?completion_tokens=(\d+)/g)) {
+    out.push({ id: Number(m[1]), adapter: m[2], finish: m[3], completion_tokens: Number(m[4]) });
+  }
+  return out;
+}
+
+async function waitIdle(server) {
+  for (let i = 0; i < 500; i++) {
+    const info = await unary(server.client, "GetServerInfo", {});
+    if (info.outstanding === 0 && info.running === 0 && info.waiting === 0 &&
+        info.kv_usage === 0) {
+      return info;
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.fail("the server did not become idle: resources were not freed");
+}
+
+async function until(predicate, what) {
+  for (let i = 0; i < 1000; i++) {
+    if (await predicate()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+// A raw request: { status, headers, text, json }.
+async function call(server, method, route, body, headers = {}) {
+  const res = await fetch(`${server.http}${route}`, {
+    method,
+    headers: { "content-type": "application/json", ...headers },
+    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json;
+  try { json = JSON.parse(text); } catch { json = undefined; }
+  return { status: res.status, headers: res.headers, text, json };
+}
+
+// The events of a Server-Sent Events body; asserts the framing.
+function sseEvents(text) {
+  assert.ok(text.endsWith("\n\n"), "every event ends with a blank line");
+  const events = text.slice(0, -2).split("\n\n");
+  for (const e of events) assert.match(e, /^data: /, `an event is one data line: ${e}`);
+  assert.equal(events.at(-1), "data: [DONE]", "the stream ends with [DONE]");
+  return events.slice(0, -1).map((e) => JSON.parse(e.slice("data: ".length)));
+}
+
+function assertErrorBody(r, status, pattern) {
+  assert.equal(r.status, status, r.text);
+  assert.equal(r.headers.get("content-type"), "application/json");
+  const e = r.json?.error;
+  assert.ok(e, `an OpenAI error object: ${r.text}`);
+  assert.deepEqual(Object.keys(e).sort(), ["code", "message", "param", "type"]);
+  assert.match(e.message, pattern);
+  return e;
+}
+
+// A streamed completion over a raw socket that the test can drop: resolves `first` with the
+// first event's text.
+function openStream(server, body) {
+  const url = new URL(`${server.http}/v1/completions`);
+  let resolveFirst, rejectFirst;
+  const first = new Promise((res, rej) => { resolveFirst = res; rejectFirst = rej; });
+  const req = http.request({
+    host: url.hostname, port: url.port, path: url.pathname, method: "POST",
+    headers: { "content-type": "application/json" },
+  }, (res) => {
+    let buf = "";
+    res.setEncoding("utf8");
+    res.on("data", (d) => { buf += d; if (buf.includes("\n\n")) resolveFirst({ status: res.statusCode, buf }); });
+    res.on("error", () => {});
+  });
+  req.on("error", (e) => rejectFirst(e));
+  req.end(JSON.stringify({ ...body, stream: true }));
+  return { req, first };
+}
+
+describe("the OpenAI SDK against switchyard-server", () => {
+  let server, root, openai;
+  before(async () => {
+    root = makeAdapterRoot(ADAPTERS);
+    server = await startServer(["--adapter-root", root, "--admin-token", TOKEN,
+                                "--served-model-name", BASE, "--log-level", "info",
+                                ...ADAPTERS.flatMap((a) => ["--adapter", `${a}=${a}`])]);
+    openai = new OpenAI({ baseURL: `${server.http}/v1`, apiKey: "unused", maxRetries: 0 });
+  });
+  after(async () => {
+    const { code } = await server.stop();
+    assert.equal(code, 0, "graceful exit");
+    fs.rmSync(root, { recursive: true, force: true });
+  });
+
+  test("models lists the base model and every adapter with its parent", async () => {
+    const models = [];
+    for await (const m of openai.models.list()) models.push(m);
+    const ids = models.map((m) => m.id);
+    assert.deepEqual(ids.sort(), [BASE, ...ADAPTERS].sort());
+    for (const m of models) {
+      assert.equal(m.object, "model");
+      if (m.id !== BASE) assert.equal(m.parent, BASE, `${m.id}'s parent`);
+    }
+  });
+
+  test("a completion picks its adapter by model and matches the gRPC path", async () => {
+    const params = { prompt: PROMPT, max_tokens: 10, temperature: 0, ignore_eos: true };
+    const viaAdapter = await openai.completions.create({ model: "mixlora", ...params });
+    const viaBase = await openai.completions.create({ model: BASE, ...params });
+    assert.equal(viaAdapter.object, "text_completion");
+    assert.equal(viaAdapter.model, "mixlora");
+    assert.equal(viaAdapter.choices.length, 1);
+    assert.equal(viaAdapter.choices[0].finish_reason, "length");
+    assert.equal(viaAdapter.usage.completion_tokens, 10);
+    assert.equal(viaAdapter.usage.total_tokens,
+                 viaAdapter.usage.prompt_tokens + viaAdapter.usage.completion_tokens);
+    assert.notEqual(viaAdapter.choices[0].text, viaBase.choices[0].text, "the adapter applies");
+    // One generation path underneath: gRPC gives the same text for the same request.
+    for (const [adapter, http] of [["mixlora", viaAdapter], ["", viaBase]]) {
+      const g = await unary(server.client, "Generate", {
+        text: PROMPT, adapter, max_tokens: 10, ignore_eos: true, sampling: { temperature: 0 },
+      });
+      assert.equal(http.choices[0].text, g.text, `adapter "${adapter}"`);
+    }
+  });
+
+  test("streamed completions and chats concatenate to the non-streamed ones", async () => {
+    const params = { model: "loramoe", prompt: PROMPT, max_tokens: 12, temperature: 0,
+                     ignore_eos: true };
+    const whole = await openai.completions.create(params);
+    let text = "", usage = null, finish = null;
+    for await (const chunk of await openai.completions.create({
+      ...params, stream: true, stream_options: { include_usage: true } })) {
+      if (chunk.usage) usage = chunk.usage;
+      for (const c of chunk.choices) { text += c.text; finish = c.finish_reason ?? finish; }
+    }
+    assert.equal(text, whole.choices[0].text);
+    assert.equal(finish, "length");
+    assert.deepEqual(usage, whole.usage);
+
+    const messages = [{ role: "system", content: "Be brief." }, { role: "user", content: "Hello" }];
+    const chat = await openai.chat.completions.create({
+      model: "mhmoe", messages, max_tokens: 12, temperature: 0, ignore_eos: true });
+    assert.equal(chat.object, "chat.completion");
+    assert.equal(chat.choices[0].message.role, "assistant");
+    assert.ok(chat.choices[0].message.content.length > 0);
+    let content = "", role = null, chunks = 0;
+    for await (const chunk of await openai.chat.completions.create({
+      model: "mhmoe", messages, max_tokens: 12, temperature: 0, ignore_eos: true, stream: true })) {
+      assert.equal(chunk.object, "chat.completion.chunk");
+      assert.match(chunk.id, /^chatcmpl-/);
+      const d = chunk.choices[0].delta;
+      if (d.role) role = d.role;
+      content += d.content ?? "";
+      chunks++;
+    }
+    assert.equal(role, "assistant");
+    assert.ok(chunks > 2, "tokens arrive as they are generated");
+    assert.equal(content, chat.choices[0].message.content);
+  });
+
+  test("n > 1 gives distinct seeded choices, streamed and not, reproducibly", async () => {
+    const params = { model: "mixlora", prompt: PROMPT, max_tokens: 8, n: 3, temperature: 1.0,
+                     seed: 42, ignore_eos: true };
+    const a = await openai.completions.create(params);
+    const b = await openai.completions.create(params);
+    assert.deepEqual(a.choices.map((c) => c.index), [0, 1, 2]);
+    assert.deepEqual(a.choices.map((c) => c.text), b.choices.map((c) => c.text), "seeded");
+    assert.ok(new Set(a.choices.map((c) => c.text)).size > 1, "the choices differ");
+    assert.equal(a.usage.completion_tokens, 24);
+    const streamed = ["", "", ""];
+    for await (const chunk of await openai.completions.create({ ...params, stream: true })) {
+      for (const c of chunk.choices) streamed[c.index] += c.text;
+    }
+    assert.deepEqual(streamed, a.choices.map((c) => c.text));
+    const chat = await openai.chat.completions.create({
+      model: "lora", messages: [{ role: "user", content: "Hi" }], n: 2, max_tokens: 5,
+      temperature: 1, seed: 7 });
+    assert.deepEqual(chat.choices.map((c) => c.index), [0, 1]);
+  });
+
+  test("stop strings end the text before them", async () => {
+    const params = { model: "mixlora", prompt: PROMPT, max_tokens: 24, temperature: 0,
+                     ignore_eos: true };
+    const full = (await openai.completions.create(params)).choices[0].text;
+    const stop = full.slice(Math.floor(full.length / 2), Math.floor(full.length / 2) + 3);
+    assert.ok(stop.length === 3, `a stop string from the middle of ${JSON.stringify(full)}`);
+    const cut = await openai.completions.create({ ...params, stop: [stop, "never-appears"] });
+    assert.equal(cut.choices[0].text, full.slice(0, full.indexOf(stop)));
+    assert.equal(cut.choices[0].finish_reason, "stop");
+    let streamed = "";
+    for await (const chunk of await openai.completions.create({ ...params, stop, stream: true })) {
+      streamed += chunk.choices[0]?.text ?? "";
+    }
+    assert.equal(streamed, cut.choices[0].text);
+  });
+
+  test("log-probs: completions' and chat's formats, greedy picks the top one", async () => {
+    const comp = await openai.completions.create({
+      model: "lora", prompt: PROMPT, max_tokens: 6, temperature: 0, logprobs: 3,
+      ignore_eos: true });
+    const lp = comp.choices[0].logprobs;
+    assert.equal(lp.tokens.length, 6);
+    assert.equal(lp.tokens.join(""), comp.choices[0].text);
+    let offset = 0;
+    for (let i = 0; i < 6; i++) {
+      assert.ok(lp.token_logprobs[i] <= 0);
+      const tops = Object.values(lp.top_logprobs[i]);
+      assert.ok(tops.length >= 1 && tops.length <= 3);
+      assert.ok(Math.abs(Math.max(...tops) - lp.token_logprobs[i]) < 1e-5,
+                `greedy = top: ${JSON.stringify(lp)}`);
+      assert.equal(lp.text_offset[i], offset);
+      offset += lp.tokens[i].length;
+    }
+    const chat = await openai.chat.completions.create({
+      model: "lora", messages: [{ role: "user", content: "Hi" }], max_tokens: 5,
+      temperature: 0, logprobs: true, top_logprobs: 2, ignore_eos: true });
+    const content = chat.choices[0].logprobs.content;
+    assert.equal(content.length, 5);
+    for (const t of content) {
+      assert.ok(t.logprob <= 0);
+      assert.deepEqual(t.bytes, [...Buffer.from(t.token, "utf8")]);
+      assert.equal(t.top_logprobs.length, 2);
+      assert.ok(Math.abs(t.top_logprobs[0].logprob - t.logprob) < 1e-5);
+    }
+  });
+
+  test("errors reach the SDK as exceptions carrying our message", async () => {
+    await assert.rejects(
+      openai.completions.create({ model: "nope", prompt: "x", max_tokens: 2 }),
+      (e) => e instanceof OpenAI.NotFoundError && /nope/.test(e.message));
+    await assert.rejects(
+      openai.completions.create({ model: BASE, prompt: "x", temperature: -1 }),
+      (e) => e instanceof OpenAI.BadRequestError && /temperature/.test(e.message) &&
+             e.param === "temperature");
+    await assert.rejects(
+      openai.chat.completions.create({ model: BASE, messages: [] }),
+      (e) => e.status === 400 && /messages/.test(e.message));
+    await assert.rejects(
+      openai.completions.create({ model: BASE, prompt: "x", max_tokens: 100000000 }),
+      (e) => e.status === 400 && /context length/.test(e.message));
+  });
+
+  test("SSE framing: data lines, blank-line separators, [DONE], one id", async () => {
+    const res = await fetch(`${server.http}/v1/chat/completions`, {
+      method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "mixlora", messages: [{ role: "user", content: "Hi" }],
+                             max_tokens: 6, temperature: 0, ignore_eos: true, stream: true,
+                             stream_options: { include_usage: true } }),
+    });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("content-type"), "text/event-stream");
+    assert.equal(res.headers.get("transfer-encoding"), "chunked");
+    const events = sseEvents(await res.text());
+    assert.equal(new Set(events.map((e) => e.id)).size, 1);
+    const usage = events.at(-1);
+    assert.deepEqual(usage.choices, []);
+    assert.equal(usage.usage.completion_tokens, 6);
+    const last = events.at(-2);
+    assert.equal(last.choices[0].finish_reason, "length");
+    for (const e of events.slice(0, -2)) assert.equal(e.choices[0].finish_reason, null);
+  });
+
+  test("bad requests: 400, 404, 405 with OpenAI's error object", async () => {
+    let e = assertErrorBody(await call(server, "POST", "/v1/completions", "{not json"), 400,
+                            /JSON/);
+    assert.equal(e.type, "BadRequestError");
+    assertErrorBody(await call(server, "POST", "/v1/completions", "[1,2]"), 400, /object/);
+    e = assertErrorBody(await call(server, "POST", "/v1/completions",
+                                   { model: BASE, prompt: "x", top_p: "high" }), 400, /top_p/);
+    assert.equal(e.param, "top_p");
+    assertErrorBody(await call(server, "POST", "/v1/completions",
+                               { model: BASE, prompt: "x", n: 0 }), 400, /\bn\b/);
+    assertErrorBody(await call(server, "POST", "/v1/completions",
+                               { model: BASE, prompt: [999999] }), 400, /vocabulary/);
+    assertErrorBody(await call(server, "POST", "/v1/chat/completions",
+                               { model: BASE, messages: [{ role: "user" }] }), 400, /content/);
+    assertErrorBody(await call(server, "POST", "/v1/completions",
+                               { model: BASE, prompt: "x", logit_bias: { 5: 10 } }), 400,
+                    /logit_bias/);
+    e = assertErrorBody(await call(server, "POST", "/v1/completions",
+                                   { model: "nope", prompt: "x" }), 404, /nope/);
+    assert.equal(e.code, "model_not_found");
+    assertErrorBody(await call(server, "GET", "/v1/nothing"), 404, /no route/);
+    assertErrorBody(await call(server, "GET", "/v1/completions"), 405, /method/);
+    assertErrorBody(await call(server, "GET", "/v1/adapters/nope/routing"), 404, /nope/);
+    // A bug in a request costs that request only: the server still answers.
+    assert.equal((await call(server, "GET", "/health")).status, 200);
+  });
+
+  test("a client that disconnects mid-stream has its request cancelled", async () => {
+    await waitIdle(server);
+    const before = finishedRequests(server).length;
+    const s = openStream(server, { model: "mixlora", prompt: PROMPT, max_tokens: 3000,
+                                   ignore_eos: true });
+    const { status } = await s.first;
+    assert.equal(status, 200);
+    s.req.destroy();
+    await waitIdle(server);
+    await until(() => finishedRequests(server).length > before, "the request's log line");
+    const done = finishedRequests(server).slice(before);
+    assert.equal(done.length, 1);
+    assert.equal(done[0].finish, "cancelled");
+    assert.ok(done[0].completion_tokens < 3000, `${done[0].completion_tokens} tokens`);
+  });
+
+  test("routing statistics as JSON", async () => {
+    await openai.completions.create({ model: "mixlora", prompt: PROMPT, max_tokens: 4 });
+    const r = await call(server, "GET", "/v1/adapters/mixlora/routing");
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.adapter, "mixlora");
+    assert.ok(r.json.window_tokens > 0);
+    const ffn = r.json.window.filter((s) => s.site === "ffn");
+    assert.ok(ffn.length > 0, r.text);
+    for (const s of ffn) {
+      const sum = s.load.reduce((a, b) => a + b, 0);
+      assert.ok(Math.abs(sum - 1) < 1e-6, `load sums to 1 in layer ${s.layer}`);
+      assert.ok(s.router_entropy >= 0 && s.load_cv >= 0 && s.switch_aux_loss > 0);
+    }
+  });
+
+  test("load and unload adapters as vLLM does, while streams run", async () => {
+    const streams = [];
+    for (let i = 0; i < 6; i++) {
+      streams.push(call(server, "POST", "/v1/completions", {
+        model: i % 2 ? "mixlora" : BASE, prompt: PROMPT, max_tokens: 200, ignore_eos: true,
+        temperature: 0, stream: true }));
+    }
+    const auth = { authorization: `Bearer ${TOKEN}` };
+    const load = (body, headers = auth) => call(server, "POST", "/v1/load_lora_adapter", body,
+                                                 headers);
+    assertErrorBody(await load({ lora_name: "hot", lora_path: "loramoe" }, {}), 401, /token/);
+    assertErrorBody(await load({ lora_name: "hot", lora_path: "loramoe" },
+                               { authorization: "Bearer wrong" }), 403, /token/);
+    assertErrorBody(await load({ lora_name: "hot", lora_path: "../x" }), 403, /adapter root/);
+    assertErrorBody(await load({ lora_name: "hot", lora_path: "missing" }), 404, /missing/);
+    assertErrorBody(await load({ lora_name: "hot" }), 400, /lora_path/);
+    // vLLM answers 400 for a name in use.
+    assertErrorBody(await load({ lora_name: "mixlora", lora_path: "lora" }), 400,
+                    /already loaded/);
+    const ok = await load({ lora_name: "hot", lora_path: "loramoe" });
+    assert.equal(ok.status, 200, ok.text);
+    assert.match(ok.text, /Success: LoRA adapter 'hot' added/);
+    let models = (await call(server, "GET", "/v1/models")).json.data.map((m) => m.id);
+    assert.ok(models.includes("hot"));
+    const viaHot = await openai.completions.create({ model: "hot", prompt: PROMPT, max_tokens: 6,
+                                                     temperature: 0, ignore_eos: true });
+    const viaLoramoe = await openai.completions.create({
+      model: "loramoe", prompt: PROMPT, max_tokens: 6, temperature: 0, ignore_eos: true });
+    assert.equal(viaHot.choices[0].text, viaLoramoe.choices[0].text, "same weights");
+    // load_inplace replaces the weights under the same name.
+    const swapped = await load({ lora_name: "hot", lora_path: "mhmoe", load_inplace: true });
+    assert.equal(swapped.status, 200, swapped.text);
+    const unload = (body, headers = auth) => call(server, "POST", "/v1/unload_lora_adapter", body,
+                                                   headers);
+    assertErrorBody(await unload({ lora_name: "hot" }, {}), 401, /token/);
+    assertErrorBody(await unload({ lora_name: "nope" }), 404, /nope/);
+    const gone = await unload({ lora_name: "hot" });
+    assert.equal(gone.status, 200, gone.text);
+    assert.match(gone.text, /Success: LoRA adapter 'hot' removed/);
+    models = (await call(server, "GET", "/v1/models")).json.data.map((m) => m.id);
+    assert.ok(!models.includes("hot"));
+    assertErrorBody(await call(server, "POST", "/v1/completions", { model: "hot", prompt: "x" }),
+                    404, /hot/);
+    // Every stream that ran meanwhile completed in full.
+    for (const s of await Promise.all(streams)) {
+      assert.equal(s.status, 200, s.text);
+      const events = sseEvents(s.text);
+      assert.equal(events.at(-1).choices[0].finish_reason, "length");
+    }
+  });
+
+  test("health and version", async () => {
+    const h = await call(server, "GET", "/health");
+    assert.equal(h.status, 200);
+    assert.deepEqual(h.json, { status: "ok" });
+    const v = await call(server, "GET", "/version");
+    assert.equal(v.status, 200);
+    assert.match(v.json.version, /\d+\.\d+/);
+  });
+});
+
+describe("HTTP limits and draining", () => {
+  test("413 over the body cap, 429 with Retry-After over the concurrency cap, 503 draining",
+       async () => {
+    const server = await startServer(["--http-max-body-bytes", "4096", "--http-max-concurrent",
+                                      "2", "--log-level", "info"]);
+    try {
+      const big = { model: "tiny", prompt: "x".repeat(8000) };
+      const r413 = await call(server, "POST", "/v1/completions", big);
+      assertErrorBody(r413, 413, /4096 bytes/);
+      const long = { model: "tiny", prompt: PROMPT, max_tokens: 3000, ignore_eos: true };
+      const a = openStream(server, long), b = openStream(server, long);
+      await Promise.all([a.first, b.first]);
+      const r429 = await call(server, "POST", "/v1/completions", { ...long, max_tokens: 2 });
+      assertErrorBody(r429, 429, /too many concurrent/);
+      assert.equal(r429.headers.get("retry-after"), "1");
+      a.req.destroy();
+      b.req.destroy();
+      await waitIdle(server);
+      // Capacity is back once they are gone.
+      const again = await call(server, "POST", "/v1/completions", { ...long, max_tokens: 2 });
+      assert.equal(again.status, 200, again.text);
+
+      // SIGTERM: /health says 503 and new requests are refused while a stream finishes.
+      const inFlight = call(server, "POST", "/v1/completions", { ...long, max_tokens: 2000,
+                                                                stream: true });
+      await until(async () => (await unary(server.client, "GetServerInfo", {})).running === 1,
+                  "the stream to run");
+      server.proc.kill("SIGTERM");
+      await until(async () => (await call(server, "GET", "/health")).status === 503,
+                  "/health to say 503");
+      assertErrorBody(await call(server, "POST", "/v1/completions", { ...long, max_tokens: 2 }),
+                      503, /shutting down/);
+      const finished = await inFlight;
+      assert.equal(sseEvents(finished.text).at(-1).choices[0].finish_reason, "length");
+      const { code } = await server.exited;
+      assert.equal(code, 0);
+    } finally {
+      await server.stop();
+    }
+  });
+});
