@@ -76,7 +76,10 @@ bench: demo js-deps $(BENCH_MODELS)/llama-0.5b-bf16/config.json \
 	  --adapters $$(seq -s, -f '$(BENCH_ADAPTERS)/mixlora-%g' 0 31)
 	$(BUILD_DIR)/bench/bench_scheduler --model $(BENCH_MODELS)/llama-0.5b-bf16 \
 	  --adapters $$(seq -s, -f '$(BENCH_ADAPTERS)/mixlora-%g' 0 7)
+	$(BUILD_DIR)/bench/bench_metrics --model $(BENCH_MODELS)/llama-0.5b-bf16 \
+	  --adapters $$(seq -s, -f '$(BENCH_ADAPTERS)/mixlora-%g' 0 7) --requests 32 --output 32 --reps 3
 	bench/grpc_bench.sh $(BUILD_DIR)
+	bench/http_bench.sh $(BUILD_DIR)
 
 # libFuzzer (clang, ASan, UBSan) on every fuzz target, FUZZ_SECONDS each, in scratch corpora.
 FUZZ_SECONDS ?= 60

@@ -14,11 +14,11 @@ trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf
 "$build/bin/switchyard-server" --model "$model" --adapter-root "$adapters" \
   --served-model-name switchyard-demo \
   --adapter mixlora --adapter loramoe --adapter mola --adapter mhmoe --adapter lora \
-  --grpc-port 0 --host 127.0.0.1 --ports-file "$work/ports" --log-level warning \
+  --grpc-port 0 --http-port -1 --host 127.0.0.1 --ports-file "$work/ports" --log-level warning \
   --max-waiting 100000 --kv-cache-mib 2048 &
 server=$!
 for _ in $(seq 600); do [ -f "$work/ports" ] && break; sleep 0.1; done
-port=$(sed 's/[^0-9]//g' "$work/ports")
+port=$(sed 's/.*"grpc": *\([0-9]*\).*/\1/' "$work/ports")
 cli=("$build/bin/switchyard-cli" --target "127.0.0.1:$port")
 mix=(--adapters mixlora,loramoe,mola,mhmoe,lora,base --zipf 1.0)
 

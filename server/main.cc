@@ -1,4 +1,5 @@
-// switchyard-server: one base model, many MoE-LoRA adapters, continuous batching, gRPC.
+// switchyard-server: one base model, many MoE-LoRA adapters, continuous batching; gRPC, the
+// OpenAI-compatible HTTP API and Prometheus metrics.
 //
 //   switchyard-server --model DIR --adapter-root DIR [--adapter NAME=SUBDIR ...] [flags]
 //
@@ -21,9 +22,11 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "engine/core/log.h"
+#include "prometheus/exposer.h"
 #include "server/frontend/frontend.h"
 #include "server/grpc/grpc_service.h"
 #include "server/http/http_server.h"
+#include "server/metrics/metrics.h"
 
 ABSL_FLAG(std::string, model, "", "base model folder (config.json, *.safetensors, tokenizer.json)");
 ABSL_FLAG(std::string, served_model_name, "",
@@ -60,6 +63,15 @@ ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve gRPC over TLS
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert");
 ABSL_FLAG(double, shutdown_grace_s, 30, "on SIGTERM/SIGINT, seconds in-flight requests may finish");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+ABSL_FLAG(int, metrics_port, 9400,
+          "Prometheus /metrics port (0: any free port; -1: off); /metrics is on the HTTP port too");
+ABSL_FLAG(std::string, metrics_routing_detail, "expert",
+          "routing series: expert (per expert), layer (per layer and site) or adapter");
+ABSL_FLAG(int, metrics_max_adapters, 16,
+          "adapters with their own request labels and detailed routing series (the first with "
+          "traffic); the rest fold into adapter=\"_other\"");
+ABSL_FLAG(int64_t, routing_window_tokens, 4096,
+          "routed rows in the sliding window behind the routing balance gauges and dead experts");
 
 namespace switchyard {
 namespace {
@@ -123,6 +135,18 @@ int Main() {
   eo.model_dir = model_dir;
   eo.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_mib) << 20;
   eo.block_size = absl::GetFlag(FLAGS_block_size);
+  eo.routing_window.window_tokens = absl::GetFlag(FLAGS_routing_window_tokens);
+  if (eo.routing_window.window_tokens < eo.routing_window.buckets) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--routing_window_tokens: at least ", eo.routing_window.buckets, " rows")));
+  }
+  MetricsOptions mo;
+  if (absl::Status s =
+          ParseRoutingDetail(absl::GetFlag(FLAGS_metrics_routing_detail), &mo.routing_detail);
+      !s.ok()) {
+    return Fail(s);
+  }
+  mo.max_detailed_adapters = absl::GetFlag(FLAGS_metrics_max_adapters);
   eo.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   eo.max_batch_seqs = absl::GetFlag(FLAGS_max_batch_seqs);
   const std::string precision = absl::GetFlag(FLAGS_matmul_precision);
@@ -173,6 +197,36 @@ int Main() {
       Frontend::Create(engine->get(), scheduler->get(), &registry, tokenizer->get(), fo);
   if (!frontend.ok()) return Fail(frontend.status());
 
+  mo.model_name = fo.served_model_name;
+  mo.max_lora = so.max_adapters_per_step;
+  mo.kv_block_size = (*engine)->block_size();
+  mo.kv_blocks = (*engine)->num_kv_blocks();
+  Metrics metrics(scheduler->get(), &registry, &(*engine)->routing_window(), mo);
+  (*frontend)->set_observer(
+      {.request_finished = [&metrics](
+                               const std::string& adapter,
+                               const RequestEvent& e) { metrics.OnRequestFinished(adapter, e); },
+       .request_refused = [&metrics](absl::StatusCode code) { metrics.OnRequestRefused(code); },
+       .adapter_admin =
+           [&metrics](const std::string& adapter, absl::string_view action, absl::Duration took,
+                      const absl::Status& status) {
+             metrics.OnAdapterAdmin(adapter, action, took, status);
+           }});
+  (*scheduler)->set_step_observer([&metrics](const StepRecord& r) { metrics.OnStep(r); });
+  std::unique_ptr<prometheus::Exposer> exposer;
+  if (absl::GetFlag(FLAGS_metrics_port) >= 0) {
+    const std::string address =
+        absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_metrics_port));
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(address, 1);
+    } catch (const std::exception& ex) {
+      return Fail(absl::UnavailableError(
+          absl::StrCat("cannot serve metrics on ", address, ": ", ex.what())));
+    }
+    exposer->RegisterCollectable(metrics.events());
+    exposer->RegisterCollectable(metrics.state());
+  }
+
   for (const std::string& spec : absl::GetFlag(FLAGS_adapter)) {
     std::pair<std::string, std::string> kv = absl::StrSplit(spec, absl::MaxSplits('=', 1));
     if (kv.second.empty()) kv.second = kv.first;  // NAME alone: the folder of that name
@@ -195,18 +249,22 @@ int Main() {
     ho.io_threads = absl::GetFlag(FLAGS_http_threads);
     ho.max_body_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_http_max_body_bytes));
     ho.max_concurrent_requests = absl::GetFlag(FLAGS_http_max_concurrent);
+    ho.metrics = [&metrics] { return metrics.Render(); };
     absl::StatusOr<std::unique_ptr<HttpServer>> started =
         HttpServer::Start(frontend->get(), std::move(ho));
     if (!started.ok()) return Fail(started.status());
     http = std::move(*started);
   }
-  SY_LOG(kInfo, "serving %s (%s) with %d adapters: gRPC on %s:%d%s, HTTP on %s",
+  SY_LOG(kInfo, "serving %s (%s) with %d adapters: gRPC on %s:%d%s, HTTP on %s, metrics on %s",
          fo.served_model_name, model_dir, registry.List().size(), absl::GetFlag(FLAGS_host),
          (*grpc)->port(), go.tls_cert_file.empty() ? "" : " (TLS)",
-         http ? absl::StrCat(absl::GetFlag(FLAGS_host), ":", http->port()) : "off");
+         http ? absl::StrCat(absl::GetFlag(FLAGS_host), ":", http->port()) : "off",
+         exposer ? absl::StrCat(absl::GetFlag(FLAGS_host), ":", exposer->GetListeningPorts().at(0))
+                 : "off");
   if (const std::string path = absl::GetFlag(FLAGS_ports_file); !path.empty()) {
     std::ofstream f(path + ".tmp");
-    f << "{\"grpc\": " << (*grpc)->port() << ", \"http\": " << (http ? http->port() : -1) << "}\n";
+    f << "{\"grpc\": " << (*grpc)->port() << ", \"http\": " << (http ? http->port() : -1)
+      << ", \"metrics\": " << (exposer ? exposer->GetListeningPorts().at(0) : -1) << "}\n";
     f.close();
     std::filesystem::rename(path + ".tmp", path);
   }

@@ -83,6 +83,7 @@ bool AdapterRegistry::MakeRoom(size_t need, const std::string& keep) {
     SY_LOG(kInfo, "adapter %s evicted (least recently used, %d bytes)", victim_name,
            victim->current->bytes);
     victim->current.reset();
+    ++victim->evictions;
     ++counters_.evictions;
   }
   return true;
@@ -233,6 +234,7 @@ AdapterInfo AdapterRegistry::InfoLocked(const std::string& name, const Entry& e)
   info.pinned = e.pinned;
   info.in_use = e.current ? e.current.use_count() - 1 : 0;
   info.loads = e.loads;
+  info.evictions = e.evictions;
   return info;
 }
 

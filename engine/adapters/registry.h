@@ -36,8 +36,9 @@ struct AdapterInfo {
   size_t bytes = 0;
   bool resident = false;
   bool pinned = false;
-  int64_t in_use = 0;  // requests holding the current version
-  int64_t loads = 0;
+  int64_t in_use = 0;     // requests holding the current version
+  int64_t loads = 0;      // including reloads after eviction
+  int64_t evictions = 0;  // of this name since it was first loaded
 };
 
 struct AdapterRegistryCounters {
@@ -80,6 +81,7 @@ class AdapterRegistry {
     bool pinned = false;
     uint64_t last_used = 0;
     int64_t loads = 0;
+    int64_t evictions = 0;
     std::string family, format;
     size_t bytes = 0;
     std::shared_ptr<std::mutex> reload;  // serialises reloads of one name

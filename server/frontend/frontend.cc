@@ -22,11 +22,13 @@ namespace {
 // Forwards a request's events and logs one line when it finishes.
 class LoggingSink final : public RequestSink {
  public:
-  LoggingSink(std::shared_ptr<RequestSink> inner, std::string adapter)
-      : inner_(std::move(inner)), adapter_(std::move(adapter)) {}
+  LoggingSink(std::shared_ptr<RequestSink> inner, std::string adapter,
+              const FrontendObserver* observer)
+      : inner_(std::move(inner)), adapter_(std::move(adapter)), observer_(observer) {}
 
   void Deliver(RequestEvent e) override {
     if (e.finished()) {
+      if (observer_->request_finished) observer_->request_finished(adapter_, e);
       const RequestUsage& u = e.usage;
       const double ttft =
           u.first_token > u.arrival ? absl::ToDoubleMilliseconds(u.first_token - u.arrival) : -1;
@@ -44,6 +46,7 @@ class LoggingSink final : public RequestSink {
  private:
   std::shared_ptr<RequestSink> inner_;
   std::string adapter_;
+  const FrontendObserver* observer_;
 };
 
 }  // namespace
@@ -188,6 +191,13 @@ absl::StatusOr<std::string> Frontend::RenderChat(std::span<const ChatMessage> me
 }
 
 absl::StatusOr<Submitted> Frontend::Submit(GenerateInput input, std::shared_ptr<RequestSink> sink) {
+  absl::StatusOr<Submitted> out = SubmitUnobserved(std::move(input), std::move(sink));
+  if (!out.ok() && observer_.request_refused) observer_.request_refused(out.status().code());
+  return out;
+}
+
+absl::StatusOr<Submitted> Frontend::SubmitUnobserved(GenerateInput input,
+                                                     std::shared_ptr<RequestSink> sink) {
   const int given = (input.text ? 1 : 0) + (input.token_ids ? 1 : 0) + (input.messages ? 1 : 0);
   if (given != 1) {
     return absl::InvalidArgumentError("prompt: give exactly one of text, token_ids or messages");
@@ -220,7 +230,7 @@ absl::StatusOr<Submitted> Frontend::Submit(GenerateInput input, std::shared_ptr<
   }
   out.prompt = r.prompt;
   out.adapter = r.adapter;
-  r.sink = std::make_shared<LoggingSink>(std::move(sink), input.adapter);
+  r.sink = std::make_shared<LoggingSink>(std::move(sink), input.adapter, &observer_);
   SY_ASSIGN_OR_RETURN(out.id, scheduler_->Submit(std::move(r)));
   return out;
 }
@@ -243,19 +253,34 @@ absl::Status Frontend::Authorize(std::optional<absl::string_view> presented) con
 
 absl::StatusOr<AdapterInfo> Frontend::LoadAdapter(const std::string& name, const std::string& path,
                                                   bool replace, bool pin) {
-  SY_ASSIGN_OR_RETURN(AdapterInfo info, registry_->Load(name, path, replace));
-  if (pin) {
-    SY_RETURN_IF_ERROR(registry_->Pin(name, true));
-    info.pinned = true;
+  const absl::Time start = absl::Now();
+  const std::vector<AdapterInfo> before = registry_->List();
+  const bool existed = std::any_of(before.begin(), before.end(),
+                                   [&](const AdapterInfo& a) { return a.name == name; });
+  absl::StatusOr<AdapterInfo> info = registry_->Load(name, path, replace);
+  if (info.ok() && pin) {
+    if (absl::Status s = registry_->Pin(name, true); s.ok()) {
+      info->pinned = true;
+    } else {
+      info = s;
+    }
+  }
+  if (observer_.adapter_admin) {
+    observer_.adapter_admin(name, existed && replace ? "swap" : "load", absl::Now() - start,
+                            info.status());
   }
   return info;  // the registry logs the load
 }
 
 absl::Status Frontend::UnloadAdapter(const std::string& name, bool drain) {
-  SY_RETURN_IF_ERROR(registry_->Unload(name, drain));
-  engine_->routing_window().Forget(name);
-  SY_LOG(kInfo, "adapter %s unloaded%s", name, drain ? " (draining)" : "");
-  return absl::OkStatus();
+  const absl::Time start = absl::Now();
+  absl::Status s = registry_->Unload(name, drain);
+  if (s.ok()) {
+    engine_->routing_window().Forget(name);
+    SY_LOG(kInfo, "adapter %s unloaded%s", name, drain ? " (draining)" : "");
+  }
+  if (observer_.adapter_admin) observer_.adapter_admin(name, "unload", absl::Now() - start, s);
+  return s;
 }
 
 absl::StatusOr<RoutingSnapshot> Frontend::RoutingStats(const std::string& adapter) const {

@@ -63,6 +63,18 @@ struct ServerInfo {
   SchedulerStats stats;
 };
 
+// What the frontend tells metrics. Set before serving; each hook may be empty.
+struct FrontendObserver {
+  // A request's last event, on the engine thread (must not block); adapter empty for the base.
+  std::function<void(const std::string& adapter, const RequestEvent& last)> request_finished;
+  // A request refused before it ran (bad input, unknown adapter, full queue), on an API thread.
+  std::function<void(absl::StatusCode code)> request_refused;
+  // An adapter admin call ("load", "swap" or "unload"), how long it took and how it ended.
+  std::function<void(const std::string& adapter, absl::string_view action, absl::Duration took,
+                     const absl::Status& status)>
+      adapter_admin;
+};
+
 class Frontend {
  public:
   // None is owned; all must outlive the frontend.
@@ -75,6 +87,7 @@ class Frontend {
   // Tokenizes, resolves the adapter (NOT_FOUND when it is not loaded) and submits; the request's
   // events go to `sink`.
   absl::StatusOr<Submitted> Submit(GenerateInput input, std::shared_ptr<RequestSink> sink);
+  void set_observer(FrontendObserver observer) { observer_ = std::move(observer); }
   void Cancel(uint64_t id) { scheduler_->Cancel(id); }
 
   absl::StatusOr<std::vector<int32_t>> Tokenize(absl::string_view text,
@@ -115,6 +128,9 @@ class Frontend {
   const Tokenizer* const tokenizer_;
   const FrontendOptions options_;
   const std::optional<ChatTemplate> chat_template_;
+  FrontendObserver observer_;
+  absl::StatusOr<Submitted> SubmitUnobserved(GenerateInput input,
+                                             std::shared_ptr<RequestSink> sink);
   class Loader;
   std::unique_ptr<Loader> loader_;
 };

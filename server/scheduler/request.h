@@ -32,6 +32,7 @@ struct RequestUsage {
   int64_t cached_prompt_tokens = 0;  // prompt tokens whose K/V came from the prefix cache
   int64_t preemptions = 0;
   absl::Time arrival = absl::InfinitePast();
+  absl::Time scheduled = absl::InfinitePast();    // first admitted to a step (queue time ends)
   absl::Time first_token = absl::InfinitePast();  // InfinitePast until there is one
   absl::Time finish = absl::InfinitePast();
 };

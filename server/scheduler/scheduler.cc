@@ -43,6 +43,7 @@ struct Scheduler::Sequence {
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<OutputText> text;
   RequestUsage usage;
+  absl::Time last_token = absl::InfinitePast();
   bool admitted = false;   // ever admitted (left the bounded queue)
   bool preempted = false;  // waiting to recompute
   bool cancelled = false;
@@ -308,6 +309,7 @@ bool Scheduler::Step() {
   }
 
   ++step_;
+  const absl::Time step_start = now;
   StepRecord record;
   record.step = step_;
   const absl::flat_hash_set<const AdapterWeights*> allowed = ChooseAdapters();
@@ -382,6 +384,7 @@ bool Scheduler::Step() {
     }
     if (!s.admitted) {
       s.admitted = true;
+      s.usage.scheduled = options_.clock();
       --queued_;
       local_.prefix_query_tokens += s.prompt_len;
       const int64_t hit = std::min(s.computed, s.prompt_len);
@@ -455,7 +458,13 @@ bool Scheduler::Step() {
     s.tokens.push_back(token);
     ++s.usage.completion_tokens;
     ++local_.generated_tokens;
-    if (s.usage.first_token == absl::InfinitePast()) s.usage.first_token = done;
+    ++record.sampled_tokens;
+    if (s.usage.first_token == absl::InfinitePast()) {
+      s.usage.first_token = done;
+    } else {
+      record.inter_token_s.push_back(absl::ToDoubleSeconds(done - s.last_token));
+    }
+    s.last_token = done;
     RequestEvent event;
     event.tokens.push_back(token);
     if (s.req.sampling.logprobs >= 0) event.logprobs.push_back(std::move(sampled));
@@ -476,6 +485,7 @@ bool Scheduler::Step() {
   sweep(running_);
   ++local_.steps;
   local_.prefill_tokens += record.prefill_tokens;
+  record.step_time = options_.clock() - step_start;
   PublishStats(record);
   if (step_observer_) step_observer_(record);
   return true;
@@ -515,6 +525,18 @@ void Scheduler::PublishStats(const StepRecord& record) {
   local_.kv_blocks_cached = pool_.num_cached_free();
   local_.kv_blocks_used = pool_.num_blocks() - pool_.num_free();
   local_.kv_usage = static_cast<double>(local_.kv_blocks_used) / std::max(1, local_.kv_blocks);
+  const auto names = [](const auto& list, std::vector<std::string>* out) {
+    out->clear();
+    absl::flat_hash_set<const AdapterWeights*> seen;
+    for (const auto& s : list) {
+      const AdapterWeights* a = s->req.adapter.get();
+      if (a != nullptr && seen.insert(a).second) out->push_back(a->name);
+    }
+    std::sort(out->begin(), out->end());
+    out->erase(std::unique(out->begin(), out->end()), out->end());  // versions of one name
+  };
+  names(running_, &local_.running_adapters);
+  names(waiting_, &local_.waiting_adapters);
   absl::MutexLock lock(&mu_);
   local_.waiting = static_cast<int64_t>(waiting_.size() + inbox_.size());
   published_ = local_;

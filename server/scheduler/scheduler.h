@@ -70,9 +70,14 @@ struct StepRecord {
   int64_t sequences = 0;
   int64_t prefill_tokens = 0;
   int64_t decode_tokens = 0;
+  int64_t sampled_tokens = 0;  // tokens generated
   int distinct_adapters = 0;   // base model not counted
   int64_t preempted = 0;       // sequences preempted while planning it
   absl::Duration engine_time;  // Executor::Step
+  absl::Duration step_time;    // the whole step: planning, the engine, sampling, delivery
+  // Seconds since each sequence's previous token, for every token sampled this step that was not
+  // its sequence's first (inter-token latency, recorded per step rather than per token).
+  std::vector<double> inter_token_s;
 };
 
 struct SchedulerStats {
@@ -93,6 +98,9 @@ struct SchedulerStats {
   int64_t prefill_tokens = 0;  // computed, including recomputation after preemption
   int64_t generated_tokens = 0;
   int64_t finished = 0;
+  // Names of the adapters with requests running / waiting (vLLM's lora_requests_info).
+  std::vector<std::string> running_adapters;
+  std::vector<std::string> waiting_adapters;
   StepRecord last_step;
 };
 

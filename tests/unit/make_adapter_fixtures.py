@@ -108,6 +108,9 @@ def main():
     os.makedirs(d)
     shutil.copy(os.path.join(out, "mixlora", "adapter_config.json"), d)
 
+    # Top-1 MixLoRA whose expert 3 can never be chosen (for the dead-expert metrics).
+    mk("mixlora_dead", "mixlora", fmt="bin", experts=4, top_k=1, dead_expert=3)
+
 
 if __name__ == "__main__":
     main()

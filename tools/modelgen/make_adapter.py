@@ -86,8 +86,11 @@ def write(folder, config, tensors, fmt):
 
 def make_adapter(folder, base, family, seed, fmt="bin", experts=4, top_k=2, r=8, alpha=16,
                  rslora=False, expert_r=None, targets=None, top_p=0.75, temperature=0.0,
-                 heads=2, head_rank=0, merge_rank=0, act_fn=None, layers=None):
-    """Writes one adapter folder for the base model config `base` (a dict)."""
+                 heads=2, head_rank=0, merge_rank=0, act_fn=None, layers=None, dead_expert=None):
+    """Writes one adapter folder for the base model config `base` (a dict).
+
+    dead_expert (MixLoRA top-1): that expert's router row is the mean of two other experts' rows,
+    so its logit never exceeds both of theirs and top-1 routing never selects it."""
     g = Gen(seed)
     L = base["num_hidden_layers"]
     layers = list(range(L)) if layers is None else layers
@@ -120,7 +123,12 @@ def make_adapter(folder, base, family, seed, fmt="bin", experts=4, top_k=2, r=8,
             p = f"mixlora.layers.{l}."
             if l not in layers:
                 continue
-            tensors[p + ("gate.weight" if legacy else "mlp.moe_gate.weight")] = g.router(experts, d)
+            router = g.router(experts, d)
+            if dead_expert is not None:
+                assert top_k == 1 and family == "mixlora" and experts >= 3
+                others = [e for e in range(experts) if e != dead_expert][:2]
+                router[dead_expert] = (router[others[0]] + router[others[1]]) / 2
+            tensors[p + ("gate.weight" if legacy else "mlp.moe_gate.weight")] = router
             for e in range(experts):
                 for proj in MLP:
                     if proj not in targets:
@@ -239,12 +247,15 @@ def main():
     ap.add_argument("--rslora", action="store_true")
     ap.add_argument("--targets", default="", help="comma-separated target modules")
     ap.add_argument("--heads", type=int, default=2)
+    ap.add_argument("--dead-expert", type=int, default=None,
+                    help="MixLoRA top-1: an expert the router can never choose")
     args = ap.parse_args()
     with open(os.path.join(args.model, "config.json")) as f:
         base = json.load(f)
     make_adapter(args.out, base, args.family, args.seed, fmt=args.format, experts=args.experts,
                  top_k=args.top_k, r=args.r, alpha=args.alpha, rslora=args.rslora,
-                 targets=[t for t in args.targets.split(",") if t] or None, heads=args.heads)
+                 targets=[t for t in args.targets.split(",") if t] or None, heads=args.heads,
+                 dead_expert=args.dead_expert)
 
 
 if __name__ == "__main__":
