@@ -1,4 +1,4 @@
-// Starts switchyard-server as a real process on loopback (gRPC and HTTP on free ports) for
+// Starts switchyard-server as a real process on loopback (every port a free one) for
 // end-to-end tests, and gRPC clients built with @grpc/grpc-js from the .proto files alone.
 //
 // Environment (set by ctest): SWITCHYARD_BIN (build/bin), SWITCHYARD_TEST_MODEL,
@@ -44,7 +44,8 @@ export async function startServer(args, { env = {} } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "switchyard-server-"));
   const portsFile = path.join(dir, "ports.json");
   const proc = spawn(path.join(BIN, "switchyard-server"),
-                     ["--model", MODEL, "--grpc-port", "0", "--http-port", "0", "--host", "127.0.0.1",
+                     ["--model", MODEL, "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0",
+                      "--host", "127.0.0.1",
                       "--ports-file", portsFile, "--log-level", "warning", ...args],
                      { env: { ...process.env, ...env }, stdio: ["ignore", "inherit", "pipe"] });
   let stderr = "";
