@@ -131,6 +131,21 @@ int Main() {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  // HTTP first: while the model loads, /health says 503 "loading" (readiness probes) and
+  // /version answers (liveness probes).
+  std::unique_ptr<HttpServer> http;
+  if (absl::GetFlag(FLAGS_http_port) >= 0) {
+    HttpServerOptions ho;
+    ho.host = absl::GetFlag(FLAGS_host);
+    ho.port = absl::GetFlag(FLAGS_http_port);
+    ho.io_threads = absl::GetFlag(FLAGS_http_threads);
+    ho.max_body_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_http_max_body_bytes));
+    ho.max_concurrent_requests = absl::GetFlag(FLAGS_http_max_concurrent);
+    absl::StatusOr<std::unique_ptr<HttpServer>> started = HttpServer::Start(std::move(ho));
+    if (!started.ok()) return Fail(started.status());
+    http = std::move(*started);
+  }
+
   EngineOptions eo;
   eo.model_dir = model_dir;
   eo.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_mib) << 20;
@@ -241,20 +256,7 @@ int Main() {
   go.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   absl::StatusOr<std::unique_ptr<GrpcServer>> grpc = GrpcServer::Start(frontend->get(), go);
   if (!grpc.ok()) return Fail(grpc.status());
-  std::unique_ptr<HttpServer> http;
-  if (absl::GetFlag(FLAGS_http_port) >= 0) {
-    HttpServerOptions ho;
-    ho.host = absl::GetFlag(FLAGS_host);
-    ho.port = absl::GetFlag(FLAGS_http_port);
-    ho.io_threads = absl::GetFlag(FLAGS_http_threads);
-    ho.max_body_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_http_max_body_bytes));
-    ho.max_concurrent_requests = absl::GetFlag(FLAGS_http_max_concurrent);
-    ho.metrics = [&metrics] { return metrics.Render(); };
-    absl::StatusOr<std::unique_ptr<HttpServer>> started =
-        HttpServer::Start(frontend->get(), std::move(ho));
-    if (!started.ok()) return Fail(started.status());
-    http = std::move(*started);
-  }
+  if (http) http->Serve(frontend->get(), [&metrics] { return metrics.Render(); });
   SY_LOG(kInfo, "serving %s (%s) with %d adapters: gRPC on %s:%d%s, HTTP on %s, metrics on %s",
          fo.served_model_name, model_dir, registry.List().size(), absl::GetFlag(FLAGS_host),
          (*grpc)->port(), go.tls_cert_file.empty() ? "" : " (TLS)",

@@ -40,13 +40,14 @@ int64_t UnixNow() { return absl::ToUnixSeconds(absl::Now()); }
 
 class HttpServer::Impl {
  public:
-  Impl(Frontend* frontend, HttpServerOptions options)
-      : frontend_(frontend), options_(std::move(options)), acceptor_(ioc_) {}
+  explicit Impl(HttpServerOptions options) : options_(std::move(options)), acceptor_(ioc_) {}
 
   absl::Status Listen();
   void Stop();
 
-  Frontend* const frontend_;
+  // Null while the model loads; set once by Serve (after `metrics`, which it publishes).
+  std::atomic<Frontend*> frontend_{nullptr};
+  std::function<std::string()> metrics_;
   const HttpServerOptions options_;
   net::io_context ioc_;
   tcp::acceptor acceptor_;
@@ -142,17 +143,22 @@ class Session : public std::enable_shared_from_this<Session> {
     const absl::string_view target(req_.target().data(), req_.target().size());
     const absl::string_view path = target.substr(0, target.find('?'));
     const http::verb verb = req_.method();
+    const bool loading = server_->frontend_.load(std::memory_order_acquire) == nullptr;
     if (verb == http::verb::get && path == "/health") {
-      if (server_->draining_) {
-        return SendJson(http::status::service_unavailable, {{"status", "draining"}});
+      if (loading || server_->draining_) {
+        return SendJson(http::status::service_unavailable,
+                        {{"status", loading ? "loading" : "draining"}});
       }
       return SendJson(http::status::ok, {{"status", "ok"}});
     }
     if (verb == http::verb::get && path == "/version") {
-      return SendJson(http::status::ok, {{"version", frontend()->Info().version}});
+      return SendJson(http::status::ok, {{"version", SWITCHYARD_VERSION}});
     }
-    if (verb == http::verb::get && path == "/metrics" && server_->options_.metrics) {
-      return SendText(http::status::ok, server_->options_.metrics(),
+    if (loading) {
+      return SendError(absl::UnavailableError("the server is loading its model; retry later"));
+    }
+    if (verb == http::verb::get && path == "/metrics" && server_->metrics_) {
+      return SendText(http::status::ok, server_->metrics_(),
                       "text/plain; version=0.0.4; charset=utf-8");
     }
     if (verb == http::verb::get && path == "/v1/models") {
@@ -188,7 +194,8 @@ class Session : public std::enable_shared_from_this<Session> {
               known ? 405 : 404);
   }
 
-  Frontend* frontend() { return server_->frontend_; }
+  // Only once serving (Route answers 503 before).
+  Frontend* frontend() { return server_->frontend_.load(std::memory_order_acquire); }
 
   // Counts a write until its handler has run, so that a shutdown lets answers go out first.
   template <class Handler>
@@ -598,10 +605,9 @@ void HttpServer::Impl::Stop() {
   threads_.clear();
 }
 
-absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Frontend* frontend,
-                                                              HttpServerOptions options) {
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(HttpServerOptions options) {
   std::unique_ptr<HttpServer> server(new HttpServer());
-  server->impl_ = std::make_unique<Impl>(frontend, std::move(options));
+  server->impl_ = std::make_unique<Impl>(std::move(options));
   if (absl::Status s = server->impl_->Listen(); !s.ok()) return s;
   return server;
 }
@@ -609,6 +615,12 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Frontend* frontend
 HttpServer::~HttpServer() { Shutdown(); }
 
 int HttpServer::port() const { return impl_->port_; }
+
+void HttpServer::Serve(Frontend* frontend, std::function<std::string()> metrics) {
+  SY_CHECK(frontend != nullptr && impl_->frontend_.load() == nullptr);
+  impl_->metrics_ = std::move(metrics);
+  impl_->frontend_.store(frontend, std::memory_order_release);
+}
 
 void HttpServer::SetDraining() { impl_->draining_ = true; }
 

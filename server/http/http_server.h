@@ -7,7 +7,7 @@
 //   GET  /v1/models
 //   POST /v1/load_lora_adapter, /v1/unload_lora_adapter   (vLLM's bodies; admin token)
 //   GET  /v1/adapters/{name}/routing                        (routing statistics as JSON)
-//   GET  /health, /version, /metrics
+//   GET  /health (503 while loading or draining), /version, /metrics
 #pragma once
 
 #include <functional>
@@ -25,15 +25,17 @@ struct HttpServerOptions {
   int io_threads = 2;
   size_t max_body_bytes = 8 << 20;     // larger bodies: 413
   int max_concurrent_requests = 4096;  // generation requests at once; more: 429
-  // The Prometheus exposition for /metrics (empty: 404).
-  std::function<std::string()> metrics;
 };
 
 class HttpServer {
  public:
-  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(Frontend* frontend,
-                                                           HttpServerOptions options);
+  // Listens at once: until Serve, /health and /version answer (503 "loading" and the version)
+  // and everything else gets 503, so orchestrators see a server that is loading its model.
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(HttpServerOptions options);
   ~HttpServer();
+
+  // Serves the API from now on; `metrics` renders /metrics (empty: 404). Call once.
+  void Serve(Frontend* frontend, std::function<std::string()> metrics);
 
   int port() const;
   // /health answers 503 from now on.

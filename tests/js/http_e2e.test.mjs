@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import http from "node:http";
+import net from "node:net";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
@@ -441,6 +442,54 @@ describe("HTTP limits and draining", () => {
       assert.equal(code, 0);
     } finally {
       await server.stop();
+    }
+  });
+});
+
+describe("HTTP while the model loads", () => {
+  test("/health says 503 loading and requests get 503 until the server serves", async () => {
+    // Thirty adapters to load make the loading phase long enough to watch.
+    const root = makeAdapterRoot(["mixlora"]);
+    const names = Array.from({ length: 30 }, (_, i) => `copy${i}`);
+    for (const n of names) fs.cpSync(path.join(root, "mixlora"), path.join(root, n), { recursive: true });
+    const port = await new Promise((resolve) => {
+      const s = net.createServer().listen(0, "127.0.0.1", () => {
+        const p = s.address().port;
+        s.close(() => resolve(p));
+      });
+    });
+    const url = `http://127.0.0.1:${port}`;
+    const starting = startServer(["--http-port", String(port), "--adapter-root", root,
+                                  ...names.flatMap((n) => ["--adapter", n])]);
+    const seen = new Set();
+    let refused = null;
+    for (let i = 0; i < 4000 && !seen.has(200); i++) {
+      try {
+        const h = await fetch(`${url}/health`);
+        const body = await h.json();
+        seen.add(h.status);
+        if (h.status === 503) {
+          assert.deepEqual(body, { status: "loading" });
+          refused ??= await fetch(`${url}/v1/completions`, {
+            method: "POST", headers: { "content-type": "application/json" },
+            body: JSON.stringify({ prompt: "x", max_tokens: 1 }),
+          }).then(async (r) => ({ status: r.status, body: await r.json() }));
+          assert.equal((await fetch(`${url}/version`)).status, 200, "/version answers");
+        }
+      } catch {}  // not listening yet
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    const server = await starting;
+    try {
+      assert.ok(seen.has(503), "/health said 503 while loading");
+      assert.ok(seen.has(200), "then 200");
+      if (refused.status !== 200) {  // the load may have finished in between
+        assert.equal(refused.status, 503);
+        assert.match(refused.body.error.message, /loading/);
+      }
+    } finally {
+      await server.stop();
+      fs.rmSync(root, { recursive: true, force: true });
     }
   });
 });
