@@ -8,6 +8,9 @@
 #include "absl/strings/str_format.h"
 #include "engine/adapters/loader.h"
 #include "engine/backends/cpu/cpu_backend.h"
+#if SWITCHYARD_HAVE_CUDA
+#include "engine/backends/cuda/cuda_backend.h"
+#endif
 #include "engine/core/status_macros.h"
 #include "engine/model/llama.h"
 #include "engine/model/safetensors.h"
@@ -37,14 +40,21 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
     return absl::InvalidArgumentError(
         "block_size, max_batch_tokens and max_batch_seqs must be > 0");
   }
-  if (options.device != Device::kCpu) {
-    return absl::UnimplementedError("this build has no CUDA engine; use --device=cpu");
-  }
   std::unique_ptr<Engine> engine(new Engine(options));
   auto state = std::make_unique<State>();
   SY_ASSIGN_OR_RETURN(state->config, ModelConfig::Load(options.model_dir));
   state->routing_window = std::make_unique<RoutingWindow>(options.routing_window);
-  state->backend = CreateCpuBackend({.matmul_precision = options.matmul_precision});
+  if (options.device == Device::kCuda) {
+#if SWITCHYARD_HAVE_CUDA
+    SY_ASSIGN_OR_RETURN(state->backend, CreateCudaBackend(0));
+#else
+    return absl::UnimplementedError(
+        "this build has no CUDA backend (nvcc was not found); use "
+        "--device=cpu");
+#endif
+  } else {
+    state->backend = CreateCpuBackend({.matmul_precision = options.matmul_precision});
+  }
   SY_ASSIGN_OR_RETURN(TensorSet tensors, TensorSet::OpenFolder(options.model_dir));
   SY_ASSIGN_OR_RETURN(ModelWeights weights,
                       LoadModelWeights(state->config, tensors, *state->backend));
@@ -212,6 +222,11 @@ void Engine::set_moe_lora_options(const MoeLoraOptions& options) {
 }
 
 absl::StatusOr<std::unique_ptr<AdapterWeights>> Engine::LoadAdapter(const std::string& dir) const {
+  if (state_->backend->device() != Device::kCpu) {
+    // The MoE-LoRA executor routes and combines through host pointers (docs/cuda.md).
+    return absl::UnimplementedError(
+        "MoE-LoRA adapters do not run on the CUDA engine yet; serve adapters with --device=cpu");
+  }
   // OpenMP's thread count is per calling thread: keep this one's packing single-threaded.
   const int saved = omp_get_max_threads();
   omp_set_num_threads(1);

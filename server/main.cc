@@ -22,7 +22,6 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "engine/core/log.h"
-#include "prometheus/exposer.h"
 #include "server/frontend/frontend.h"
 #include "server/grpc/grpc_service.h"
 #include "server/http/http_server.h"
@@ -54,6 +53,8 @@ ABSL_FLAG(int64_t, max_waiting, 1024, "requests waiting for admission before RES
 ABSL_FLAG(bool, prefix_caching, true, "reuse the KV blocks of common prompt prefixes");
 ABSL_FLAG(int, threads, 0, "compute threads (0: SWITCHYARD_THREADS or all cores)");
 ABSL_FLAG(std::string, matmul_precision, "f32", "f32 (exact) or bf16 (faster, BF16 products)");
+ABSL_FLAG(std::string, device, "cpu",
+          "cpu, or cuda (base model only for now: adapters need the CPU engine; docs/cuda.md)");
 ABSL_FLAG(std::string, chat_template, "",
           "chat format overriding the model's template: llama3, "
           "chatml, qwen3, llama2 or mistral");
@@ -164,6 +165,11 @@ int Main() {
   mo.max_detailed_adapters = absl::GetFlag(FLAGS_metrics_max_adapters);
   eo.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   eo.max_batch_seqs = absl::GetFlag(FLAGS_max_batch_seqs);
+  if (const std::string device = absl::GetFlag(FLAGS_device); device == "cuda") {
+    eo.device = Device::kCuda;
+  } else if (device != "cpu") {
+    return Fail(absl::InvalidArgumentError("--device: use cpu or cuda"));
+  }
   const std::string precision = absl::GetFlag(FLAGS_matmul_precision);
   if (precision == "bf16") {
     eo.matmul_precision = MatmulPrecision::kBF16;
@@ -228,18 +234,20 @@ int Main() {
              metrics.OnAdapterAdmin(adapter, action, took, status);
            }});
   (*scheduler)->set_step_observer([&metrics](const StepRecord& r) { metrics.OnStep(r); });
-  std::unique_ptr<prometheus::Exposer> exposer;
+  // The metrics port: the same HTTP server code with /metrics only. (Not prometheus-cpp's
+  // civetweb exposer: its 100 KiB thread stacks cannot hold cuBLASLt's static TLS, so its
+  // threads fail to start in a process linked with CUDA.)
+  std::unique_ptr<HttpServer> metrics_http;
   if (absl::GetFlag(FLAGS_metrics_port) >= 0) {
-    const std::string address =
-        absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_metrics_port));
-    try {
-      exposer = std::make_unique<prometheus::Exposer>(address, 1);
-    } catch (const std::exception& ex) {
-      return Fail(absl::UnavailableError(
-          absl::StrCat("cannot serve metrics on ", address, ": ", ex.what())));
-    }
-    exposer->RegisterCollectable(metrics.events());
-    exposer->RegisterCollectable(metrics.state());
+    HttpServerOptions mh;
+    mh.host = absl::GetFlag(FLAGS_host);
+    mh.port = absl::GetFlag(FLAGS_metrics_port);
+    mh.io_threads = 1;
+    mh.metrics_only = true;
+    absl::StatusOr<std::unique_ptr<HttpServer>> started = HttpServer::Start(std::move(mh));
+    if (!started.ok()) return Fail(started.status());
+    metrics_http = std::move(*started);
+    metrics_http->Serve(frontend->get(), [&metrics] { return metrics.Render(); });
   }
 
   for (const std::string& spec : absl::GetFlag(FLAGS_adapter)) {
@@ -261,12 +269,11 @@ int Main() {
          fo.served_model_name, model_dir, registry.List().size(), absl::GetFlag(FLAGS_host),
          (*grpc)->port(), go.tls_cert_file.empty() ? "" : " (TLS)",
          http ? absl::StrCat(absl::GetFlag(FLAGS_host), ":", http->port()) : "off",
-         exposer ? absl::StrCat(absl::GetFlag(FLAGS_host), ":", exposer->GetListeningPorts().at(0))
-                 : "off");
+         metrics_http ? absl::StrCat(absl::GetFlag(FLAGS_host), ":", metrics_http->port()) : "off");
   if (const std::string path = absl::GetFlag(FLAGS_ports_file); !path.empty()) {
     std::ofstream f(path + ".tmp");
     f << "{\"grpc\": " << (*grpc)->port() << ", \"http\": " << (http ? http->port() : -1)
-      << ", \"metrics\": " << (exposer ? exposer->GetListeningPorts().at(0) : -1) << "}\n";
+      << ", \"metrics\": " << (metrics_http ? metrics_http->port() : -1) << "}\n";
     f.close();
     std::filesystem::rename(path + ".tmp", path);
   }
@@ -279,6 +286,7 @@ int Main() {
   if (http) http->SetDraining();
   (*scheduler)->Shutdown(grace);  // refuses new requests; finishes or cancels the rest
   if (http) http->Shutdown();
+  if (metrics_http) metrics_http->Shutdown();
   (*grpc)->Shutdown(absl::Seconds(1));
   SY_LOG(kInfo, "stopped");
   return 0;

@@ -144,6 +144,17 @@ class Session : public std::enable_shared_from_this<Session> {
     const absl::string_view path = target.substr(0, target.find('?'));
     const http::verb verb = req_.method();
     const bool loading = server_->frontend_.load(std::memory_order_acquire) == nullptr;
+    if (server_->options_.metrics_only) {
+      if (verb == http::verb::get && path == "/metrics" && !loading) {
+        return SendText(http::status::ok, server_->metrics_(),
+                        "text/plain; version=0.0.4; charset=utf-8");
+      }
+      return SendError(loading ? absl::UnavailableError("the server is loading its model")
+                               : absl::NotFoundError(absl::StrCat(
+                                     "no route for ", std::string(req_.method_string()), " ", path,
+                                     " (this port serves GET /metrics)")),
+                       loading ? 503 : 404);
+    }
     if (verb == http::verb::get && path == "/health") {
       if (loading || server_->draining_) {
         return SendJson(http::status::service_unavailable,

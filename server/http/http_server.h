@@ -25,6 +25,7 @@ struct HttpServerOptions {
   int io_threads = 2;
   size_t max_body_bytes = 8 << 20;     // larger bodies: 413
   int max_concurrent_requests = 4096;  // generation requests at once; more: 429
+  bool metrics_only = false;           // serve GET /metrics alone (the metrics port)
 };
 
 class HttpServer {

@@ -388,7 +388,6 @@ Metrics::Metrics(const Scheduler* scheduler, const AdapterRegistry* registry,
 
 Metrics::~Metrics() = default;
 
-std::shared_ptr<prometheus::Collectable> Metrics::state() const { return state_; }
 
 bool Metrics::Detailed(const std::string& adapter) const {
   absl::MutexLock lock(&mu_);

@@ -65,11 +65,8 @@ class Metrics {
                       const absl::Status& status);
   void OnStep(const StepRecord& step);
 
-  // The text exposition (for /metrics on the HTTP port).
+  // The text exposition (/metrics on the metrics port and the HTTP port).
   std::string Render() const;
-  // For prometheus::Exposer on the metrics port: the event registry and the state collector.
-  std::shared_ptr<prometheus::Collectable> events() const { return registry_; }
-  std::shared_ptr<prometheus::Collectable> state() const;
 
  private:
   class State;

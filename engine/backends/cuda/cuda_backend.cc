@@ -95,9 +95,12 @@ class CudaBackend final : public Backend {
     return Tensor::Wrap(p, dtype, shape, std::move(owner), Device::kCuda);
   }
 
-  absl::StatusOr<Tensor> Upload(const Tensor& host) override {
+  absl::StatusOr<Tensor> Upload(const Tensor& host) override { return UploadTo(host, false); }
+
+  absl::StatusOr<Tensor> UploadTo(const Tensor& host, bool lasting) {
     SY_CHECK(host.device() == Device::kCpu);
-    SY_ASSIGN_OR_RETURN(Tensor t, AllocateLasting(host.dtype(), host.shape()));
+    SY_ASSIGN_OR_RETURN(Tensor t, lasting ? AllocateLasting(host.dtype(), host.shape())
+                                          : Allocate(host.dtype(), host.shape()));
     SY_CUDA_RETURN_IF_ERROR(
         cudaMemcpyAsync(t.raw(), host.raw(), host.nbytes(), cudaMemcpyHostToDevice, stream_));
     SY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));  // `host` may go away
@@ -117,7 +120,7 @@ class CudaBackend final : public Backend {
     w.cols = host.dim(1);
     w.dtype = host.dtype();
     w.use = use;
-    SY_ASSIGN_OR_RETURN(w.data, Upload(host));
+    SY_ASSIGN_OR_RETURN(w.data, UploadTo(host, true));
     return w;
   }
 
