@@ -388,7 +388,6 @@ Metrics::Metrics(const Scheduler* scheduler, const AdapterRegistry* registry,
 
 Metrics::~Metrics() = default;
 
-
 bool Metrics::Detailed(const std::string& adapter) const {
   absl::MutexLock lock(&mu_);
   auto it = adapters_.find(adapter);
