@@ -183,6 +183,33 @@ describe("the OpenAI SDK against switchyard-server", () => {
     assert.equal(content, chat.choices[0].message.content);
   });
 
+  test("every sampling parameter reaches the sampler as over gRPC", async () => {
+    // Each parameter changes the output (else the comparison proves nothing), and HTTP gives
+    // exactly what gRPC gives with the same setting: nothing is dropped or renamed on the way.
+    const base = { prompt: PROMPT, max_tokens: 48, ignore_eos: true };
+    const cases = [
+      [{ temperature: 0, repetition_penalty: 1.8 }, { temperature: 0, repetition_penalty: 1.8 }],
+      [{ temperature: 0, frequency_penalty: 1.5 }, { temperature: 0, frequency_penalty: 1.5 }],
+      [{ temperature: 0, presence_penalty: 1.5 }, { temperature: 0, presence_penalty: 1.5 }],
+      [{ temperature: 1, seed: 5, top_k: 3 }, { temperature: 1, seed: 5, top_k: 3 }],
+      [{ temperature: 1, seed: 5, top_p: 0.3 }, { temperature: 1, seed: 5, top_p: 0.3 }],
+      [{ temperature: 1, seed: 5, min_p: 0.5 }, { temperature: 1, seed: 5, min_p: 0.5 }],
+    ];
+    const neutral = (c) => Object.fromEntries(Object.entries(c).filter(([k]) =>
+      ["temperature", "seed"].includes(k)));
+    for (const [httpParams, sampling] of cases) {
+      const viaHttp = (await openai.completions.create(
+        { model: "mixlora", ...base, ...httpParams })).choices[0].text;
+      const without = (await openai.completions.create(
+        { model: "mixlora", ...base, ...neutral(httpParams) })).choices[0].text;
+      const viaGrpc = await unary(server.client, "Generate", {
+        text: PROMPT, adapter: "mixlora", max_tokens: 48, ignore_eos: true, sampling });
+      const what = JSON.stringify(httpParams);
+      assert.notEqual(viaHttp, without, `${what} changes the output`);
+      assert.equal(viaHttp, viaGrpc.text, `${what}: HTTP and gRPC agree`);
+    }
+  });
+
   test("n > 1 gives distinct seeded choices, streamed and not, reproducibly", async () => {
     const params = { model: "mixlora", prompt: PROMPT, max_tokens: 8, n: 3, temperature: 1.0,
                      seed: 42, ignore_eos: true };
