@@ -84,7 +84,7 @@ bench: demo js-deps $(BENCH_MODELS)/llama-0.5b-bf16/config.json \
 # libFuzzer (clang, ASan, UBSan) on every fuzz target, FUZZ_SECONDS each, in scratch corpora.
 FUZZ_SECONDS ?= 60
 FUZZ_DIR := build-fuzz
-FUZZ_TARGETS := tokenizer_fuzz safetensors_fuzz model_config_fuzz torch_checkpoint_fuzz adapter_config_fuzz
+FUZZ_TARGETS := tokenizer_fuzz safetensors_fuzz model_config_fuzz torch_checkpoint_fuzz adapter_config_fuzz openai_request_fuzz
 fuzz: deps
 	@tools/install_deps.sh --fuzz
 	@if [ ! -f $(FUZZ_DIR)/build.ninja ]; then CC=clang CXX=clang++ cmake -S . -B $(FUZZ_DIR) -G Ninja \

@@ -1,0 +1,105 @@
+// Fuzzes the OpenAI request parser (server/http/openai.cc) with arbitrary bodies on both
+// endpoints, against a frontend over the model in SWITCHYARD_FUZZ_TOKENIZER. Properties, beyond
+// not crashing: a body is either parsed or refused as INVALID_ARGUMENT (400) or NOT_FOUND (an
+// unknown model, 404), never anything else; a refusal's error object serialises; a parsed
+// request's choices and responses serialise, whatever text the request carried.
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "engine/adapters/registry.h"
+#include "engine/engine.h"
+#include "server/frontend/frontend.h"
+#include "server/http/openai.h"
+#include "server/scheduler/scheduler.h"
+
+namespace {
+
+using namespace switchyard;
+
+struct World {
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<AdapterRegistry> registry;
+  std::unique_ptr<StepExecutor> executor;
+  std::unique_ptr<Scheduler> scheduler;
+  std::unique_ptr<Frontend> frontend;
+};
+World* g_world = nullptr;
+
+void Check(bool ok, const char* what) {
+  if (!ok) {
+    std::fprintf(stderr, "property violated: %s\n", what);
+    std::abort();
+  }
+}
+
+template <typename T>
+T Must(absl::StatusOr<T> v, const char* what) {
+  if (!v.ok()) {
+    std::fprintf(stderr, "%s: %s\n", what, v.status().ToString().c_str());
+    std::abort();
+  }
+  return std::move(*v);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  const char* dir = std::getenv("SWITCHYARD_FUZZ_TOKENIZER");
+  auto* w = new World();
+  EngineOptions eo;
+  eo.model_dir = dir != nullptr ? dir : "";
+  eo.kv_cache_bytes = 1 << 20;
+  w->engine = Must(Engine::Create(eo), "engine");
+  w->tokenizer = Must(Tokenizer::Load(eo.model_dir), "tokenizer");
+  AdapterRegistryOptions ro;
+  ro.root = std::filesystem::temp_directory_path().string();
+  Engine* e = w->engine.get();
+  w->registry = std::make_unique<AdapterRegistry>(
+      ro, [e](const std::string& d) { return e->LoadAdapter(d); });
+  w->executor = MakeEngineExecutor(*w->engine);
+  w->scheduler = Must(Scheduler::Create(w->executor.get(), w->tokenizer.get(), {}), "scheduler");
+  FrontendOptions fo;
+  fo.served_model_name = "tiny";
+  fo.model_dir = eo.model_dir;
+  w->frontend = Must(Frontend::Create(w->engine.get(), w->scheduler.get(), w->registry.get(),
+                                      w->tokenizer.get(), fo),
+                     "frontend");
+  g_world = w;
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string body(reinterpret_cast<const char*>(data), size);
+  const Frontend& f = *g_world->frontend;
+  for (openai::Endpoint endpoint : {openai::Endpoint::kCompletions, openai::Endpoint::kChat}) {
+    absl::StatusOr<openai::ParsedRequest> req = openai::ParseRequest(endpoint, body, f);
+    if (!req.ok()) {
+      const absl::StatusCode code = req.status().code();
+      Check(code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kNotFound,
+            "a refusal is INVALID_ARGUMENT or NOT_FOUND");
+      const int http = openai::HttpStatus(req.status());
+      Check(http == 400 || http == 404, "a refusal is a 400 or a 404");
+      Check(!openai::Dump(openai::ErrorBody(req.status())).empty(), "the error serialises");
+      continue;
+    }
+    Check(!req->choices.empty() && req->n >= 1, "a parsed request has choices");
+    Check(static_cast<int>(req->choices.size()) % req->n == 0, "prompts x n choices");
+    // Responses over arbitrary text the request carried (its stop strings, say) serialise.
+    std::vector<openai::ChoiceState> choices(req->choices.size());
+    for (size_t i = 0; i < choices.size(); ++i) {
+      const auto& stops = req->choices[i].request.stop_strings;
+      choices[i].text = stops.empty() ? body : stops.front();
+      choices[i].finish = FinishReason::kLength;
+    }
+    Check(!openai::Dump(openai::BuildResponse(*req, "id", 0, choices, f.tokenizer())).empty(),
+          "the response serialises");
+    Check(!openai::Dump(openai::BuildUsageChunk(*req, "id", 0, choices)).empty(),
+          "the usage chunk serialises");
+  }
+  return 0;
+}
