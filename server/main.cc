@@ -78,29 +78,51 @@ namespace switchyard {
 namespace {
 
 // Abseil flags are named with '_' and take the last of repeated flags; the documented interface
-// uses '-' (--adapter-root) and repeats --adapter. Rewrites argv to Abseil's form.
-std::vector<std::string> NormalizeArgs(int argc, char** argv) {
+// uses '-' (--adapter-root) and repeats --adapter, on the command line and in flag files alike.
+// Rewrites the arguments to Abseil's form, reading --flagfile files here (one argument per line;
+// blank lines and lines starting with '#' skipped) so that their lines get the same treatment.
+absl::StatusOr<std::vector<std::string>> NormalizeArgs(int argc, char** argv) {
   std::vector<std::string> out = {argv[0]};
   std::vector<std::string> adapters;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
+  std::vector<std::string> pending(argv + 1, argv + argc);
+  int files = 0;
+  for (size_t i = 0; i < pending.size(); ++i) {
+    std::string arg = pending[i];
     if (arg == "--") {
-      for (; i < argc; ++i) out.push_back(argv[i]);
+      out.insert(out.end(), pending.begin() + static_cast<std::ptrdiff_t>(i), pending.end());
       break;
     }
     if (absl::StartsWith(arg, "--")) {
       const size_t eq = arg.find('=');
       std::string name = arg.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
       std::replace(name.begin(), name.end(), '-', '_');
-      if (name == "adapter") {
-        if (eq != std::string::npos) {
-          adapters.push_back(arg.substr(eq + 1));
-        } else if (i + 1 < argc) {
-          adapters.push_back(argv[++i]);
+      const bool has_value = eq != std::string::npos;
+      if (name == "adapter" || name == "flagfile") {
+        std::string value;
+        if (has_value) {
+          value = arg.substr(eq + 1);
+        } else if (i + 1 < pending.size()) {
+          value = pending[++i];
         }
+        if (name == "adapter") {
+          adapters.push_back(value);
+          continue;
+        }
+        std::ifstream in(value);
+        if (!in || ++files > 16) {
+          return absl::InvalidArgumentError(absl::StrCat("--flagfile: cannot read \"", value, "\"",
+                                                         in ? " (nested too deep)" : ""));
+        }
+        std::vector<std::string> lines;
+        for (std::string line; std::getline(in, line);) {
+          line = std::string(absl::StripAsciiWhitespace(line));
+          if (!line.empty() && line[0] != '#') lines.push_back(line);
+        }
+        pending.insert(pending.begin() + static_cast<std::ptrdiff_t>(i) + 1, lines.begin(),
+                       lines.end());
         continue;
       }
-      arg = "--" + name + (eq == std::string::npos ? "" : arg.substr(eq));
+      arg = "--" + name + (has_value ? arg.substr(eq) : "");
     }
     out.push_back(arg);
   }
@@ -298,9 +320,13 @@ int Main() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "switchyard-server --model DIR --adapter-root DIR [--adapter NAME=SUBDIR ...]");
-  std::vector<std::string> args = switchyard::NormalizeArgs(argc, argv);
+  absl::StatusOr<std::vector<std::string>> args = switchyard::NormalizeArgs(argc, argv);
+  if (!args.ok()) {
+    std::fprintf(stderr, "switchyard-server: %s\n", std::string(args.status().message()).c_str());
+    return 2;
+  }
   std::vector<char*> ptrs;
-  for (std::string& a : args) ptrs.push_back(a.data());
+  for (std::string& a : *args) ptrs.push_back(a.data());
   absl::ParseCommandLine(static_cast<int>(ptrs.size()), ptrs.data());
   return switchyard::Main();
 }

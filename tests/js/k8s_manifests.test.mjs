@@ -17,7 +17,9 @@ import * as apps from "kubernetes-models/apps/v1";
 import * as rbac from "kubernetes-models/rbac.authorization.k8s.io/v1";
 import * as gateway from "@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1";
 
-import { BIN, ROOT } from "./server_harness.mjs";
+import os from "node:os";
+
+import { BIN, makeAdapterRoot, ROOT, startServer, unary } from "./server_harness.mjs";
 
 const K8S = path.join(ROOT, "deploy/kubernetes");
 
@@ -170,3 +172,31 @@ test("yamllint, docker-compose and the Dockerfiles", () => {
   // `make build` is what installs the dependencies (and what CI's `make test` runs first).
   assert.match(fs.readFileSync(path.join(ROOT, "Makefile"), "utf8"), /^configure: deps$/m);
 });
+
+test("switchyard-server starts from the ConfigMap's flags file as the pods run it", async () => {
+  const objs = resources(K8S);
+  const text = objs.find((o) => o.kind === "ConfigMap").data["server.flags"];
+  const adapters = [...text.matchAll(/^--adapter=(\S+)$/gm)].map((m) => m[1]);
+  // The cluster's paths and ports, swapped for the test fixtures and free ports.
+  const root = makeAdapterRoot(adapters);
+  const local = text.replace(/^--model=.*$/m, "")
+    .replace(/^--adapter-root=.*$/m, `--adapter-root=${root}`)
+    .replace(/^--host=.*$/m, "--host=127.0.0.1")
+    .replace(/^--(http|grpc|metrics)-port=.*$/gm, "--$1-port=0")
+    .replace(/^--kv-cache-mib=.*$/m, "--kv-cache-mib=64");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "switchyard-flags-"));
+  const file = path.join(dir, "server.flags");
+  fs.writeFileSync(file, local);
+  const server = await startServer([`--flagfile=${file}`]);
+  try {
+    const list = await unary(server.client, "ListAdapters", {});
+    assert.deepEqual(list.adapters.map((a) => a.name).sort(), [...adapters].sort());
+    const info = await unary(server.client, "GetServerInfo", {});
+    assert.equal(info.model, /^--served-model-name=(.*)$/m.exec(text)[1]);
+  } finally {
+    assert.equal((await server.stop()).code, 0);
+    fs.rmSync(root, { recursive: true, force: true });
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
