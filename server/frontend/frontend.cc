@@ -181,7 +181,7 @@ absl::StatusOr<std::string> Frontend::Detokenize(std::span<const int32_t> ids,
 
 absl::StatusOr<std::string> Frontend::RenderChat(std::span<const ChatMessage> messages) const {
   if (!chat_template_.has_value()) {
-    return absl::FailedPreconditionError(absl::StrCat(
+    return absl::InvalidArgumentError(absl::StrCat(
         "messages: the model has no chat template this server recognises; start the server with "
         "--chat_template=NAME (one of ",
         ChatTemplate::kFormats, ") or send a text prompt"));

@@ -95,7 +95,8 @@ class Frontend {
   // INVALID_ARGUMENT for ids outside the vocabulary.
   absl::StatusOr<std::string> Detokenize(std::span<const int32_t> ids,
                                          bool skip_special_tokens) const;
-  // Renders a conversation with the model's chat template (FAILED_PRECONDITION without one).
+  // Renders a conversation with the model's chat template (INVALID_ARGUMENT without one: the
+  // request must come as text instead).
   absl::StatusOr<std::string> RenderChat(std::span<const ChatMessage> messages) const;
 
   // OK when admin calls are open or `presented` is the admin token; UNAUTHENTICATED when none was

@@ -181,6 +181,12 @@ class Session : public std::enable_shared_from_this<Session> {
     if (verb == http::verb::post && path == "/v1/chat/completions") {
       return StartGeneration(openai::Endpoint::kChat);
     }
+    if (verb == http::verb::post && (path == "/tokenize" || path == "/detokenize")) {
+      absl::StatusOr<json> out = path == "/tokenize" ? openai::Tokenize(req_.body(), *frontend())
+                                                     : openai::Detokenize(req_.body(), *frontend());
+      if (!out.ok()) return SendError(out.status());
+      return SendJson(http::status::ok, *out);
+    }
     if (verb == http::verb::post &&
         (path == "/v1/load_lora_adapter" || path == "/v1/unload_lora_adapter")) {
       return Admin(path == "/v1/load_lora_adapter");
@@ -198,7 +204,9 @@ class Session : public std::enable_shared_from_this<Session> {
                                                "/v1/completions",
                                                "/v1/chat/completions",
                                                "/v1/load_lora_adapter",
-                                               "/v1/unload_lora_adapter"};
+                                               "/v1/unload_lora_adapter",
+                                               "/tokenize",
+                                               "/detokenize"};
     const bool known = std::find(std::begin(kPaths), std::end(kPaths), path) != std::end(kPaths);
     SendError(absl::NotFoundError(absl::StrCat(known ? "method not allowed for " : "no route for ",
                                                std::string(req_.method_string()), " ", path)),

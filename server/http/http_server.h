@@ -7,6 +7,7 @@
 //   GET  /v1/models
 //   POST /v1/load_lora_adapter, /v1/unload_lora_adapter   (vLLM's bodies; admin token)
 //   GET  /v1/adapters/{name}/routing                        (routing statistics as JSON)
+//   POST /tokenize, /detokenize                             (vLLM's)
 //   GET  /health (503 while loading or draining), /version, /metrics
 #pragma once
 

@@ -202,30 +202,37 @@ json Usage(const std::vector<ChoiceState>& choices, int n) {
 
 }  // namespace
 
-absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, absl::string_view text,
-                                           const Frontend& frontend) {
+absl::StatusOr<json> ParseObject(absl::string_view text) {
   json body = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded()) return absl::InvalidArgumentError("the body is not valid JSON");
   if (!body.is_object()) return absl::InvalidArgumentError("the body must be a JSON object");
+  return body;
+}
+
+// The model: the served base model, or a loaded adapter by name (as vLLM serves LoRAs). Sets
+// `name` to what the client called it and returns the adapter ("" for the base model).
+absl::StatusOr<std::string> ResolveModel(const json& body, const Frontend& frontend,
+                                         std::string* name) {
+  *name = frontend.served_model_name();
+  auto it = body.find("model");
+  if (it == body.end() || it->is_null()) return std::string();
+  if (!it->is_string()) return Bad("model", "must be a string");
+  *name = it->get<std::string>();
+  if (*name == frontend.served_model_name()) return std::string();
+  const std::vector<AdapterInfo> adapters = frontend.ListAdapters();
+  if (std::none_of(adapters.begin(), adapters.end(),
+                   [&](const AdapterInfo& a) { return a.name == *name; })) {
+    return absl::NotFoundError(absl::StrCat("model: The model `", *name, "` does not exist."));
+  }
+  return *name;
+}
+
+absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, absl::string_view text,
+                                           const Frontend& frontend) {
+  SY_ASSIGN_OR_RETURN(const json body, ParseObject(text));
   ParsedRequest req;
   req.endpoint = endpoint;
-
-  // The model: the served base model, or a loaded adapter by name (as vLLM serves LoRAs).
-  std::string adapter;
-  req.model = frontend.served_model_name();
-  if (auto it = body.find("model"); it != body.end() && !it->is_null()) {
-    if (!it->is_string()) return Bad("model", "must be a string");
-    req.model = it->get<std::string>();
-    if (req.model != frontend.served_model_name()) {
-      const std::vector<AdapterInfo> adapters = frontend.ListAdapters();
-      if (std::none_of(adapters.begin(), adapters.end(),
-                       [&](const AdapterInfo& a) { return a.name == req.model; })) {
-        return absl::NotFoundError(
-            absl::StrCat("model: The model `", req.model, "` does not exist."));
-      }
-      adapter = req.model;
-    }
-  }
+  SY_ASSIGN_OR_RETURN(const std::string adapter, ResolveModel(body, frontend, &req.model));
 
   GenerationRequest base;
   double temperature = 1, top_p = 1, min_p = 0, presence = 0, frequency = 0, repetition = 1;
@@ -331,6 +338,47 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, absl::string_view 
     }
   }
   return req;
+}
+
+absl::StatusOr<json> Tokenize(absl::string_view text, const Frontend& frontend) {
+  SY_ASSIGN_OR_RETURN(const json body, ParseObject(text));
+  std::string model;
+  SY_RETURN_IF_ERROR(ResolveModel(body, frontend, &model).status());
+  const bool chat = body.contains("messages");
+  std::string prompt;
+  if (chat) {
+    SY_ASSIGN_OR_RETURN(std::vector<ChatMessage> messages, ParseMessages(body));
+    SY_ASSIGN_OR_RETURN(prompt, frontend.RenderChat(messages));
+  } else {
+    auto it = body.find("prompt");
+    if (it == body.end() || !it->is_string()) return Bad("prompt", "a string is required");
+    prompt = it->get<std::string>();
+  }
+  bool add_special = !chat;  // a chat template writes its own special tokens
+  SY_RETURN_IF_ERROR(GetBool(body, "add_special_tokens", &add_special));
+  absl::StatusOr<std::vector<int32_t>> ids = frontend.Tokenize(prompt, add_special);
+  if (!ids.ok()) return Bad("prompt", ids.status().message());
+  return json{
+      {"count", ids->size()}, {"max_model_len", frontend.Info().max_model_len}, {"tokens", *ids}};
+}
+
+absl::StatusOr<json> Detokenize(absl::string_view text, const Frontend& frontend) {
+  SY_ASSIGN_OR_RETURN(const json body, ParseObject(text));
+  std::string model;
+  SY_RETURN_IF_ERROR(ResolveModel(body, frontend, &model).status());
+  auto it = body.find("tokens");
+  if (it == body.end() || !it->is_array())
+    return Bad("tokens", "an array of token ids is required");
+  std::vector<int32_t> ids;
+  for (const json& t : *it) {
+    if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX) {
+      return Bad("tokens", "must hold token ids");
+    }
+    ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
+  }
+  absl::StatusOr<std::string> prompt = frontend.Detokenize(ids, false);
+  if (!prompt.ok()) return Bad("tokens", prompt.status().message());
+  return json{{"prompt", *prompt}};
 }
 
 json FinishReasonJson(FinishReason r) {

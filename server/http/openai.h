@@ -66,6 +66,11 @@ nlohmann::json BuildUsageChunk(const ParsedRequest& req, const std::string& id, 
 
 nlohmann::json BuildModelList(const Frontend& frontend, int64_t created);
 
+// vLLM's /tokenize ({"prompt"} or {"messages"}, "add_special_tokens") -> {"count",
+// "max_model_len", "tokens"} and /detokenize ({"tokens"}) -> {"prompt"}; errors as ParseRequest.
+absl::StatusOr<nlohmann::json> Tokenize(absl::string_view body, const Frontend& frontend);
+absl::StatusOr<nlohmann::json> Detokenize(absl::string_view body, const Frontend& frontend);
+
 // The HTTP status and OpenAI error object for a failed request.
 int HttpStatus(const absl::Status& status);
 nlohmann::json ErrorBody(const absl::Status& status);

@@ -1,8 +1,9 @@
 // Fuzzes the OpenAI request parser (server/http/openai.cc) with arbitrary bodies on both
-// endpoints, against a frontend over the model in SWITCHYARD_FUZZ_TOKENIZER. Properties, beyond
-// not crashing: a body is either parsed or refused as INVALID_ARGUMENT (400) or NOT_FOUND (an
-// unknown model, 404), never anything else; a refusal's error object serialises; a parsed
-// request's choices and responses serialise, whatever text the request carried.
+// endpoints (and /tokenize, /detokenize), against a frontend over the model in
+// SWITCHYARD_FUZZ_TOKENIZER. Properties, beyond not crashing: a body is either parsed or refused as
+// INVALID_ARGUMENT (400) or NOT_FOUND (an unknown model, 404), never anything else; a refusal's
+// error object serialises; a parsed request's choices and responses serialise, whatever text the
+// request carried.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -100,6 +101,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           "the response serialises");
     Check(!openai::Dump(openai::BuildUsageChunk(*req, "id", 0, choices)).empty(),
           "the usage chunk serialises");
+  }
+  for (auto* fn : {&openai::Tokenize, &openai::Detokenize}) {
+    absl::StatusOr<nlohmann::json> out = fn(body, f);
+    const absl::StatusCode code = out.status().code();
+    Check(out.ok() || code == absl::StatusCode::kInvalidArgument ||
+              code == absl::StatusCode::kNotFound,
+          "/tokenize and /detokenize answer or refuse with a client error");
+    if (out.ok()) Check(!openai::Dump(*out).empty(), "their answer serialises");
   }
   return 0;
 }

@@ -421,6 +421,31 @@ describe("the OpenAI SDK against switchyard-server", () => {
     }
   });
 
+  test("tokenize and detokenize as vLLM does, the same ids as the gRPC tokenizer", async () => {
+    const t = await call(server, "POST", "/tokenize", { model: "mixlora", prompt: PROMPT });
+    assert.equal(t.status, 200, t.text);
+    const g = await unary(server.client, "Tokenize", { text: PROMPT });
+    assert.deepEqual(t.json.tokens, g.token_ids);
+    assert.equal(t.json.count, g.token_ids.length);
+    assert.ok(t.json.max_model_len > 0);
+    const plain = await call(server, "POST", "/tokenize",
+                             { prompt: PROMPT, add_special_tokens: false });
+    assert.ok(plain.json.count <= t.json.count);
+    const chat = await call(server, "POST", "/tokenize",
+                            { messages: [{ role: "user", content: "Hi" }] });
+    assert.equal(chat.status, 200, chat.text);
+    assert.ok(chat.json.count > plain.json.count / 4, "the template's tokens are there");
+    const d = await call(server, "POST", "/detokenize", { tokens: plain.json.tokens });
+    assert.equal(d.status, 200, d.text);
+    assert.equal(d.json.prompt, PROMPT);
+    assertErrorBody(await call(server, "POST", "/detokenize", { tokens: [1, 999999] }), 400,
+                    /vocabulary/);
+    assertErrorBody(await call(server, "POST", "/tokenize", { prompt: 5 }), 400, /prompt/);
+    assertErrorBody(await call(server, "POST", "/tokenize", { model: "nope", prompt: "x" }), 404,
+                    /nope/);
+    assertErrorBody(await call(server, "GET", "/tokenize"), 405, /method/);
+  });
+
   test("health and version", async () => {
     const h = await call(server, "GET", "/health");
     assert.equal(h.status, 200);
