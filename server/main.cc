@@ -287,11 +287,13 @@ int Main() {
   absl::StatusOr<std::unique_ptr<GrpcServer>> grpc = GrpcServer::Start(frontend->get(), go);
   if (!grpc.ok()) return Fail(grpc.status());
   if (http) http->Serve(frontend->get(), [&metrics] { return metrics.Render(); });
-  SY_LOG(kInfo, "serving %s (%s) with %d adapters: gRPC on %s:%d%s, HTTP on %s, metrics on %s",
+  const auto where = [](const std::unique_ptr<HttpServer>& s) {
+    return s ? absl::StrCat("on ", absl::GetFlag(FLAGS_host), ":", s->port()) : std::string("off");
+  };
+  SY_LOG(kInfo, "serving %s (%s) with %d adapters: gRPC on %s:%d%s, HTTP %s, metrics %s",
          fo.served_model_name, model_dir, registry.List().size(), absl::GetFlag(FLAGS_host),
-         (*grpc)->port(), go.tls_cert_file.empty() ? "" : " (TLS)",
-         http ? absl::StrCat(absl::GetFlag(FLAGS_host), ":", http->port()) : "off",
-         metrics_http ? absl::StrCat(absl::GetFlag(FLAGS_host), ":", metrics_http->port()) : "off");
+         (*grpc)->port(), go.tls_cert_file.empty() ? "" : " (TLS)", where(http),
+         where(metrics_http));
   if (const std::string path = absl::GetFlag(FLAGS_ports_file); !path.empty()) {
     std::ofstream f(path + ".tmp");
     f << "{\"grpc\": " << (*grpc)->port() << ", \"http\": " << (http ? http->port() : -1)
