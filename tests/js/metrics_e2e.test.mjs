@@ -144,7 +144,7 @@ describe("metrics scraped by a real Prometheus", () => {
     assert.equal(rows.length, LAYERS);
     for (const r of rows) {
       const selected = perExpert.find((p) => p.metric.layer === r.metric.layer);
-      assert.ok(Number(r.value[1]) > 1000, `rows in layer ${r.metric.layer}`);
+      assert.ok(Number(r.value[1]) > 100, `rows in layer ${r.metric.layer}`);
       assert.equal(Number(selected.value[1]), 2 * Number(r.value[1]), `layer ${r.metric.layer}`);
     }
     // Top-1 with an expert the router can never choose: dead in every layer.
