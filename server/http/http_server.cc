@@ -107,6 +107,32 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_->body_limit(server_->options_.max_body_bytes);
     parser_->header_limit(64 << 10);
     stream_.expires_after(std::chrono::seconds(120));
+    http::async_read_header(stream_, buffer_, *parser_,
+                            beast::bind_front_handler(&Session::OnHeader, shared_from_this()));
+  }
+
+  // The header is in: refuse an announced body over the cap at once, and answer
+  // "Expect: 100-continue" (curl sends it for large bodies and otherwise waits a second).
+  void OnHeader(beast::error_code ec, size_t n) {
+    if (ec) return OnRead(ec, n);
+    const auto& h = parser_->get();
+    if (parser_->content_length().value_or(0) > server_->options_.max_body_bytes) {
+      return OnRead(http::error::body_limit, 0);
+    }
+    const auto expect = h.find(http::field::expect);
+    if (expect != h.end() && beast::iequals(expect->value(), "100-continue")) {
+      auto reply =
+          std::make_shared<http::response<http::empty_body>>(http::status::continue_, h.version());
+      return http::async_write(stream_, *reply,
+                               [self = shared_from_this(), reply](beast::error_code ec, size_t) {
+                                 if (ec) return self->Close();
+                                 self->ReadBody();
+                               });
+    }
+    ReadBody();
+  }
+
+  void ReadBody() {
     http::async_read(stream_, buffer_, *parser_,
                      beast::bind_front_handler(&Session::OnRead, shared_from_this()));
   }
@@ -529,7 +555,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void SendError(const absl::Status& s, int http_status = 0) {
     const int code = http_status != 0 ? http_status : openai::HttpStatus(s);
-    SendJson(static_cast<http::status>(code), openai::ErrorBody(s), code == 429 ? 1 : 0);
+    SendJson(static_cast<http::status>(code), openai::ErrorBody(s, code), code == 429 ? 1 : 0);
   }
 
   void SendText(http::status status, std::string body, const char* type, int retry_after = 0) {

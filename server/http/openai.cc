@@ -514,7 +514,7 @@ int HttpStatus(const absl::Status& s) {
   }
 }
 
-json ErrorBody(const absl::Status& s) {
+json ErrorBody(const absl::Status& s, int http_status) {
   // Our messages start with the parameter they are about ("max_tokens: ...").
   const std::string message(s.message());
   json param = nullptr;
@@ -528,8 +528,9 @@ json ErrorBody(const absl::Status& s) {
       param = head;
     }
   }
-  const int status = HttpStatus(s);
+  const int status = http_status != 0 ? http_status : HttpStatus(s);
   const char* type = status == 404   ? "NotFoundError"
+                     : status == 413 ? "RequestTooLargeError"
                      : status == 401 ? "AuthenticationError"
                      : status == 403 ? "PermissionDeniedError"
                      : status == 429 ? "RateLimitError"

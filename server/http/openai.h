@@ -73,7 +73,8 @@ absl::StatusOr<nlohmann::json> Detokenize(absl::string_view body, const Frontend
 
 // The HTTP status and OpenAI error object for a failed request.
 int HttpStatus(const absl::Status& status);
-nlohmann::json ErrorBody(const absl::Status& status);
+// `http_status` overrides the status HttpStatus would give (413 for an oversized body).
+nlohmann::json ErrorBody(const absl::Status& status, int http_status = 0);
 
 // Serialises without throwing: invalid UTF-8 (never produced on purpose) becomes U+FFFD.
 std::string Dump(const nlohmann::json& j);

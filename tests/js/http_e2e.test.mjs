@@ -484,7 +484,30 @@ describe("HTTP limits and draining", () => {
     try {
       const big = { model: "tiny", prompt: "x".repeat(8000) };
       const r413 = await call(server, "POST", "/v1/completions", big);
-      assertErrorBody(r413, 413, /4096 bytes/);
+      assert.equal(assertErrorBody(r413, 413, /4096 bytes/).code, 413);
+      // Announced with Expect: 100-continue, an oversized body is refused before it is sent, and
+      // a body within the cap gets "100 Continue" at once (curl would otherwise wait a second).
+      const raw = (head, body) => new Promise((resolve, reject) => {
+        const s = net.connect(Number(new URL(server.http).port), "127.0.0.1");
+        let got = "";
+        s.on("data", (d) => {
+          got += d;
+          if (body !== undefined && got.startsWith("HTTP/1.1 100")) {
+            s.write(body);
+            body = undefined;
+          }
+          if (/\r\n\r\n[\s\S]*\}$/.test(got)) { s.end(); resolve(got); }
+        });
+        s.on("error", reject);
+        s.write(head);
+      });
+      const head = (n) => `POST /v1/completions HTTP/1.1\r\nHost: x\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${n}\r\nExpect: 100-continue\r\n\r\n`;
+      const refused = await raw(head(10000000));
+      assert.match(refused, /^HTTP\/1.1 413/);
+      const small = JSON.stringify({ model: "tiny", prompt: "hi", max_tokens: 2 });
+      const ok = await raw(head(Buffer.byteLength(small)), small);
+      assert.match(ok, /^HTTP\/1.1 100 Continue\r\n\r\nHTTP\/1.1 200/);
       const long = { model: "tiny", prompt: PROMPT, max_tokens: 3000, ignore_eos: true };
       const a = openStream(server, long), b = openStream(server, long);
       await Promise.all([a.first, b.first]);
