@@ -106,13 +106,13 @@ struct Metrics::PerAdapter {
 };
 
 // Reads the scheduler, the registry and the routing windows when scraped.
-class Metrics::State final : public prometheus::Collectable {
+class Metrics::State {
  public:
   explicit State(const Metrics* metrics, const Scheduler* scheduler,
                  const AdapterRegistry* registry, const RoutingWindow* routing)
       : m_(metrics), scheduler_(scheduler), registry_(registry), routing_(routing) {}
 
-  std::vector<MetricFamily> Collect() const override {
+  std::vector<MetricFamily> Collect() const {
     FamilyBuilder out;
     const MetricsOptions& o = m_->options_;
     const Labels model = {{"model_name", o.model_name}};
@@ -292,9 +292,8 @@ class Metrics::State final : public prometheus::Collectable {
 Metrics::Metrics(const Scheduler* scheduler, const AdapterRegistry* registry,
                  const RoutingWindow* routing, MetricsOptions options)
     : options_(std::move(options)),
-      registry_(std::make_shared<prometheus::Registry>()),
-      state_(std::make_shared<State>(this, scheduler, registry, routing)) {
-  prometheus::Registry& r = *registry_;
+      state_(std::make_unique<State>(this, scheduler, registry, routing)) {
+  prometheus::Registry& r = registry_;
   ttft_ = &prometheus::BuildHistogram()
                .Name("vllm:time_to_first_token_seconds")
                .Help("Histogram of time to first token in seconds.")
@@ -494,7 +493,7 @@ void Metrics::OnStep(const StepRecord& step) {
 }
 
 std::string Metrics::Render() const {
-  std::vector<MetricFamily> families = registry_->Collect();
+  std::vector<MetricFamily> families = registry_.Collect();
   std::vector<MetricFamily> state = state_->Collect();
   families.insert(families.end(), std::make_move_iterator(state.begin()),
                   std::make_move_iterator(state.end()));

@@ -22,7 +22,6 @@
 #include "absl/time/time.h"
 #include "engine/adapters/registry.h"
 #include "engine/adapters/routing_window.h"
-#include "prometheus/collectable.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/histogram.h"
@@ -77,8 +76,8 @@ class Metrics {
   bool Detailed(const std::string& adapter) const;
 
   const MetricsOptions options_;
-  std::shared_ptr<prometheus::Registry> registry_;
-  std::shared_ptr<State> state_;
+  prometheus::Registry registry_;
+  std::unique_ptr<State> state_;
 
   prometheus::Family<prometheus::Histogram>* ttft_;
   prometheus::Family<prometheus::Histogram>* e2e_;

@@ -11,7 +11,7 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { after, before, describe, test } from "node:test";
 
-import { BIN, makeAdapterRoot, ROOT, startServer } from "./server_harness.mjs";
+import { BIN, makeAdapterRoot, request, ROOT, startServer } from "./server_harness.mjs";
 
 const TOKEN = "fleet-token";
 const BASE = "tiny";
@@ -59,13 +59,7 @@ async function pick(replicas, model) {
   return scored[0].r;
 }
 
-async function complete(replica, body) {
-  const res = await fetch(`${replica.http}/v1/completions`, {
-    method: "POST", headers: { "content-type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  return { status: res.status, body: await res.json() };
-}
+const complete = (replica, body) => request(replica, "POST", "/v1/completions", body);
 
 describe("a fleet of two replicas behind a metrics-driven endpoint picker", () => {
   let a, b, root;
@@ -91,7 +85,7 @@ describe("a fleet of two replicas behind a metrics-driven endpoint picker", () =
         const r = await pick([a, b], model);
         const res = await complete(r, { model, prompt: `w${worker} r${i}`, max_tokens: 16,
                                          ignore_eos: true });
-        assert.equal(res.status, 200, JSON.stringify(res.body));
+        assert.equal(res.status, 200, JSON.stringify(res.json));
         sent[r.name].push(model);
       }
     }));
@@ -104,14 +98,14 @@ describe("a fleet of two replicas behind a metrics-driven endpoint picker", () =
        async () => {
     const greedy = { prompt: "The quick brown fox", max_tokens: 12, temperature: 0,
                      ignore_eos: true };
-    const before = (await complete(a, { model: "shared", ...greedy })).body.choices[0].text;
+    const before = (await complete(a, { model: "shared", ...greedy })).json.choices[0].text;
     // The new version's output: its weights loaded under another name.
     const load = await fetch(`${a.http}/v1/load_lora_adapter`, {
       method: "POST", headers: { authorization: `Bearer ${TOKEN}` },
       body: JSON.stringify({ lora_name: "reference", lora_path: "mhmoe" }),
     });
     assert.equal(load.status, 200, await load.text());
-    const want = (await complete(a, { model: "reference", ...greedy })).body.choices[0].text;
+    const want = (await complete(a, { model: "reference", ...greedy })).json.choices[0].text;
     assert.notEqual(want, before, "the versions differ");
 
     let stop = false, failures = 0, served = 0;
@@ -137,7 +131,7 @@ describe("a fleet of two replicas behind a metrics-driven endpoint picker", () =
     for (const r of [a, b, a, b, a, b]) {
       const res = await complete(r, { model: "shared", ...greedy });
       assert.equal(res.status, 200);
-      assert.equal(res.body.choices[0].text, want, `replica ${r.name} after the rollout`);
+      assert.equal(res.json.choices[0].text, want, `replica ${r.name} after the rollout`);
     }
     // A rollout that fails part-way says so and exits non-zero.
     await assert.rejects(

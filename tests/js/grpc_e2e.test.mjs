@@ -9,7 +9,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
 import {
-  admin, BIN, grpc, makeAdapterRoot, startServer, stream, unary,
+  admin, BIN, grpc, makeAdapterRoot, startServer, stream, unary, waitIdle,
 } from "./server_harness.mjs";
 
 const TOKEN = "s3cret";
@@ -19,17 +19,6 @@ const greedy = (extra = {}) => ({
   sampling: { temperature: 0 }, ...extra,
 });
 
-async function waitIdle(server) {
-  for (let i = 0; i < 200; i++) {
-    const info = await unary(server.client, "GetServerInfo", {});
-    if (Number(info.outstanding) === 0 && info.running === 0 && info.waiting === 0 &&
-        info.kv_usage === 0) {
-      return info;
-    }
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  assert.fail("the server did not become idle: resources were not freed");
-}
 
 describe("switchyard-server over gRPC", () => {
   let server;

@@ -12,7 +12,9 @@ import { after, before, describe, test } from "node:test";
 
 import OpenAI from "openai";
 
-import { makeAdapterRoot, startServer, unary } from "./server_harness.mjs";
+import {
+  freePort, makeAdapterRoot, request as call, startServer, unary, waitIdle,
+} from "./server_harness.mjs";
 
 const TOKEN = "s3cret";
 const ADAPTERS = ["mixlora", "loramoe", "mhmoe", "lora"];
@@ -29,17 +31,6 @@ function finishedRequests(server) {
   return out;
 }
 
-async function waitIdle(server) {
-  for (let i = 0; i < 500; i++) {
-    const info = await unary(server.client, "GetServerInfo", {});
-    if (info.outstanding === 0 && info.running === 0 && info.waiting === 0 &&
-        info.kv_usage === 0) {
-      return info;
-    }
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  assert.fail("the server did not become idle: resources were not freed");
-}
 
 async function until(predicate, what) {
   for (let i = 0; i < 1000; i++) {
@@ -49,18 +40,6 @@ async function until(predicate, what) {
   assert.fail(`timed out waiting for ${what}`);
 }
 
-// A raw request: { status, headers, text, json }.
-async function call(server, method, route, body, headers = {}) {
-  const res = await fetch(`${server.http}${route}`, {
-    method,
-    headers: { "content-type": "application/json", ...headers },
-    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
-  });
-  const text = await res.text();
-  let json;
-  try { json = JSON.parse(text); } catch { json = undefined; }
-  return { status: res.status, headers: res.headers, text, json };
-}
 
 // The events of a Server-Sent Events body; asserts the framing.
 function sseEvents(text) {
@@ -547,12 +526,7 @@ describe("HTTP while the model loads", () => {
     const root = makeAdapterRoot(["mixlora"]);
     const names = Array.from({ length: 30 }, (_, i) => `copy${i}`);
     for (const n of names) fs.cpSync(path.join(root, "mixlora"), path.join(root, n), { recursive: true });
-    const port = await new Promise((resolve) => {
-      const s = net.createServer().listen(0, "127.0.0.1", () => {
-        const p = s.address().port;
-        s.close(() => resolve(p));
-      });
-    });
+    const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
     const starting = startServer(["--http-port", String(port), "--adapter-root", root,
                                   ...names.flatMap((n) => ["--adapter", n])]);

@@ -7,24 +7,15 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
-import { makeAdapterRoot, ROOT, startServer } from "./server_harness.mjs";
+import { freePort, makeAdapterRoot, request, ROOT, startServer } from "./server_harness.mjs";
 
 const LAYERS = 3;  // the test model's
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 // promtool's complaints about an exposition, less the one vLLM's names cannot avoid: the
 // Inference Extension reads `vllm:`-prefixed names, and promtool reserves ':' for recording rules.
@@ -39,11 +30,9 @@ function promtoolProblems(text) {
 }
 
 async function complete(server, body) {
-  const res = await fetch(`${server.http}/v1/completions`, {
-    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
-  });
-  assert.equal(res.status, 200, await res.clone().text());
-  return res.json();
+  const res = await request(server, "POST", "/v1/completions", body);
+  assert.equal(res.status, 200, res.text);
+  return res.json;
 }
 
 describe("metrics scraped by a real Prometheus", () => {

@@ -5,6 +5,7 @@
 // SWITCHYARD_TEST_ADAPTERS (adapter fixtures), SWITCHYARD_ROOT (the repository).
 import { spawn } from "node:child_process";
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -100,6 +101,43 @@ export function stream(client, request, { onMessage, deadline } = {}) {
   });
   result.done.catch(() => {});  // awaited by the test; never an unhandled rejection meanwhile
   return result;
+}
+
+// A free TCP port on loopback (for a server that must be told its port up front).
+export function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+// A JSON request to the server's HTTP port: { status, headers, text, json }.
+export async function request(server, method, route, body, headers = {}) {
+  const res = await fetch(`${server.http}${route}`, {
+    method,
+    headers: { "content-type": "application/json", ...headers },
+    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json;
+  try { json = JSON.parse(text); } catch { json = undefined; }
+  return { status: res.status, headers: res.headers, text, json };
+}
+
+// Waits until nothing is outstanding, running or waiting and no KV block is held: the proof that
+// finished and cancelled requests freed their resources.
+export async function waitIdle(server) {
+  for (let i = 0; i < 500; i++) {
+    const info = await unary(server.client, "GetServerInfo", {});
+    if (Number(info.outstanding) === 0 && info.running === 0 && info.waiting === 0 &&
+        info.kv_usage === 0) {
+      return info;
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error("the server did not become idle: resources were not freed");
 }
 
 export function admin(token) {
