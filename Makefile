@@ -42,9 +42,14 @@ $(DEMO_DIR)/adapters/.done: $(DEMO_DIR)/model/config.json tools/modelgen/make_ad
 	$(PYTHON) tools/modelgen/make_adapter.py --model $(DEMO_DIR)/model --out $(DEMO_DIR)/adapters/lora --family lora --format safetensors --seed 6
 	touch $@
 
-# The server in the foreground with the demo model and adapters (Ctrl-C stops it).
+# The server in the foreground with the demo model and adapters (Ctrl-C stops it). It listens on
+# loopback, where adapter admin needs no token; RUN_HOST=0.0.0.0 opens it to the network (admin
+# then needs --admin-token: RUN_FLAGS='--admin-token ...').
+RUN_HOST ?= 127.0.0.1
+RUN_FLAGS ?=
 run: demo
 	$(BUILD_DIR)/bin/switchyard-server --model $(DEMO_DIR)/model --served-model-name switchyard-demo \
+	  --host $(RUN_HOST) $(RUN_FLAGS) \
 	  --adapter-root $(DEMO_DIR)/adapters \
 	  --adapter mixlora=mixlora --adapter loramoe=loramoe --adapter mola=mola \
 	  --adapter mhmoe=mhmoe --adapter lora=lora

@@ -66,7 +66,7 @@ int Main() {
   AdapterRegistryOptions ro;
   ro.root = std::filesystem::path(dirs[0]).parent_path().string();
   Engine* e = engine->get();
-  AdapterRegistry registry(ro, [e](const std::string& dir) { return e->LoadAdapter(dir); });
+  AdapterRegistry registry(ro, [e](const ConfinedDir& dir) { return e->LoadAdapter(dir); });
   std::vector<std::string> names;
   for (const std::string& d : dirs) {
     names.push_back(std::filesystem::path(d).filename().string());

@@ -222,6 +222,12 @@ void Engine::set_moe_lora_options(const MoeLoraOptions& options) {
 }
 
 absl::StatusOr<std::unique_ptr<AdapterWeights>> Engine::LoadAdapter(const std::string& dir) const {
+  absl::StatusOr<ConfinedDir> confined = ConfinedDir::Open(dir);
+  if (!confined.ok()) return absl::NotFoundError(absl::StrCat("cannot open ", dir));
+  return LoadAdapter(*confined);
+}
+
+absl::StatusOr<std::unique_ptr<AdapterWeights>> Engine::LoadAdapter(const ConfinedDir& dir) const {
   if (state_->backend->device() != Device::kCpu) {
     // The MoE-LoRA executor routes and combines through host pointers (docs/cuda.md).
     return absl::UnimplementedError(

@@ -18,6 +18,7 @@
 #include "engine/adapters/routing_stats.h"
 #include "engine/adapters/routing_window.h"
 #include "engine/backends/backend.h"
+#include "engine/core/confined_dir.h"
 #include "engine/model/config.h"
 
 namespace switchyard {
@@ -88,6 +89,7 @@ class Engine {
   // Reads and validates the adapter in `dir` against this model and prepares its weights for the
   // backend. Thread-safe, and meant for a loader thread: it runs its own work single-threaded so
   // that steps running meanwhile keep their cores.
+  absl::StatusOr<std::unique_ptr<AdapterWeights>> LoadAdapter(const ConfinedDir& dir) const;
   absl::StatusOr<std::unique_ptr<AdapterWeights>> LoadAdapter(const std::string& dir) const;
 
  private:

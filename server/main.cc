@@ -5,6 +5,7 @@
 //
 // Flags may also come from a file: --flagfile=FILE (one --flag=value per line). Flag names take
 // '-' or '_' alike, and --adapter may be repeated.
+#include <arpa/inet.h>
 #include <signal.h>
 
 #include <cstdio>
@@ -59,7 +60,11 @@ ABSL_FLAG(std::string, chat_template, "",
           "chat format overriding the model's template: llama3, "
           "chatml, qwen3, llama2 or mistral");
 ABSL_FLAG(std::string, admin_token, "",
-          "token admin calls must present (default: $SWITCHYARD_ADMIN_TOKEN; empty: open)");
+          "token admin calls must present (default: $SWITCHYARD_ADMIN_TOKEN; empty: admin is open "
+          "on a loopback --host only, unless --insecure-admin)");
+ABSL_FLAG(bool, insecure_admin, false,
+          "leave adapter admin open without a token on a server that listens beyond loopback "
+          "(without a token it is otherwise open on loopback only)");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve gRPC over TLS");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert");
 ABSL_FLAG(double, shutdown_grace_s, 30, "on SIGTERM/SIGINT, seconds in-flight requests may finish");
@@ -76,6 +81,34 @@ ABSL_FLAG(int64_t, routing_window_tokens, 4096,
 
 namespace switchyard {
 namespace {
+
+// Whether `host` accepts connections from this machine only.
+bool IsLoopbackHost(absl::string_view host) {
+  if (host == "localhost" || host == "::1" || host == "[::1]") return true;
+  in_addr v4{};
+  return inet_pton(AF_INET, std::string(host).c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
+}
+
+// Adapter admin (load, swap, unload) without a token is open only where nobody else can reach it,
+// unless the operator asks otherwise, as vLLM gates runtime LoRA loading behind a setting.
+void ApplyAdminPolicy(const std::string& host, bool insecure_admin, FrontendOptions* fo) {
+  const bool loopback = IsLoopbackHost(host);
+  fo->admin_open_without_token = loopback || insecure_admin;
+  if (!fo->admin_token.empty()) return;
+  if (loopback) {
+    SY_LOG(kInfo, "adapter admin is open without a token: the server listens on %s only", host);
+  } else if (insecure_admin) {
+    SY_LOG(kWarning,
+           "adapter admin is OPEN to anyone who can reach %s (--insecure-admin): anyone can load, "
+           "swap and unload adapters; set --admin-token to close it",
+           host);
+  } else {
+    SY_LOG(kInfo,
+           "adapter admin is off: --host %s reaches beyond loopback and no --admin-token is set "
+           "(--insecure-admin leaves it open)",
+           host);
+  }
+}
 
 // Abseil flags are named with '_' and take the last of repeated flags; the documented interface
 // uses '-' (--adapter-root) and repeats --adapter, on the command line and in flag files alike.
@@ -208,7 +241,7 @@ int Main() {
   ro.root = absl::GetFlag(FLAGS_adapter_root);
   ro.memory_budget_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_adapter_memory_mib)) << 20;
   Engine* e = engine->get();
-  AdapterRegistry registry(ro, [e](const std::string& dir) { return e->LoadAdapter(dir); });
+  AdapterRegistry registry(ro, [e](const ConfinedDir& dir) { return e->LoadAdapter(dir); });
 
   std::unique_ptr<StepExecutor> executor = MakeEngineExecutor(**engine);
   SchedulerOptions so;
@@ -235,6 +268,7 @@ int Main() {
   if (fo.admin_token.empty() && std::getenv("SWITCHYARD_ADMIN_TOKEN") != nullptr) {
     fo.admin_token = std::getenv("SWITCHYARD_ADMIN_TOKEN");
   }
+  ApplyAdminPolicy(absl::GetFlag(FLAGS_host), absl::GetFlag(FLAGS_insecure_admin), &fo);
   fo.chat_template = absl::GetFlag(FLAGS_chat_template);
   absl::StatusOr<std::unique_ptr<Frontend>> frontend =
       Frontend::Create(engine->get(), scheduler->get(), &registry, tokenizer->get(), fo);

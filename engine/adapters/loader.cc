@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "engine/adapters/torch_checkpoint.h"
+#include "engine/core/confined_dir.h"
 #include "engine/core/json_util.h"
 #include "engine/core/status_macros.h"
 #include "engine/model/safetensors.h"
@@ -516,37 +517,65 @@ std::string SiteLabel(int layer, LinearSite s) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<AdapterWeights>> LoadAdapter(const std::string& dir,
-                                                            const ModelConfig& m, Backend& backend,
-                                                            DType lora_dtype) {
-  if (lora_dtype != DType::kF32 && lora_dtype != DType::kBF16) {
-    return absl::InvalidArgumentError("adapter weights are held in F32 or BF16");
-  }
-  SY_ASSIGN_OR_RETURN(std::string config_text, ReadFile(dir + "/adapter_config.json"));
-  SY_ASSIGN_OR_RETURN(AdapterConfig c, ParseAdapterConfig(config_text));
+namespace {
 
-  std::vector<NamedTensor> tensors;
-  std::string format;
-  const bool st = std::filesystem::exists(dir + "/adapter_model.safetensors");
-  const char* family_names[] = {"mixlora", "loramoe", "mola", "lora", "mhmoe-lora"};
-  if (st) {
-    SY_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(dir + "/adapter_model.safetensors"));
+// adapter_config.json is a few hundred bytes; anything past this is not one.
+constexpr size_t kMaxConfigBytes = size_t{4} << 20;
+
+// The adapter's tensors from adapter_model.safetensors (read into memory, not mapped: a file
+// truncated while mapped would kill the process with SIGBUS) or adapter_model.bin.
+absl::Status ReadWeights(const ConfinedDir& dir, std::vector<NamedTensor>* tensors,
+                         std::string* format) {
+  if (dir.Exists("adapter_model.safetensors")) {
+    const std::string path = dir.PathOf("adapter_model.safetensors");
+    SY_ASSIGN_OR_RETURN(UniqueFd fd, dir.OpenFile("adapter_model.safetensors"));
+    SY_ASSIGN_OR_RETURN(std::string bytes, ReadAll(fd.get(), SIZE_MAX / 2, path));
+    SY_ASSIGN_OR_RETURN(auto file, SafetensorsFile::FromBytes(std::move(bytes), path));
     for (const SafetensorsEntry& e : file->entries()) {
       SY_ASSIGN_OR_RETURN(Tensor t, file->Get(e.name));
       if (t.dtype() == DType::kI32) {
         return absl::InvalidArgumentError(
             absl::StrCat("adapter weights: \"", e.name, "\" is an integer tensor"));
       }
-      tensors.push_back({e.name, t});
+      tensors->push_back({e.name, t});
     }
-    format = "safetensors";
-  } else if (std::filesystem::exists(dir + "/adapter_model.bin")) {
-    SY_ASSIGN_OR_RETURN(tensors, ReadTorchCheckpoint(dir + "/adapter_model.bin"));
-    format = "torch .bin";
-  } else {
-    return absl::NotFoundError(
-        absl::StrCat("no adapter_model.safetensors or adapter_model.bin in ", dir));
+    *format = "safetensors";
+    return absl::OkStatus();
   }
+  if (dir.Exists("adapter_model.bin")) {
+    SY_ASSIGN_OR_RETURN(UniqueFd fd, dir.OpenFile("adapter_model.bin"));
+    SY_ASSIGN_OR_RETURN(*tensors,
+                        ReadTorchCheckpointFd(fd.release(), dir.PathOf("adapter_model.bin")));
+    *format = "torch .bin";
+    return absl::OkStatus();
+  }
+  return absl::NotFoundError(
+      absl::StrCat("no adapter_model.safetensors or adapter_model.bin in ", dir.path()));
+}
+
+}  // namespace
+
+namespace {
+
+absl::StatusOr<std::unique_ptr<AdapterWeights>> LoadAdapterUnguarded(const ConfinedDir& dir,
+                                                                     const ModelConfig& m,
+                                                                     Backend& backend,
+                                                                     DType lora_dtype) {
+  if (lora_dtype != DType::kF32 && lora_dtype != DType::kBF16) {
+    return absl::InvalidArgumentError("adapter weights are held in F32 or BF16");
+  }
+  absl::StatusOr<std::string> config_text = dir.ReadFile("adapter_config.json", kMaxConfigBytes);
+  if (!config_text.ok()) {
+    return absl::Status(config_text.status().code(),
+                        absl::StrCat("cannot open ", dir.PathOf("adapter_config.json"), ": ",
+                                     config_text.status().message()));
+  }
+  SY_ASSIGN_OR_RETURN(AdapterConfig c, ParseAdapterConfig(*config_text));
+
+  std::vector<NamedTensor> tensors;
+  std::string format;
+  SY_RETURN_IF_ERROR(ReadWeights(dir, &tensors, &format));
+  const char* family_names[] = {"mixlora", "loramoe", "mola", "lora", "mhmoe-lora"};
 
   Raw raw;
   for (NamedTensor& nt : tensors) SY_RETURN_IF_ERROR(Place(c, nt.name, std::move(nt.tensor), &raw));
@@ -753,6 +782,27 @@ absl::StatusOr<std::unique_ptr<AdapterWeights>> LoadAdapter(const std::string& d
   adapter->family = family;
   adapter->bytes = b.bytes();
   return adapter;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<AdapterWeights>> LoadAdapter(const std::string& dir,
+                                                            const ModelConfig& m, Backend& backend,
+                                                            DType lora_dtype) {
+  absl::StatusOr<ConfinedDir> confined = ConfinedDir::Open(dir);
+  if (!confined.ok()) return absl::NotFoundError(absl::StrCat("cannot open ", dir));
+  return LoadAdapter(*confined, m, backend, lora_dtype);
+}
+
+absl::StatusOr<std::unique_ptr<AdapterWeights>> LoadAdapter(const ConfinedDir& dir,
+                                                            const ModelConfig& m, Backend& backend,
+                                                            DType lora_dtype) {
+  try {
+    return LoadAdapterUnguarded(dir, m, backend, lora_dtype);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(dir.path(), ": out of memory while loading the adapter"));
+  }
 }
 
 }  // namespace switchyard

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "engine/adapters/adapter.h"
 #include "engine/backends/backend.h"
+#include "engine/core/confined_dir.h"
 #include "engine/model/config.h"
 
 namespace switchyard {
@@ -50,6 +51,12 @@ absl::StatusOr<AdapterConfig> ParseAdapterConfig(absl::string_view json);
 // Loads `dir` for base model `base`, preparing the weights on `backend` with LoRA matrices in
 // `lora_dtype` (F32 or BF16; routers stay F32, where routing is decided). Thread-safe: runs on a
 // loader thread, never on the engine thread.
+// Files are opened below `dir` only (ConfinedDir); running out of memory is RESOURCE_EXHAUSTED.
+absl::StatusOr<std::unique_ptr<AdapterWeights>> LoadAdapter(const ConfinedDir& dir,
+                                                            const ModelConfig& base,
+                                                            Backend& backend,
+                                                            DType lora_dtype = DType::kF32);
+// The same for a folder path (tests, tools).
 absl::StatusOr<std::unique_ptr<AdapterWeights>> LoadAdapter(const std::string& dir,
                                                             const ModelConfig& base,
                                                             Backend& backend,

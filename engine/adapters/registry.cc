@@ -1,7 +1,6 @@
 #include "engine/adapters/registry.h"
 
 #include <algorithm>
-#include <filesystem>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -13,38 +12,15 @@ namespace switchyard {
 AdapterRegistry::AdapterRegistry(AdapterRegistryOptions options, Loader loader)
     : options_(std::move(options)), loader_(std::move(loader)) {}
 
-absl::StatusOr<std::string> AdapterRegistry::Resolve(const std::string& path) const {
-  namespace fs = std::filesystem;
+absl::StatusOr<ConfinedDir> AdapterRegistry::Resolve(const std::string& path) const {
   if (options_.root.empty()) return absl::FailedPreconditionError("no adapter root is configured");
-  if (path.empty() || path[0] == '/') {
-    return absl::InvalidArgumentError(
-        absl::StrCat("adapter path \"", path, "\" must be relative to the adapter root"));
-  }
-  for (const auto& part : fs::path(path)) {
-    if (part == "..") {
-      return absl::PermissionDeniedError(
-          absl::StrCat("adapter path \"", path, "\" leaves the adapter root"));
-    }
-  }
-  std::error_code ec;
-  const fs::path root = fs::canonical(options_.root, ec);
-  if (ec)
-    return absl::FailedPreconditionError(
-        absl::StrCat("adapter root ", options_.root, ": ", ec.message()));
-  const fs::path full = fs::canonical(root / path, ec);
-  if (ec) return absl::NotFoundError(absl::StrCat("adapter path \"", path, "\": ", ec.message()));
-  // Symlinks are resolved: the target itself must lie below the root.
-  const std::string r = root.string() + "/";
-  if (!absl::StartsWith(full.string() + "/", r) || full == root) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("adapter path \"", path, "\" resolves outside the adapter root"));
-  }
-  return full.string();
+  SY_ASSIGN_OR_RETURN(ConfinedDir root, ConfinedDir::Open(options_.root));
+  return root.Sub(path);
 }
 
 absl::StatusOr<std::unique_ptr<AdapterWeights>> AdapterRegistry::Read(const std::string& name,
                                                                       const std::string& path) {
-  SY_ASSIGN_OR_RETURN(std::string dir, Resolve(path));
+  SY_ASSIGN_OR_RETURN(ConfinedDir dir, Resolve(path));
   auto adapter = loader_(dir);
   if (!adapter.ok()) {
     return absl::Status(adapter.status().code(),

@@ -19,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/adapters/adapter.h"
+#include "engine/core/confined_dir.h"
 
 namespace switchyard {
 
@@ -47,7 +48,8 @@ struct AdapterRegistryCounters {
 
 class AdapterRegistry {
  public:
-  using Loader = std::function<absl::StatusOr<std::unique_ptr<AdapterWeights>>(const std::string&)>;
+  // Reads the adapter in a folder confined to the adapter root.
+  using Loader = std::function<absl::StatusOr<std::unique_ptr<AdapterWeights>>(const ConfinedDir&)>;
 
   AdapterRegistry(AdapterRegistryOptions options, Loader loader);
 
@@ -71,7 +73,7 @@ class AdapterRegistry {
   size_t resident_bytes() const;
 
   // `path` below the root, resolved; INVALID_ARGUMENT or PERMISSION_DENIED when it escapes.
-  absl::StatusOr<std::string> Resolve(const std::string& path) const;
+  absl::StatusOr<ConfinedDir> Resolve(const std::string& path) const;
 
  private:
   struct Entry {

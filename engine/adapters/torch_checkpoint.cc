@@ -1,8 +1,13 @@
 #include "engine/adapters/torch_checkpoint.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zip.h>
 
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -43,8 +48,11 @@ struct TensorRef {
   std::vector<int64_t> sizes, strides;
 };
 
+// Values live in the unpickler's arena and point at each other with plain pointers: a crafted
+// pickle may nest a million tuples deep or make a list that holds itself, and neither may turn
+// into a recursive destructor (stack overflow) or a reference cycle (leak).
 struct Value;
-using ValuePtr = std::shared_ptr<Value>;
+using ValuePtr = Value*;
 struct Mark {};
 struct None {};
 using List = std::vector<ValuePtr>;
@@ -57,13 +65,6 @@ struct Value {
       v;
 };
 
-template <typename T>
-ValuePtr Make(T t) {
-  auto p = std::make_shared<Value>();
-  p->v = std::move(t);
-  return p;
-}
-
 absl::string_view TypeName(const Value& v) {
   static const char* kNames[] = {"None",  "mark", "bool", "int",    "float",   "str",
                                  "tuple", "list", "dict", "global", "storage", "tensor"};
@@ -73,6 +74,14 @@ absl::string_view TypeName(const Value& v) {
 class Unpickler {
  public:
   explicit Unpickler(absl::string_view data) : data_(data) {}
+
+  // Values are created through Make; they live as long as the unpickler.
+  template <typename T>
+  ValuePtr Make(T t) {
+    arena_.emplace_back();
+    arena_.back().v = std::move(t);
+    return &arena_.back();
+  }
 
   absl::StatusOr<ValuePtr> Run() {
     while (true) {
@@ -380,6 +389,9 @@ class Unpickler {
       default:
         return Refuse("storage reference of a non-storage type");
     }
+    if (*numel > (int64_t{1} << 60) / static_cast<int64_t>(SizeOf(ref->dtype))) {
+      return Refuse(absl::StrCat("storage ", *key, " claims ", *numel, " elements"));
+    }
     ref->key = *key;
     ref->numel = *numel;
     return Make(ref);
@@ -394,7 +406,7 @@ class Unpickler {
         if (!args->empty()) return Refuse("OrderedDict built from arguments");
         return Make(std::make_shared<Dict>());
       case Global::kRebuildParameter: {
-        if (args->size() != 3 || !std::holds_alternative<TensorRef>((*args)[0]->v)) {
+        if (args->size() < 1 || !std::holds_alternative<TensorRef>((*args)[0]->v)) {
           return Refuse("malformed _rebuild_parameter");
         }
         return (*args)[0];
@@ -430,35 +442,88 @@ class Unpickler {
 
   absl::string_view data_;
   size_t pos_ = 0;
+  std::deque<Value> arena_;
   std::vector<ValuePtr> stack_;
   std::map<uint32_t, ValuePtr> memo_;
 };
 
-// Copies a (possibly strided) view of `storage` into a contiguous tensor.
-absl::StatusOr<Tensor> Materialize(const std::string& name, const TensorRef& t,
-                                   absl::string_view storage) {
-  const size_t elem = SizeOf(t.storage->dtype);
-  if (storage.size() != static_cast<size_t>(t.storage->numel) * elem) {
-    return Refuse(absl::StrCat("tensor \"", name, "\": storage ", t.storage->key, " holds ",
-                               storage.size(), " bytes, not ", t.storage->numel, " elements"));
+// What one load may allocate beyond the storages it reads. A view that needs a copy (strided or
+// overlapping) is at most as large as its storage in any checkpoint torch.save writes; this slack
+// lets small ones through while a crafted view over a tiny storage cannot ask for gigabytes.
+constexpr int64_t kCopySlackBytes = int64_t{16} << 20;
+// Deflate cannot expand more than 1032:1; no entry may claim more than that of its compressed size.
+constexpr uint64_t kMaxDeflateRatio = 1032;
+
+// Storages read once per load, shared by every tensor that views them.
+struct StorageBytes {
+  std::shared_ptr<const std::string> bytes;
+};
+
+// Tracks the bytes one load has allocated (storages and copies) against its budget.
+class LoadBudget {
+ public:
+  explicit LoadBudget(int64_t archive_bytes) : archive_bytes_(archive_bytes) {}
+  int64_t archive_bytes() const { return archive_bytes_; }
+  void AddStorage(int64_t bytes) { storage_bytes_ += bytes; }
+  absl::Status AddCopy(const std::string& name, int64_t bytes) {
+    copied_bytes_ += bytes;
+    if (copied_bytes_ > storage_bytes_ + kCopySlackBytes) {
+      return Refuse(absl::StrCat("tensor \"", name, "\": strided views would copy ", copied_bytes_,
+                                 " bytes out of ", storage_bytes_,
+                                 " bytes of storage (a view may not be larger than its storage)"));
+    }
+    return absl::OkStatus();
   }
-  int64_t numel = 1, last = t.offset;
+
+ private:
+  const int64_t archive_bytes_;
+  int64_t storage_bytes_ = 0;
+  int64_t copied_bytes_ = 0;
+};
+
+// Checks a view's sizes, strides and offset against its storage with overflow-checked arithmetic:
+// the element count, and the last element's index, which must lie inside the storage.
+absl::StatusOr<int64_t> CheckView(const std::string& name, const TensorRef& t) {
+  const auto refuse = [&](absl::string_view what) {
+    return Refuse(absl::StrCat("tensor \"", name, "\" ", what));
+  };
+  int64_t numel = 1;
+  for (int64_t size : t.sizes) {
+    if (__builtin_mul_overflow(numel, size, &numel) || numel > (int64_t{1} << 50)) {
+      return refuse("has more elements than any adapter could");
+    }
+  }
+  if (numel == 0) return 0;
+  int64_t last = t.offset;
   for (size_t i = 0; i < t.sizes.size(); ++i) {
-    if (t.sizes[i] == 0) numel = 0;
-    if (numel != 0 && t.sizes[i] > (int64_t{1} << 40) / std::max<int64_t>(numel, 1)) {
-      return Refuse(absl::StrCat("tensor \"", name, "\" is too large"));
+    if (t.strides[i] == 0 && t.sizes[i] > 1) {
+      return refuse("repeats one element along a dimension (zero stride)");
     }
-    numel *= t.sizes[i];
-    if (t.sizes[i] > 0) {
-      if (t.strides[i] > (int64_t{1} << 40)) return Refuse("stride too large");
-      last += (t.sizes[i] - 1) * t.strides[i];
+    int64_t extent;
+    if (__builtin_mul_overflow(t.sizes[i] - 1, t.strides[i], &extent) ||
+        __builtin_add_overflow(last, extent, &last)) {
+      return refuse("has sizes and strides that overflow");
     }
   }
-  if (numel > 0 && last >= t.storage->numel) {
-    return Refuse(absl::StrCat("tensor \"", name, "\" reaches past the end of its storage"));
+  if (last >= t.storage->numel) {
+    return refuse(absl::StrCat("reaches element ", last, " of storage ", t.storage->key,
+                               ", which holds ", t.storage->numel));
   }
+  return numel;
+}
+
+// The view `t` of `storage`: shared with the storage when contiguous, else copied.
+absl::StatusOr<Tensor> Materialize(const std::string& name, const TensorRef& t,
+                                   const StorageBytes& storage, LoadBudget& budget) {
+  const int64_t elem = static_cast<int64_t>(SizeOf(t.storage->dtype));
+  if (static_cast<int64_t>(storage.bytes->size()) != t.storage->numel * elem) {
+    return Refuse(absl::StrCat("tensor \"", name, "\": storage ", t.storage->key, " holds ",
+                               storage.bytes->size(), " bytes, not ", t.storage->numel,
+                               " elements"));
+  }
+  SY_ASSIGN_OR_RETURN(const int64_t numel, CheckView(name, t));
   Shape shape(t.sizes.begin(), t.sizes.end());
-  Tensor out = Tensor::Empty(t.storage->dtype, shape);
+  const char* base = storage.bytes->data();
   const int rank = static_cast<int>(t.sizes.size());
   bool contiguous = true;
   int64_t expect = 1;
@@ -466,16 +531,20 @@ absl::StatusOr<Tensor> Materialize(const std::string& name, const TensorRef& t,
     if (t.sizes[d] != 1 && t.strides[d] != expect) contiguous = false;
     expect *= t.sizes[d];
   }
-  if (contiguous) {
-    std::memcpy(out.raw(), storage.data() + t.offset * elem, static_cast<size_t>(numel) * elem);
-    return out;
+  if (numel == 0 || contiguous) {
+    // Aliases the storage: a storage viewed by many tensors (or one tensor memoised under many
+    // names) costs its bytes once.
+    const char* data = numel == 0 ? base : base + t.offset * elem;
+    return Tensor::Wrap(const_cast<char*>(data), t.storage->dtype, std::move(shape), storage.bytes);
   }
+  SY_RETURN_IF_ERROR(budget.AddCopy(name, numel * elem));
+  SY_ASSIGN_OR_RETURN(Tensor out, Tensor::TryEmpty(t.storage->dtype, std::move(shape)));
   std::vector<int64_t> idx(static_cast<size_t>(rank), 0);
   char* dst = out.data<char>();
   for (int64_t n = 0; n < numel; ++n) {
     int64_t src = t.offset;
     for (int d = 0; d < rank; ++d) src += idx[d] * t.strides[d];
-    std::memcpy(dst + n * elem, storage.data() + src * elem, elem);
+    std::memcpy(dst + n * elem, base + src * elem, static_cast<size_t>(elem));
     for (int d = rank - 1; d >= 0; --d) {
       if (++idx[d] < t.sizes[d]) break;
       idx[d] = 0;
@@ -488,26 +557,85 @@ struct ZipCloser {
   void operator()(zip_t* z) const { zip_discard(z); }
 };
 
-absl::StatusOr<std::string> ReadEntry(zip_t* z, zip_int64_t index) {
+// Reads one entry. Its declared size is checked before anything is allocated: it must fit the
+// archive (stored entries) or deflate's largest possible expansion of its compressed bytes.
+absl::StatusOr<std::string> ReadEntry(zip_t* z, zip_int64_t index, const LoadBudget& budget) {
   zip_stat_t st;
   if (zip_stat_index(z, static_cast<zip_uint64_t>(index), 0, &st) != 0 ||
-      !(st.valid & ZIP_STAT_SIZE)) {
-    return Refuse("cannot read a zip entry");
+      !(st.valid & ZIP_STAT_SIZE) || !(st.valid & ZIP_STAT_COMP_SIZE) ||
+      !(st.valid & ZIP_STAT_COMP_METHOD)) {
+    return Refuse("cannot read a zip entry's header");
   }
-  if (st.size > (uint64_t{1} << 36)) return Refuse("zip entry too large");
+  const std::string entry = st.valid & ZIP_STAT_NAME ? st.name : "?";
+  const uint64_t archive = static_cast<uint64_t>(budget.archive_bytes());
+  const uint64_t cap =
+      st.comp_method == ZIP_CM_STORE ? st.comp_size : st.comp_size * kMaxDeflateRatio;
+  if (st.comp_size > archive || st.size > cap) {
+    return Refuse(absl::StrCat("zip entry ", entry, " claims ", st.size, " bytes from ",
+                               st.comp_size, " stored in a ", archive, "-byte archive"));
+  }
   zip_file_t* f = zip_fopen_index(z, static_cast<zip_uint64_t>(index), 0);
-  if (f == nullptr) return Refuse(absl::StrCat("cannot open zip entry ", st.name));
-  std::string out(static_cast<size_t>(st.size), '\0');
+  if (f == nullptr) return Refuse(absl::StrCat("cannot open zip entry ", entry));
+  std::string out;
+  try {
+    out.resize(static_cast<size_t>(st.size));
+  } catch (const std::bad_alloc&) {
+    zip_fclose(f);
+    return absl::ResourceExhaustedError(
+        absl::StrCat("adapter_model.bin: cannot allocate ", st.size, " bytes for ", entry));
+  }
   const zip_int64_t n = zip_fread(f, out.data(), st.size);
   zip_fclose(f);
   if (n < 0 || static_cast<uint64_t>(n) != st.size) {
-    return Refuse(absl::StrCat("truncated zip entry ", st.name));
+    return Refuse(absl::StrCat("truncated zip entry ", entry));
   }
   return out;
 }
 
-absl::StatusOr<std::vector<NamedTensor>> ReadArchive(zip_t* archive) {
+using StorageReader = std::function<absl::StatusOr<std::string>(const std::string& key)>;
+
+// The dict of tensors a torch.save pickle describes, each storage read once through `read`.
+absl::StatusOr<std::vector<NamedTensor>> TensorsOfPickle(absl::string_view pickle,
+                                                         const StorageReader& read,
+                                                         LoadBudget& budget) {
+  Unpickler unpickler(pickle);
+  SY_ASSIGN_OR_RETURN(ValuePtr root, unpickler.Run());
+  const auto* dict = std::get_if<std::shared_ptr<Dict>>(&root->v);
+  if (dict == nullptr) {
+    return Refuse(
+        absl::StrCat("the checkpoint holds a ", TypeName(*root), ", not a dict of tensors"));
+  }
+  std::map<std::string, StorageBytes> storages;
+  std::vector<NamedTensor> out;
+  for (const auto& [k, v] : **dict) {
+    const auto* key = std::get_if<std::string>(&k->v);
+    const auto* t = std::get_if<TensorRef>(&v->v);
+    if (key == nullptr) return Refuse("a dict key is not a string");
+    if (t == nullptr) {
+      return Refuse(absl::StrCat("\"", *key, "\" is a ", TypeName(*v), ", not a tensor"));
+    }
+    auto it = storages.find(t->storage->key);
+    if (it == storages.end()) {
+      absl::StatusOr<std::string> bytes = read(t->storage->key);
+      if (!bytes.ok()) {
+        return absl::Status(bytes.status().code(),
+                            absl::StrCat("tensor \"", *key, "\": ", bytes.status().message()));
+      }
+      budget.AddStorage(static_cast<int64_t>(bytes->size()));
+      it = storages
+               .emplace(t->storage->key,
+                        StorageBytes{std::make_shared<const std::string>(std::move(*bytes))})
+               .first;
+    }
+    SY_ASSIGN_OR_RETURN(Tensor tensor, Materialize(*key, *t, it->second, budget));
+    out.push_back({*key, std::move(tensor)});
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<NamedTensor>> ReadArchive(zip_t* archive, int64_t archive_bytes) {
   std::unique_ptr<zip_t, ZipCloser> z(archive);
+  LoadBudget budget(archive_bytes);
   const zip_int64_t n = zip_get_num_entries(z.get(), 0);
   std::string prefix;
   zip_int64_t pickle_index = -1;
@@ -521,57 +649,64 @@ absl::StatusOr<std::vector<NamedTensor>> ReadArchive(zip_t* archive) {
   }
   if (pickle_index < 0) return Refuse("not a torch.save archive (no data.pkl)");
   if (const zip_int64_t bo = zip_name_locate(z.get(), (prefix + "byteorder").c_str(), 0); bo >= 0) {
-    SY_ASSIGN_OR_RETURN(std::string order, ReadEntry(z.get(), bo));
+    SY_ASSIGN_OR_RETURN(std::string order, ReadEntry(z.get(), bo, budget));
     if (order != "little") return Refuse("big-endian checkpoints are not supported");
   }
-  SY_ASSIGN_OR_RETURN(std::string pickle, ReadEntry(z.get(), pickle_index));
-  SY_ASSIGN_OR_RETURN(ValuePtr root, Unpickler(pickle).Run());
-  const auto* dict = std::get_if<std::shared_ptr<Dict>>(&root->v);
-  if (dict == nullptr) {
-    return Refuse(
-        absl::StrCat("the checkpoint holds a ", TypeName(*root), ", not a dict of tensors"));
-  }
-  std::map<std::string, std::string> storages;
-  std::vector<NamedTensor> out;
-  for (const auto& [k, v] : **dict) {
-    const auto* key = std::get_if<std::string>(&k->v);
-    const auto* t = std::get_if<TensorRef>(&v->v);
-    if (key == nullptr) return Refuse("a dict key is not a string");
-    if (t == nullptr) {
-      return Refuse(absl::StrCat("\"", *key, "\" is a ", TypeName(*v), ", not a tensor"));
-    }
-    auto it = storages.find(t->storage->key);
-    if (it == storages.end()) {
-      const zip_int64_t idx =
-          zip_name_locate(z.get(), (prefix + "data/" + t->storage->key).c_str(), 0);
-      if (idx < 0) {
-        return Refuse(absl::StrCat("tensor \"", *key, "\": storage ", t->storage->key,
-                                   " is missing from the archive"));
-      }
-      SY_ASSIGN_OR_RETURN(std::string bytes, ReadEntry(z.get(), idx));
-      it = storages.emplace(t->storage->key, std::move(bytes)).first;
-    }
-    SY_ASSIGN_OR_RETURN(Tensor tensor, Materialize(*key, *t, it->second));
-    out.push_back({*key, std::move(tensor)});
-  }
-  return out;
+  SY_ASSIGN_OR_RETURN(std::string pickle, ReadEntry(z.get(), pickle_index, budget));
+  return TensorsOfPickle(
+      pickle,
+      [&](const std::string& key) -> absl::StatusOr<std::string> {
+        const zip_int64_t idx = zip_name_locate(z.get(), (prefix + "data/" + key).c_str(), 0);
+        if (idx < 0) return Refuse(absl::StrCat("storage ", key, " is missing from the archive"));
+        return ReadEntry(z.get(), idx, budget);
+      },
+      budget);
+}
+
+absl::StatusOr<std::vector<NamedTensor>> OpenError(const std::string& what, int error) {
+  zip_error_t e;
+  zip_error_init_with_code(&e, error);
+  const std::string message = zip_error_strerror(&e);
+  zip_error_fini(&e);
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, ": not a torch.save zip archive (", message,
+                   "); checkpoints from PyTorch < 1.6 must be re-saved"));
 }
 
 }  // namespace
 
 absl::StatusOr<std::vector<NamedTensor>> ReadTorchCheckpoint(const std::string& path) {
-  int error = 0;
-  zip_t* z = zip_open(path.c_str(), ZIP_RDONLY, &error);
-  if (z == nullptr) {
-    zip_error_t e;
-    zip_error_init_with_code(&e, error);
-    const std::string message = zip_error_strerror(&e);
-    zip_error_fini(&e);
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": not a torch.save zip archive (", message,
-                     "); checkpoints from PyTorch < 1.6 must be re-saved"));
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  return ReadTorchCheckpointFd(fd, path);
+}
+
+absl::StatusOr<std::vector<NamedTensor>> ReadTorchCheckpointFd(int fd, const std::string& what) {
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(what, ": not a regular file"));
   }
-  return ReadArchive(z);
+  int error = 0;
+  zip_t* z = zip_fdopen(fd, ZIP_RDONLY, &error);  // owns fd from here on, on success
+  if (z == nullptr) {
+    ::close(fd);
+    return OpenError(what, error);
+  }
+  return ReadArchive(z, static_cast<int64_t>(st.st_size));
+}
+
+absl::StatusOr<std::vector<NamedTensor>> ReadTorchPickle(
+    absl::string_view pickle, const std::map<std::string, std::string>& storages) {
+  LoadBudget budget(static_cast<int64_t>(pickle.size()));
+  return TensorsOfPickle(
+      pickle,
+      [&](const std::string& key) -> absl::StatusOr<std::string> {
+        auto it = storages.find(key);
+        if (it == storages.end()) return Refuse(absl::StrCat("storage ", key, " is missing"));
+        return it->second;
+      },
+      budget);
 }
 
 absl::StatusOr<std::vector<NamedTensor>> ReadTorchCheckpointBytes(const std::string& bytes) {
@@ -588,7 +723,7 @@ absl::StatusOr<std::vector<NamedTensor>> ReadTorchCheckpointBytes(const std::str
     zip_source_free(src);
     return Refuse("not a zip archive");
   }
-  return ReadArchive(z);
+  return ReadArchive(z, static_cast<int64_t>(bytes.size()));
 }
 
 }  // namespace switchyard

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -22,8 +23,10 @@ std::string ShapeString(const Shape& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
-Tensor Tensor::Empty(DType dtype, Shape shape) {
-  const size_t bytes = static_cast<size_t>(NumElements(shape)) * SizeOf(dtype);
+namespace {
+
+// Host memory for `bytes`, or null when it cannot be had.
+std::shared_ptr<void> Allocate(size_t bytes) {
   // Round up so aligned_alloc's size is a multiple of the alignment, and never ask for 0 bytes.
   // Large buffers (weights, KV cache, workspaces) are streamed: align them to 2 MB and ask for
   // transparent huge pages, so that streaming reads are not split at every 4 KB page (where TLB
@@ -31,10 +34,45 @@ Tensor Tensor::Empty(DType dtype, Shape shape) {
   constexpr size_t kHuge = size_t{2} << 20;
   const size_t align = bytes >= kHuge ? kHuge : 64;
   const size_t rounded = (bytes + align - 1) / align * align + align;
+  if (bytes > SIZE_MAX / 2) return nullptr;
   void* p = std::aligned_alloc(align, rounded);
-  SY_CHECK(p != nullptr);
+  if (p == nullptr) return nullptr;
   if (align == kHuge) madvise(p, rounded, MADV_HUGEPAGE);
-  std::shared_ptr<void> owner(p, [](void* q) { std::free(q); });
+  return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+}
+
+// Bytes of `shape` in `dtype`, or nullopt when negative or past 2^62.
+std::optional<size_t> CheckedBytes(DType dtype, const Shape& shape) {
+  int64_t n = SizeOf(dtype);
+  for (int64_t d : shape) {
+    if (d < 0 || __builtin_mul_overflow(n, d, &n) || n > (int64_t{1} << 62)) return std::nullopt;
+  }
+  return static_cast<size_t>(n);
+}
+
+}  // namespace
+
+Tensor Tensor::Empty(DType dtype, Shape shape) {
+  const std::optional<size_t> bytes = CheckedBytes(dtype, shape);
+  SY_CHECK(bytes.has_value());
+  std::shared_ptr<void> owner = Allocate(*bytes);
+  SY_CHECK(owner != nullptr);
+  void* p = owner.get();
+  return Wrap(p, dtype, std::move(shape), std::move(owner));
+}
+
+absl::StatusOr<Tensor> Tensor::TryEmpty(DType dtype, Shape shape) {
+  const std::optional<size_t> bytes = CheckedBytes(dtype, shape);
+  if (!bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("a tensor of shape ", ShapeString(shape), " is too large"));
+  }
+  std::shared_ptr<void> owner = Allocate(*bytes);
+  if (owner == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "cannot allocate ", *bytes, " bytes for a tensor of shape ", ShapeString(shape)));
+  }
+  void* p = owner.get();
   return Wrap(p, dtype, std::move(shape), std::move(owner));
 }
 

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/container/inlined_vector.h"
+#include "absl/status/statusor.h"
 #include "engine/core/check.h"
 #include "engine/core/dtype.h"
 
@@ -28,6 +29,9 @@ class Tensor {
   // Host memory, 64-byte aligned. Empty leaves the contents uninitialised.
   static Tensor Empty(DType dtype, Shape shape);
   static Tensor Zeros(DType dtype, Shape shape);
+  // Empty for sizes that come from a file or a client: RESOURCE_EXHAUSTED when the memory cannot
+  // be had (or the size overflows), where Empty would abort.
+  static absl::StatusOr<Tensor> TryEmpty(DType dtype, Shape shape);
   // Wraps memory kept alive by `owner` (may be null for memory that outlives the tensor).
   static Tensor Wrap(void* data, DType dtype, Shape shape, std::shared_ptr<const void> owner,
                      Device device = Device::kCpu);

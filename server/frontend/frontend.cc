@@ -236,7 +236,13 @@ absl::StatusOr<Submitted> Frontend::SubmitUnobserved(GenerateInput input,
 }
 
 absl::Status Frontend::Authorize(std::optional<absl::string_view> presented) const {
-  if (options_.admin_token.empty()) return absl::OkStatus();
+  if (options_.admin_token.empty()) {
+    if (options_.admin_open_without_token) return absl::OkStatus();
+    return absl::PermissionDeniedError(
+        "adapter admin is off: this server listens beyond loopback and has no admin token; "
+        "start it with --admin-token (or $SWITCHYARD_ADMIN_TOKEN), or --insecure-admin to leave "
+        "admin open");
+  }
   if (!presented.has_value()) {
     return absl::UnauthenticatedError("this call needs the admin token (authorization: Bearer)");
   }

@@ -26,7 +26,10 @@ namespace switchyard {
 struct FrontendOptions {
   std::string served_model_name;  // what clients call the base model
   std::string model_dir;
-  std::string admin_token;    // empty: admin calls are open
+  std::string admin_token;  // when set, admin calls must present it
+  // Without a token: admin calls are refused unless this is set (main sets it when the server
+  // listens on loopback only, or with --insecure-admin).
+  bool admin_open_without_token = false;
   std::string chat_template;  // a format name overriding the model's template; empty: detect
 };
 
@@ -100,7 +103,8 @@ class Frontend {
   absl::StatusOr<std::string> RenderChat(std::span<const ChatMessage> messages) const;
 
   // OK when admin calls are open or `presented` is the admin token; UNAUTHENTICATED when none was
-  // presented, PERMISSION_DENIED when a wrong one was.
+  // presented, PERMISSION_DENIED when a wrong one was, or when admin is off (no token configured
+  // on a server that listens beyond loopback).
   absl::Status Authorize(std::optional<absl::string_view> presented) const;
   absl::StatusOr<AdapterInfo> LoadAdapter(const std::string& name, const std::string& path,
                                           bool replace, bool pin);

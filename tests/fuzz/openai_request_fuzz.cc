@@ -61,7 +61,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   ro.root = std::filesystem::temp_directory_path().string();
   Engine* e = w->engine.get();
   w->registry = std::make_unique<AdapterRegistry>(
-      ro, [e](const std::string& d) { return e->LoadAdapter(d); });
+      ro, [e](const ConfinedDir& d) { return e->LoadAdapter(d); });
   w->executor = MakeEngineExecutor(*w->engine);
   w->scheduler = Must(Scheduler::Create(w->executor.get(), w->tokenizer.get(), {}), "scheduler");
   FrontendOptions fo;

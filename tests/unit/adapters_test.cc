@@ -71,12 +71,39 @@ TEST_F(AdapterLoadTest, RefusesMalformedAdaptersNamingTheProblem) {
   EXPECT_THAT(LoadError("nested"), HasSubstr("\"inner\" is a dict, not a tensor"));
   EXPECT_THAT(LoadError("no_weights"), HasSubstr("no adapter_model.safetensors"));
   EXPECT_THAT(LoadError("does_not_exist"), HasSubstr("cannot open"));
+  EXPECT_THAT(LoadError("symlinked_weights"), HasSubstr("outside the adapter root"));
 }
 
 TEST_F(AdapterLoadTest, NeverRunsAPickle) {
   std::filesystem::remove("/tmp/switchyard-pwned");
   EXPECT_THAT(LoadError("foreign_global"), HasSubstr("forbidden global posix.system"));
   EXPECT_FALSE(std::filesystem::exists("/tmp/switchyard-pwned"));
+}
+
+// Archives crafted to attack the reader (hostile_checkpoints.py): each was a SIGSEGV, an abort or
+// an allocation of what the file claimed before these checks.
+TEST_F(AdapterLoadTest, RefusesHostileArchivesWithoutCrashing) {
+  EXPECT_THAT(LoadError("hostile_overflowing_strides"), HasSubstr("overflow"));
+  EXPECT_THAT(LoadError("hostile_wrapping_storage"), HasSubstr("claims 4611686018427387904"));
+  EXPECT_THAT(LoadError("hostile_zero_strides"), HasSubstr("zero stride"));
+  EXPECT_THAT(LoadError("hostile_overlapping_views"),
+              HasSubstr("a view may not be larger than its storage"));
+  EXPECT_THAT(LoadError("hostile_claimed_entry_size"), HasSubstr("claims 4026531840 bytes"));
+  EXPECT_THAT(LoadError("hostile_deep_nesting"), HasSubstr("not a dict of tensors"));
+  EXPECT_THAT(LoadError("hostile_self_reference"), HasSubstr("holds a list"));
+  EXPECT_THAT(LoadError("hostile_negative_stride"), HasSubstr("non-negative"));
+  // Legal but wasteful: one tensor under a thousand names loads as views of one storage.
+  EXPECT_THAT(LoadError("hostile_memo_aliasing"), HasSubstr("\"w0\" is not part of"));
+}
+
+TEST(TorchCheckpointTest, ViewsShareTheirStorageInsteadOfCopyingIt) {
+  auto tensors = ReadTorchCheckpoint(Fixtures() + "/hostile_memo_aliasing/adapter_model.bin");
+  ASSERT_TRUE(tensors.ok()) << tensors.status();
+  ASSERT_EQ(tensors->size(), 1000u);
+  for (const NamedTensor& t : *tensors) {
+    EXPECT_EQ(t.tensor.raw(), (*tensors)[0].tensor.raw()) << t.name;
+    EXPECT_EQ(t.tensor.numel(), 4096);
+  }
 }
 
 TEST(TorchCheckpointTest, RefusesBytesThatAreNoArchive) {
@@ -124,10 +151,10 @@ class RegistryTest : public ::testing::Test {
       std::filesystem::create_directories(root_.path() + "/" + n);
   }
   AdapterRegistry Make(size_t budget) {
-    return AdapterRegistry({root_.path(), budget}, [this](const std::string& dir) {
+    return AdapterRegistry({root_.path(), budget}, [this](const ConfinedDir& dir) {
       ++reads_;
       auto a = std::make_unique<AdapterWeights>();
-      a->bytes = std::filesystem::path(dir).filename() == "big" ? 300 : 100;
+      a->bytes = std::filesystem::path(dir.path()).filename() == "big" ? 300 : 100;
       a->family = "lora";
       return absl::StatusOr<std::unique_ptr<AdapterWeights>>(std::move(a));
     });

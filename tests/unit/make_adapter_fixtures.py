@@ -18,6 +18,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "reference"))
 import adapters  # noqa: E402
+import hostile_checkpoints  # noqa: E402
 
 
 class Pwned:
@@ -107,6 +108,21 @@ def main():
     d = os.path.join(out, "no_weights")
     os.makedirs(d)
     shutil.copy(os.path.join(out, "mixlora", "adapter_config.json"), d)
+
+    # Crafted archives (hostile_checkpoints.py) behind a valid config: hostile_<case>.
+    for case, data in hostile_checkpoints.cases().items():
+        d = os.path.join(out, "hostile_" + case)
+        os.makedirs(d)
+        shutil.copy(os.path.join(out, "mixlora", "adapter_config.json"), d)
+        with open(os.path.join(d, "adapter_model.bin"), "wb") as f:
+            f.write(data)
+
+    # A folder whose weights are a symlink leaving the folder tree (for the adapter root tests).
+    d = os.path.join(out, "symlinked_weights")
+    os.makedirs(d)
+    shutil.copy(os.path.join(out, "mixlora", "adapter_config.json"), d)
+    os.symlink(os.path.abspath(os.path.join(out, "mixlora", "adapter_model.bin")),
+               os.path.join(d, "adapter_model.bin"))
 
     # Top-1 MixLoRA whose expert 3 can never be chosen (for the dead-expert metrics).
     mk("mixlora_dead", "mixlora", fmt="bin", experts=4, top_k=1, dead_expert=3)
