@@ -89,18 +89,24 @@ bench: demo js-deps $(BENCH_MODELS)/llama-0.5b-bf16/config.json \
 # libFuzzer (clang, ASan, UBSan) on every fuzz target, FUZZ_SECONDS each, in scratch corpora.
 FUZZ_SECONDS ?= 60
 FUZZ_DIR := build-fuzz
-FUZZ_TARGETS := tokenizer_fuzz safetensors_fuzz model_config_fuzz torch_checkpoint_fuzz adapter_config_fuzz openai_request_fuzz
+FUZZ_TARGETS := tokenizer_fuzz tokenizer_json_fuzz chat_template_fuzz safetensors_fuzz model_config_fuzz \
+  torch_checkpoint_fuzz adapter_config_fuzz openai_request_fuzz grpc_request_fuzz
 fuzz: deps
 	@tools/install_deps.sh --fuzz
 	@if [ ! -f $(FUZZ_DIR)/build.ninja ]; then CC=clang CXX=clang++ cmake -S . -B $(FUZZ_DIR) -G Ninja \
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSWITCHYARD_FUZZ=ON -DSWITCHYARD_CUDA=OFF; fi
 	cmake --build $(FUZZ_DIR) --target $(FUZZ_TARGETS)
 	$(PYTHON) tools/modelgen/make_model.py --preset tiny --out $(FUZZ_DIR)/model
-	@for t in $(FUZZ_TARGETS:_fuzz=); do \
-	  rm -rf $(FUZZ_DIR)/corpus/$$t && mkdir -p $(FUZZ_DIR)/corpus && \
+	@rm -f $(FUZZ_DIR)/summary.txt; for t in $(FUZZ_TARGETS:_fuzz=); do \
+	  rm -rf $(FUZZ_DIR)/corpus/$$t && mkdir -p $(FUZZ_DIR)/corpus $(FUZZ_DIR)/logs && \
 	  cp -r tests/fuzz/corpus/$$t $(FUZZ_DIR)/corpus/$$t && \
 	  SWITCHYARD_FUZZ_TOKENIZER=$(FUZZ_DIR)/model $(FUZZ_DIR)/fuzz/$${t}_fuzz \
-	    -max_total_time=$(FUZZ_SECONDS) $(FUZZ_DIR)/corpus/$$t || exit 1; done
+	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_DIR)/corpus/$$t \
+	    > $(FUZZ_DIR)/logs/$$t.log 2>&1; rc=$$?; \
+	  runs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $(FUZZ_DIR)/logs/$$t.log); \
+	  printf '%-18s %10s executions in %ss, exit %s\n' $$t "$$runs" $(FUZZ_SECONDS) $$rc \
+	    | tee -a $(FUZZ_DIR)/summary.txt; \
+	  if [ $$rc -ne 0 ]; then tail -40 $(FUZZ_DIR)/logs/$$t.log; exit 1; fi; done
 
 format:
 	git ls-files '*.cc' '*.h' '*.cu' | xargs clang-format -i

@@ -198,6 +198,17 @@ absl::StatusOr<Submitted> Frontend::Submit(GenerateInput input, std::shared_ptr<
 
 absl::StatusOr<Submitted> Frontend::SubmitUnobserved(GenerateInput input,
                                                      std::shared_ptr<RequestSink> sink) {
+  SY_ASSIGN_OR_RETURN(PreparedRequest p, Prepare(std::move(input)));
+  Submitted out = std::move(p.submitted);
+  GenerationRequest& r = p.request;
+  out.prompt = r.prompt;
+  out.adapter = r.adapter;
+  r.sink = std::make_shared<LoggingSink>(std::move(sink), out.adapter_name, &observer_);
+  SY_ASSIGN_OR_RETURN(out.id, scheduler_->Submit(std::move(r)));
+  return out;
+}
+
+absl::StatusOr<PreparedRequest> Frontend::Prepare(GenerateInput input) const {
   const int given = (input.text ? 1 : 0) + (input.token_ids ? 1 : 0) + (input.messages ? 1 : 0);
   if (given != 1) {
     return absl::InvalidArgumentError("prompt: give exactly one of text, token_ids or messages");
@@ -228,11 +239,8 @@ absl::StatusOr<Submitted> Frontend::SubmitUnobserved(GenerateInput input,
   if (!input.adapter.empty()) {
     SY_ASSIGN_OR_RETURN(r.adapter, registry_->Acquire(input.adapter));
   }
-  out.prompt = r.prompt;
-  out.adapter = r.adapter;
-  r.sink = std::make_shared<LoggingSink>(std::move(sink), input.adapter, &observer_);
-  SY_ASSIGN_OR_RETURN(out.id, scheduler_->Submit(std::move(r)));
-  return out;
+  out.adapter_name = input.adapter;
+  return PreparedRequest{std::move(r), std::move(out)};
 }
 
 absl::Status Frontend::Authorize(std::optional<absl::string_view> presented) const {

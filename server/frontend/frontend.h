@@ -51,6 +51,13 @@ struct Submitted {
   std::vector<int32_t> prompt;
   std::string prompt_text;  // with echo
   std::shared_ptr<const AdapterWeights> adapter;
+  std::string adapter_name;  // as the request named it
+};
+
+// A request checked and converted, not yet queued.
+struct PreparedRequest {
+  GenerationRequest request;
+  Submitted submitted;  // all but the id
 };
 
 struct ServerInfo {
@@ -90,6 +97,9 @@ class Frontend {
   // Tokenizes, resolves the adapter (NOT_FOUND when it is not loaded) and submits; the request's
   // events go to `sink`.
   absl::StatusOr<Submitted> Submit(GenerateInput input, std::shared_ptr<RequestSink> sink);
+  // Submit's conversion (prompt to ids, the adapter acquired), queueing nothing; the scheduler's
+  // Validate checks the rest.
+  absl::StatusOr<PreparedRequest> Prepare(GenerateInput input) const;
   void set_observer(FrontendObserver observer) { observer_ = std::move(observer); }
   void Cancel(uint64_t id) { scheduler_->Cancel(id); }
 

@@ -13,6 +13,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "server/grpc/grpc_convert.h"
 #include "switchyard/v1/switchyard.grpc.pb.h"
 
 namespace switchyard {
@@ -122,53 +123,10 @@ void FillSiteStats(const SiteRoutingStats& s, v1::SiteStats* out) {
   out->set_experts_per_token(h.experts_per_token);
 }
 
-// The wire request in API-neutral form; INVALID_ARGUMENT names the field.
-absl::StatusOr<GenerateInput> FromProto(const v1::GenerateRequest& req,
-                                        const grpc::CallbackServerContext& ctx) {
-  GenerateInput in;
-  switch (req.prompt_case()) {
-    case v1::GenerateRequest::kText:
-      in.text = req.text();
-      break;
-    case v1::GenerateRequest::kTokenIds:
-      in.token_ids.emplace(req.token_ids().ids().begin(), req.token_ids().ids().end());
-      break;
-    case v1::GenerateRequest::kMessages: {
-      std::vector<ChatMessage> messages;
-      for (const v1::ChatMessage& m : req.messages().messages()) {
-        messages.push_back({m.role(), m.content()});
-      }
-      in.messages = std::move(messages);
-      break;
-    }
-    default:
-      return absl::InvalidArgumentError("prompt: set one of text, token_ids or messages");
-  }
-  if (req.has_add_special_tokens()) in.add_special_tokens = req.add_special_tokens();
-  in.adapter = req.adapter();
-  in.echo = req.echo();
-  GenerationRequest& r = in.request;
-  const v1::SamplingParams& s = req.sampling();
-  if (s.has_temperature()) r.sampling.temperature = s.temperature();
-  if (s.has_top_p()) r.sampling.top_p = s.top_p();
-  r.sampling.top_k = s.top_k();
-  r.sampling.min_p = s.min_p();
-  if (s.has_repetition_penalty()) r.sampling.repetition_penalty = s.repetition_penalty();
-  r.sampling.presence_penalty = s.presence_penalty();
-  r.sampling.frequency_penalty = s.frequency_penalty();
-  if (s.has_seed()) r.sampling.seed = s.seed();
-  if (req.has_logprobs()) r.sampling.logprobs = req.logprobs();
-  if (req.has_max_tokens()) r.max_tokens = req.max_tokens();
-  r.stop_strings.assign(req.stop().begin(), req.stop().end());
-  r.stop_token_ids.assign(req.stop_token_ids().begin(), req.stop_token_ids().end());
-  r.ignore_eos = req.ignore_eos();
-  r.record_routing = req.include_routing();
-  if (req.has_skip_special_tokens()) r.skip_special_tokens = req.skip_special_tokens();
+std::optional<absl::Time> Deadline(const grpc::CallbackServerContext& ctx) {
   const auto deadline = ctx.deadline();
-  if (deadline != std::chrono::system_clock::time_point::max()) {
-    r.deadline = absl::FromChrono(deadline);
-  }
-  return in;
+  if (deadline == std::chrono::system_clock::time_point::max()) return std::nullopt;
+  return absl::FromChrono(deadline);
 }
 
 std::optional<absl::string_view> BearerToken(const grpc::CallbackServerContext& ctx) {
@@ -361,7 +319,7 @@ class GrpcServer::Service final : public v1::Switchyard::CallbackService {
                                      const v1::GenerateRequest* req,
                                      v1::GenerateResponse* resp) override {
     auto* reactor = new UnaryReactor(frontend_);
-    absl::StatusOr<GenerateInput> in = FromProto(*req, *ctx);
+    absl::StatusOr<GenerateInput> in = GenerateInputFromProto(*req, Deadline(*ctx));
     if (!in.ok()) {
       reactor->Finish(ToGrpc(in.status()));
       return reactor;
@@ -381,7 +339,7 @@ class GrpcServer::Service final : public v1::Switchyard::CallbackService {
   grpc::ServerWriteReactor<v1::GenerateStreamResponse>* GenerateStream(
       grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req) override {
     auto* reactor = new StreamReactor(frontend_);
-    absl::StatusOr<GenerateInput> in = FromProto(*req, *ctx);
+    absl::StatusOr<GenerateInput> in = GenerateInputFromProto(*req, Deadline(*ctx));
     if (!in.ok()) {
       reactor->Refuse(in.status());
       return reactor;

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/core/check.h"
+#include "engine/core/status_macros.h"
 
 namespace switchyard {
 
@@ -104,8 +105,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(StepExecutor* execu
   return std::unique_ptr<Scheduler>(new Scheduler(executor, tokenizer, std::move(options)));
 }
 
-absl::StatusOr<uint64_t> Scheduler::Submit(GenerationRequest request) {
-  if (request.sink == nullptr) return absl::InvalidArgumentError("request has no sink");
+absl::StatusOr<int64_t> Scheduler::Validate(const GenerationRequest& request) const {
   const int64_t n = static_cast<int64_t>(request.prompt.size());
   if (n == 0) return absl::InvalidArgumentError("prompt: empty (at least one token is needed)");
   const int32_t vocab = executor_->vocab_size();
@@ -141,7 +141,13 @@ absl::StatusOr<uint64_t> Scheduler::Submit(GenerationRequest request) {
   if (!request.stop_strings.empty() && tokenizer_ == nullptr) {
     return absl::InvalidArgumentError("stop: stop strings need a tokenizer");
   }
+  return max_tokens;
+}
 
+absl::StatusOr<uint64_t> Scheduler::Submit(GenerationRequest request) {
+  if (request.sink == nullptr) return absl::InvalidArgumentError("request has no sink");
+  SY_ASSIGN_OR_RETURN(const int64_t max_tokens, Validate(request));
+  const int64_t n = static_cast<int64_t>(request.prompt.size());
   auto s = std::make_unique<Sequence>();
   s->id = next_id_.fetch_add(1);
   s->prompt_len = n;

@@ -1,0 +1,53 @@
+#include "server/grpc/grpc_convert.h"
+
+#include <utility>
+#include <vector>
+
+namespace switchyard {
+
+absl::StatusOr<GenerateInput> GenerateInputFromProto(const v1::GenerateRequest& req,
+                                                     std::optional<absl::Time> deadline) {
+  GenerateInput in;
+  switch (req.prompt_case()) {
+    case v1::GenerateRequest::kText:
+      in.text = req.text();
+      break;
+    case v1::GenerateRequest::kTokenIds:
+      in.token_ids.emplace(req.token_ids().ids().begin(), req.token_ids().ids().end());
+      break;
+    case v1::GenerateRequest::kMessages: {
+      std::vector<ChatMessage> messages;
+      for (const v1::ChatMessage& m : req.messages().messages()) {
+        messages.push_back({m.role(), m.content()});
+      }
+      in.messages = std::move(messages);
+      break;
+    }
+    default:
+      return absl::InvalidArgumentError("prompt: set one of text, token_ids or messages");
+  }
+  if (req.has_add_special_tokens()) in.add_special_tokens = req.add_special_tokens();
+  in.adapter = req.adapter();
+  in.echo = req.echo();
+  GenerationRequest& r = in.request;
+  const v1::SamplingParams& s = req.sampling();
+  if (s.has_temperature()) r.sampling.temperature = s.temperature();
+  if (s.has_top_p()) r.sampling.top_p = s.top_p();
+  r.sampling.top_k = s.top_k();
+  r.sampling.min_p = s.min_p();
+  if (s.has_repetition_penalty()) r.sampling.repetition_penalty = s.repetition_penalty();
+  r.sampling.presence_penalty = s.presence_penalty();
+  r.sampling.frequency_penalty = s.frequency_penalty();
+  if (s.has_seed()) r.sampling.seed = s.seed();
+  if (req.has_logprobs()) r.sampling.logprobs = req.logprobs();
+  if (req.has_max_tokens()) r.max_tokens = req.max_tokens();
+  r.stop_strings.assign(req.stop().begin(), req.stop().end());
+  r.stop_token_ids.assign(req.stop_token_ids().begin(), req.stop_token_ids().end());
+  r.ignore_eos = req.ignore_eos();
+  r.record_routing = req.include_routing();
+  if (req.has_skip_special_tokens()) r.skip_special_tokens = req.skip_special_tokens();
+  if (deadline.has_value()) r.deadline = *deadline;
+  return in;
+}
+
+}  // namespace switchyard
