@@ -41,6 +41,19 @@ ABSL_FLAG(int, http_port, 8000, "HTTP (OpenAI-compatible) port (0: any free port
 ABSL_FLAG(int, http_threads, 2, "HTTP I/O threads");
 ABSL_FLAG(int64_t, http_max_body_bytes, 8 << 20, "larger HTTP request bodies get 413");
 ABSL_FLAG(int, http_max_concurrent, 4096, "HTTP generation requests at once; more get 429");
+ABSL_FLAG(int, http_max_connections, 4096,
+          "open HTTP connections (API and metrics ports each); more are answered 503 and closed");
+ABSL_FLAG(int, http_max_connections_per_client, 256,
+          "open HTTP connections from one client address; more are answered 503 and closed");
+ABSL_FLAG(double, http_request_timeout_s, 60,
+          "seconds a request's header and body may take to arrive, and an idle keep-alive "
+          "connection may stay open (streamed answers are not limited)");
+ABSL_FLAG(int, grpc_max_streams_per_connection, 1024,
+          "concurrent gRPC calls on one connection (HTTP/2 MAX_CONCURRENT_STREAMS); the client "
+          "queues more");
+ABSL_FLAG(int, max_pending_adapter_loads, 4,
+          "adapter loads queued or running at once (they run one at a time); more get "
+          "RESOURCE_EXHAUSTED / 429");
 ABSL_FLAG(std::string, ports_file, "", "write the ports actually bound to this file (JSON)");
 ABSL_FLAG(int64_t, kv_cache_mib, 1024, "KV cache memory budget (MiB)");
 ABSL_FLAG(int, block_size, 16, "tokens per KV cache block");
@@ -81,6 +94,12 @@ ABSL_FLAG(int64_t, routing_window_tokens, 4096,
 
 namespace switchyard {
 namespace {
+
+void ApplyConnectionLimits(HttpServerOptions* o) {
+  o->max_connections = absl::GetFlag(FLAGS_http_max_connections);
+  o->max_connections_per_client = absl::GetFlag(FLAGS_http_max_connections_per_client);
+  o->request_timeout = absl::Seconds(absl::GetFlag(FLAGS_http_request_timeout_s));
+}
 
 // Whether `host` accepts connections from this machine only.
 bool IsLoopbackHost(absl::string_view host) {
@@ -197,6 +216,7 @@ int Main() {
     ho.io_threads = absl::GetFlag(FLAGS_http_threads);
     ho.max_body_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_http_max_body_bytes));
     ho.max_concurrent_requests = absl::GetFlag(FLAGS_http_max_concurrent);
+    ApplyConnectionLimits(&ho);
     absl::StatusOr<std::unique_ptr<HttpServer>> started = HttpServer::Start(std::move(ho));
     if (!started.ok()) return Fail(started.status());
     http = std::move(*started);
@@ -270,6 +290,7 @@ int Main() {
   }
   ApplyAdminPolicy(absl::GetFlag(FLAGS_host), absl::GetFlag(FLAGS_insecure_admin), &fo);
   fo.chat_template = absl::GetFlag(FLAGS_chat_template);
+  fo.max_pending_adapter_loads = absl::GetFlag(FLAGS_max_pending_adapter_loads);
   absl::StatusOr<std::unique_ptr<Frontend>> frontend =
       Frontend::Create(engine->get(), scheduler->get(), &registry, tokenizer->get(), fo);
   if (!frontend.ok()) return Fail(frontend.status());
@@ -300,6 +321,7 @@ int Main() {
     mh.port = absl::GetFlag(FLAGS_metrics_port);
     mh.io_threads = 1;
     mh.metrics_only = true;
+    ApplyConnectionLimits(&mh);
     absl::StatusOr<std::unique_ptr<HttpServer>> started = HttpServer::Start(std::move(mh));
     if (!started.ok()) return Fail(started.status());
     metrics_http = std::move(*started);
@@ -318,6 +340,7 @@ int Main() {
   go.address = absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_grpc_port));
   go.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   go.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  go.max_concurrent_streams = absl::GetFlag(FLAGS_grpc_max_streams_per_connection);
   absl::StatusOr<std::unique_ptr<GrpcServer>> grpc = GrpcServer::Start(frontend->get(), go);
   if (!grpc.ok()) return Fail(grpc.status());
   if (http) http->Serve(frontend->get(), [&metrics] { return metrics.Render(); });

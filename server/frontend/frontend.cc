@@ -91,12 +91,15 @@ class Frontend::Loader {
     cv_.notify_all();
     thread_.join();
   }
-  void Post(std::function<void()> task) {
+  // False when `max_queued` tasks are already waiting or running (the task is dropped).
+  bool Post(std::function<void()> task, int max_queued) {
     {
       std::lock_guard<std::mutex> lock(mu_);
+      if (static_cast<int>(tasks_.size()) + running_ >= max_queued) return false;
       tasks_.push_back(std::move(task));
     }
     cv_.notify_all();
+    return true;
   }
 
  private:
@@ -109,14 +112,18 @@ class Frontend::Loader {
         if (tasks_.empty()) return;
         task = std::move(tasks_.front());
         tasks_.pop_front();
+        running_ = 1;
       }
       task();
+      std::lock_guard<std::mutex> lock(mu_);
+      running_ = 0;
     }
   }
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> tasks_;
   bool stop_ = false;
+  int running_ = 0;
   std::thread thread_;
 };
 
@@ -124,8 +131,16 @@ Frontend::~Frontend() = default;
 
 void Frontend::LoadAdapterAsync(std::string name, std::string path, bool replace, bool pin,
                                 std::function<void(absl::StatusOr<AdapterInfo>)> done) {
-  loader_->Post([this, name = std::move(name), path = std::move(path), replace, pin,
-                 done = std::move(done)] { done(LoadAdapter(name, path, replace, pin)); });
+  auto task = [this, name, path, replace, pin, done] {
+    done(LoadAdapter(name, path, replace, pin));
+  };
+  if (!loader_->Post(std::move(task), options_.max_pending_adapter_loads)) {
+    const absl::Status busy = absl::ResourceExhaustedError(
+        absl::StrCat("adapter loads: ", options_.max_pending_adapter_loads,
+                     " are already queued or running; retry later"));
+    if (observer_.adapter_admin) observer_.adapter_admin(name, "load", absl::ZeroDuration(), busy);
+    done(busy);
+  }
 }
 
 Frontend::Frontend(Engine* engine, Scheduler* scheduler, AdapterRegistry* registry,

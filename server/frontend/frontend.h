@@ -31,6 +31,8 @@ struct FrontendOptions {
   // listens on loopback only, or with --insecure-admin).
   bool admin_open_without_token = false;
   std::string chat_template;  // a format name overriding the model's template; empty: detect
+  // Admin loads queued or running at once (they run one at a time); more: RESOURCE_EXHAUSTED.
+  int max_pending_adapter_loads = 4;
 };
 
 // A generation request in API-neutral form. Exactly one of text, token_ids, messages.
@@ -119,7 +121,8 @@ class Frontend {
   absl::StatusOr<AdapterInfo> LoadAdapter(const std::string& name, const std::string& path,
                                           bool replace, bool pin);
   // LoadAdapter on the frontend's loader thread (loads take seconds; API threads must not wait):
-  // `done` runs there when the load has finished. Loads run one at a time.
+  // `done` runs there when the load has finished. Loads run one at a time; past
+  // max_pending_adapter_loads `done` runs at once, on the caller's thread, with RESOURCE_EXHAUSTED.
   void LoadAdapterAsync(std::string name, std::string path, bool replace, bool pin,
                         std::function<void(absl::StatusOr<AdapterInfo>)> done);
   absl::Status UnloadAdapter(const std::string& name, bool drain);

@@ -3,6 +3,8 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <thread>
@@ -38,12 +40,29 @@ int64_t UnixNow() { return absl::ToUnixSeconds(absl::Now()); }
 
 }  // namespace
 
+// A connection's place under the connection limits, given back when the connection ends.
+class ConnectionSlot {
+ public:
+  ConnectionSlot(HttpServer::Impl* server, net::ip::address client)
+      : server_(server), client_(std::move(client)) {}
+  ConnectionSlot(const ConnectionSlot&) = delete;
+  ConnectionSlot& operator=(const ConnectionSlot&) = delete;
+  ~ConnectionSlot();
+
+ private:
+  HttpServer::Impl* server_;
+  net::ip::address client_;
+};
+
 class HttpServer::Impl {
  public:
   explicit Impl(HttpServerOptions options) : options_(std::move(options)), acceptor_(ioc_) {}
 
   absl::Status Listen();
   void Stop();
+  // A slot for a new connection from `client`, or null past a connection limit.
+  std::unique_ptr<ConnectionSlot> Admit(const net::ip::address& client);
+  void Release(const net::ip::address& client);
 
   // Null while the model loads; set once by Serve (after `metrics`, which it publishes).
   std::atomic<Frontend*> frontend_{nullptr};
@@ -54,7 +73,11 @@ class HttpServer::Impl {
   std::vector<std::thread> threads_;
   std::atomic<bool> draining_{false};
   std::atomic<int> in_flight_{0};  // generations not yet answered in full
-  std::atomic<int> writes_{0};     // writes whose handlers have not run
+  // Open connections, in all and per client address (guarded by connections_mu_).
+  std::mutex connections_mu_;
+  int connections_ = 0;
+  std::map<net::ip::address, int> per_client_;
+  std::atomic<int> writes_{0};  // writes whose handlers have not run
   int port_ = 0;
 
  private:
@@ -67,8 +90,11 @@ namespace {
 // generation requests as the engine produces them. All handlers run on the connection's strand.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket&& socket, HttpServer::Impl* server)
-      : stream_(std::move(socket)), executor_(stream_.get_executor()), server_(server) {}
+  Session(tcp::socket&& socket, HttpServer::Impl* server, std::unique_ptr<ConnectionSlot> slot)
+      : stream_(std::move(socket)),
+        executor_(stream_.get_executor()),
+        server_(server),
+        slot_(std::move(slot)) {}
 
   void Run() {
     net::dispatch(stream_.get_executor(),
@@ -106,7 +132,7 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->body_limit(server_->options_.max_body_bytes);
     parser_->header_limit(64 << 10);
-    stream_.expires_after(std::chrono::seconds(120));
+    stream_.expires_after(absl::ToChronoSeconds(server_->options_.request_timeout));
     http::async_read_header(stream_, buffer_, *parser_,
                             beast::bind_front_handler(&Session::OnHeader, shared_from_this()));
   }
@@ -597,7 +623,23 @@ class Session : public std::enable_shared_from_this<Session> {
   std::deque<std::string> pending_;
   std::string chunk_;
   bool writing_ = false, finishing_ = false, watching_ = false, read_after_watch_ = false;
+  std::unique_ptr<ConnectionSlot> slot_;
 };
+
+// Answers 503 to a connection over a limit and closes it, reading nothing.
+void RefuseConnection(tcp::socket socket, absl::string_view why) {
+  const std::string body = openai::Dump(openai::ErrorBody(absl::UnavailableError(why)));
+  auto text = std::make_shared<std::string>(absl::StrCat(
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+      "Connection: close\r\nContent-Length: ",
+      body.size(), "\r\n\r\n", body));
+  auto s = std::make_shared<tcp::socket>(std::move(socket));
+  net::async_write(*s, net::buffer(*text), [s, text](beast::error_code, size_t) {
+    beast::error_code ec;
+    s->shutdown(tcp::socket::shutdown_send, ec);
+    s->close(ec);
+  });
+}
 
 }  // namespace
 
@@ -628,11 +670,42 @@ void HttpServer::Impl::Accept() {
     if (ec) {
       if (ec == net::error::operation_aborted) return;
     } else {
-      std::make_shared<Session>(std::move(s), this)->Run();
+      beast::error_code peer_ec;
+      const tcp::endpoint peer = s.remote_endpoint(peer_ec);
+      if (peer_ec) {
+        s.close(peer_ec);
+      } else if (std::unique_ptr<ConnectionSlot> slot = Admit(peer.address()); slot == nullptr) {
+        RefuseConnection(
+            std::move(s),
+            absl::StrCat("too many connections (at most ", options_.max_connections, ", ",
+                         options_.max_connections_per_client, " per client address); retry later"));
+      } else {
+        std::make_shared<Session>(std::move(s), this, std::move(slot))->Run();
+      }
     }
     Accept();
   });
 }
+
+std::unique_ptr<ConnectionSlot> HttpServer::Impl::Admit(const net::ip::address& client) {
+  std::lock_guard<std::mutex> lock(connections_mu_);
+  int& mine = per_client_[client];
+  if (connections_ >= options_.max_connections || mine >= options_.max_connections_per_client) {
+    if (mine == 0) per_client_.erase(client);
+    return nullptr;
+  }
+  ++connections_;
+  ++mine;
+  return std::make_unique<ConnectionSlot>(this, client);
+}
+
+void HttpServer::Impl::Release(const net::ip::address& client) {
+  std::lock_guard<std::mutex> lock(connections_mu_);
+  --connections_;
+  if (--per_client_[client] == 0) per_client_.erase(client);
+}
+
+ConnectionSlot::~ConnectionSlot() { server_->Release(client_); }
 
 void HttpServer::Impl::Stop() {
   net::post(ioc_, [this] {

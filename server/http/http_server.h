@@ -16,6 +16,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "server/frontend/frontend.h"
 
 namespace switchyard {
@@ -27,6 +28,13 @@ struct HttpServerOptions {
   size_t max_body_bytes = 8 << 20;     // larger bodies: 413
   int max_concurrent_requests = 4096;  // generation requests at once; more: 429
   bool metrics_only = false;           // serve GET /metrics alone (the metrics port)
+  // Open connections, in all and from one client address; past either, a new connection gets
+  // 503 with Retry-After and is closed.
+  int max_connections = 4096;
+  int max_connections_per_client = 256;
+  // A request's header and body must arrive within this, and an idle keep-alive connection is
+  // closed after it (slowloris); a streamed answer is not limited.
+  absl::Duration request_timeout = absl::Seconds(60);
 };
 
 class HttpServer {

@@ -1,8 +1,10 @@
 // Hardening end to end: adapter files crafted to attack the loader are refused with a clear error
 // over HTTP and gRPC while other requests keep streaming, and adapter admin is closed by default on
-// a server that listens beyond loopback.
+// a server that listens beyond loopback; connection, slow-client and adapter-load limits refuse
+// cleanly and leave everyone else served.
 import assert from "node:assert/strict";
 import fs from "node:fs";
+import net from "node:net";
 import { describe, test } from "node:test";
 
 import {
@@ -81,5 +83,90 @@ describe("adapter admin without a token", () => {
   test("is open on loopback", async () => {
     const { http } = await tryLoad([]);
     assert.equal(http.status, 200, http.text);
+  });
+});
+
+// A raw TCP connection from `localAddress` (any loopback address) to the server's HTTP port.
+function connect(server, localAddress = "127.0.0.1") {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: "127.0.0.1", port: server.ports.http, localAddress });
+    s.setEncoding("utf8");
+    s.received = "";
+    s.on("data", (d) => { s.received += d; });
+    s.gone = new Promise((r) => s.on("close", r));
+    s.on("connect", () => resolve(s));
+    s.on("error", reject);
+  });
+}
+
+describe("connection limits", () => {
+  test("past the per-client and total caps a connection gets 503; others are served", async () => {
+    const server = await startServer(["--http-max-connections", "3",
+                                      "--http-max-connections-per-client", "2",
+                                      "--http-request-timeout-s", "30"]);
+    try {
+      const a1 = await connect(server), a2 = await connect(server);
+      const a3 = await connect(server);
+      await a3.gone;
+      assert.match(a3.received, /^HTTP\/1\.1 503/);
+      assert.match(a3.received, /too many connections/);
+      const b1 = await connect(server, "127.0.0.2");  // another client: the third slot
+      const b2 = await connect(server, "127.0.0.2");
+      await b2.gone;
+      assert.match(b2.received, /^HTTP\/1\.1 503/, "the total cap");
+      // gRPC is not affected; once a connection closes, HTTP serves again.
+      const r = await unary(server.client, "Generate", { text: PROMPT, max_tokens: 3 });
+      assert.ok(r);
+      a1.destroy();
+      await a1.gone;
+      await new Promise((res) => setTimeout(res, 100));
+      const ok = await call(server, "GET", "/v1/models");
+      assert.equal(ok.status, 200);
+      for (const s of [a2, b1]) s.destroy();
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("a client that sends its header slowly is cut off; others are served", async () => {
+    const server = await startServer(["--http-request-timeout-s", "1"]);
+    try {
+      const slow = await connect(server);
+      slow.write("POST /v1/completions HTTP/1.1\r\nHost: x\r\n");  // and never the rest
+      const idle = await connect(server);  // sends nothing at all
+      const started = Date.now();
+      const ok = await call(server, "POST", "/v1/completions",
+                            { model: "tiny", prompt: PROMPT, max_tokens: 3 });
+      assert.notEqual(ok.status, 503, ok.text);
+      await Promise.all([slow.gone, idle.gone]);
+      const took = Date.now() - started;
+      assert.ok(took < 5000, `closed after ${took} ms`);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe("adapter loads", () => {
+  test("past the pending-load cap are refused with 429, and the rest load", async () => {
+    const root = makeAdapterRoot(["mixlora"]);
+    const server = await startServer(["--adapter-root", root, "--max-pending-adapter-loads", "1"]);
+    try {
+      const results = await Promise.all(Array.from({ length: 24 }, (_, i) => call(
+        server, "POST", "/v1/load_lora_adapter", { lora_name: `m${i}`, lora_path: "mixlora" })));
+      const codes = results.map((r) => r.status);
+      assert.ok(codes.every((c) => c === 200 || c === 429), codes.join(","));
+      assert.ok(codes.includes(429), `no load was refused: ${codes.join(",")}`);
+      assert.ok(codes.includes(200));
+      for (const r of results.filter((x) => x.status === 429)) {
+        assert.match(r.json.error.message, /already queued or running/);
+      }
+      const models = (await call(server, "GET", "/v1/models")).json.data.map((m) => m.id);
+      assert.equal(models.filter((m) => /^m\d+$/.test(m)).length,
+                   codes.filter((c) => c === 200).length);
+    } finally {
+      await server.stop();
+      fs.rmSync(root, { recursive: true, force: true });
+    }
   });
 });
