@@ -78,7 +78,8 @@ ABSL_FLAG(std::string, admin_token, "",
 ABSL_FLAG(bool, insecure_admin, false,
           "leave adapter admin open without a token on a server that listens beyond loopback "
           "(without a token it is otherwise open on loopback only)");
-ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve gRPC over TLS");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain: serve gRPC, HTTP and the metrics port over TLS");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert");
 ABSL_FLAG(double, shutdown_grace_s, 30, "on SIGTERM/SIGINT, seconds in-flight requests may finish");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
@@ -99,6 +100,8 @@ void ApplyConnectionLimits(HttpServerOptions* o) {
   o->max_connections = absl::GetFlag(FLAGS_http_max_connections);
   o->max_connections_per_client = absl::GetFlag(FLAGS_http_max_connections_per_client);
   o->request_timeout = absl::Seconds(absl::GetFlag(FLAGS_http_request_timeout_s));
+  o->tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  o->tls_key_file = absl::GetFlag(FLAGS_tls_key);
 }
 
 // Whether `host` accepts connections from this machine only.
@@ -345,7 +348,9 @@ int Main() {
   if (!grpc.ok()) return Fail(grpc.status());
   if (http) http->Serve(frontend->get(), [&metrics] { return metrics.Render(); });
   const auto where = [](const std::unique_ptr<HttpServer>& s) {
-    return s ? absl::StrCat("on ", absl::GetFlag(FLAGS_host), ":", s->port()) : std::string("off");
+    return s ? absl::StrCat("on ", absl::GetFlag(FLAGS_host), ":", s->port(),
+                            absl::GetFlag(FLAGS_tls_cert).empty() ? "" : " (TLS)")
+             : std::string("off");
   };
   SY_LOG(kInfo, "serving %s (%s) with %d adapters: gRPC on %s:%d%s, HTTP %s, metrics %s",
          fo.served_model_name, model_dir, registry.List().size(), absl::GetFlag(FLAGS_host),

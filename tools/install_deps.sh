@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libabsl-dev libdnnl-dev nlohmann-json3-dev libpcre2-dev libutf8proc-dev libzip-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
-  prometheus-cpp-dev libboost-dev
+  prometheus-cpp-dev libboost-dev libssl-dev openssl curl
   prometheus docker-compose yamllint
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-torch python3-numpy

@@ -8,6 +8,7 @@
 #include <optional>
 #include <random>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -17,9 +18,12 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "boost/asio.hpp"
+#include "boost/asio/ssl.hpp"
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
+#include "boost/beast/ssl.hpp"
 #include "engine/core/log.h"
+#include "engine/core/status_macros.h"
 #include "server/http/openai.h"
 
 namespace switchyard {
@@ -59,6 +63,7 @@ class HttpServer::Impl {
   explicit Impl(HttpServerOptions options) : options_(std::move(options)), acceptor_(ioc_) {}
 
   absl::Status Listen();
+  absl::Status LoadTls();
   void Stop();
   // A slot for a new connection from `client`, or null past a connection limit.
   std::unique_ptr<ConnectionSlot> Admit(const net::ip::address& client);
@@ -77,7 +82,8 @@ class HttpServer::Impl {
   std::mutex connections_mu_;
   int connections_ = 0;
   std::map<net::ip::address, int> per_client_;
-  std::atomic<int> writes_{0};  // writes whose handlers have not run
+  std::optional<net::ssl::context> tls_;  // set with --tls-cert: every connection speaks TLS
+  std::atomic<int> writes_{0};            // writes whose handlers have not run
   int port_ = 0;
 
  private:
@@ -88,23 +94,40 @@ namespace {
 
 // One connection: reads requests one at a time (keep-alive), answers simple ones at once and
 // generation requests as the engine produces them. All handlers run on the connection's strand.
-class Session : public std::enable_shared_from_this<Session> {
+// `Stream` is beast::tcp_stream, or a TLS stream over one (--tls-cert).
+template <class Stream>
+class Session : public std::enable_shared_from_this<Session<Stream>> {
  public:
-  Session(tcp::socket&& socket, HttpServer::Impl* server, std::unique_ptr<ConnectionSlot> slot)
-      : stream_(std::move(socket)),
+  static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
+
+  // `stream_args`: what constructs the stream (the socket, and the TLS context).
+  template <class... StreamArgs>
+  Session(HttpServer::Impl* server, std::unique_ptr<ConnectionSlot> slot,
+          StreamArgs&&... stream_args)
+      : stream_(std::forward<StreamArgs>(stream_args)...),
         executor_(stream_.get_executor()),
         server_(server),
         slot_(std::move(slot)) {}
 
   void Run() {
-    net::dispatch(stream_.get_executor(),
-                  beast::bind_front_handler(&Session::DoRead, shared_from_this()));
+    if constexpr (kTls) {
+      // The handshake is bounded by the request timeout, like the header that follows it.
+      Lowest().expires_after(absl::ToChronoSeconds(server_->options_.request_timeout));
+      stream_.async_handshake(net::ssl::stream_base::server,
+                              [self = this->shared_from_this()](beast::error_code ec) {
+                                if (ec) return self->Close();
+                                self->DoRead();
+                              });
+    } else {
+      net::dispatch(stream_.get_executor(),
+                    beast::bind_front_handler(&Session::DoRead, this->shared_from_this()));
+    }
   }
 
   // An event of choice `index` of generation `serial`, from the engine thread.
   void Post(uint64_t serial, int index, RequestEvent event) {
     net::post(executor_,
-              [self = shared_from_this(), serial, index, e = std::move(event)]() mutable {
+              [self = this->shared_from_this(), serial, index, e = std::move(event)]() mutable {
                 try {
                   self->OnEvent(serial, index, std::move(e));
                 } catch (const std::exception& ex) {  // a bug must cost one request, not the server
@@ -132,9 +155,10 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->body_limit(server_->options_.max_body_bytes);
     parser_->header_limit(64 << 10);
-    stream_.expires_after(absl::ToChronoSeconds(server_->options_.request_timeout));
-    http::async_read_header(stream_, buffer_, *parser_,
-                            beast::bind_front_handler(&Session::OnHeader, shared_from_this()));
+    Lowest().expires_after(absl::ToChronoSeconds(server_->options_.request_timeout));
+    http::async_read_header(
+        stream_, buffer_, *parser_,
+        beast::bind_front_handler(&Session::OnHeader, this->shared_from_this()));
   }
 
   // The header is in: refuse an announced body over the cap at once, and answer
@@ -149,18 +173,18 @@ class Session : public std::enable_shared_from_this<Session> {
     if (expect != h.end() && beast::iequals(expect->value(), "100-continue")) {
       auto reply =
           std::make_shared<http::response<http::empty_body>>(http::status::continue_, h.version());
-      return http::async_write(stream_, *reply,
-                               [self = shared_from_this(), reply](beast::error_code ec, size_t) {
-                                 if (ec) return self->Close();
-                                 self->ReadBody();
-                               });
+      return http::async_write(
+          stream_, *reply, [self = this->shared_from_this(), reply](beast::error_code ec, size_t) {
+            if (ec) return self->Close();
+            self->ReadBody();
+          });
     }
     ReadBody();
   }
 
   void ReadBody() {
     http::async_read(stream_, buffer_, *parser_,
-                     beast::bind_front_handler(&Session::OnRead, shared_from_this()));
+                     beast::bind_front_handler(&Session::OnRead, this->shared_from_this()));
   }
 
   void OnRead(beast::error_code ec, size_t) {
@@ -316,7 +340,8 @@ class Session : public std::enable_shared_from_this<Session> {
     // Loads take seconds: off the I/O threads, back on this connection's strand when done.
     frontend()->LoadAdapterAsync(
         name.get<std::string>(), path.get<std::string>(), inplace.get<bool>(), false,
-        [self = shared_from_this(), n = name.get<std::string>()](absl::StatusOr<AdapterInfo> r) {
+        [self = this->shared_from_this(),
+         n = name.get<std::string>()](absl::StatusOr<AdapterInfo> r) {
           net::post(self->executor_, [self, n, r = std::move(r)] {
             if (!r.ok()) return self->SendError(r.status());
             self->SendText(http::status::ok,
@@ -384,9 +409,10 @@ class Session : public std::enable_shared_from_this<Session> {
     g.choices.resize(g.req.choices.size());
     g.started.assign(g.req.choices.size(), false);
     g.remaining = static_cast<int>(g.req.choices.size());
-    stream_.expires_never();
+    Lowest().expires_never();
     for (size_t i = 0; i < g.req.choices.size(); ++i) {
-      auto sink = std::make_shared<ChoiceSink>(shared_from_this(), g.serial, static_cast<int>(i));
+      auto sink =
+          std::make_shared<ChoiceSink>(this->shared_from_this(), g.serial, static_cast<int>(i));
       absl::StatusOr<Submitted> sub = frontend()->Submit(std::move(g.req.choices[i]), sink);
       if (!sub.ok()) {
         // Nothing was streamed yet: cancel what was submitted and answer with the error.
@@ -411,7 +437,7 @@ class Session : public std::enable_shared_from_this<Session> {
       writing_ = true;
       http::async_write_header(
           stream_, *stream_serializer_,
-          Tracked(beast::bind_front_handler(&Session::OnChunkWritten, shared_from_this())));
+          Tracked(beast::bind_front_handler(&Session::OnChunkWritten, this->shared_from_this())));
     }
     WatchForDisconnect();
   }
@@ -437,7 +463,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void WatchForDisconnect() {
     watching_ = true;
     stream_.async_read_some(
-        buffer_.prepare(4096), [self = shared_from_this()](beast::error_code ec, size_t n) {
+        buffer_.prepare(4096), [self = this->shared_from_this()](beast::error_code ec, size_t n) {
           self->watching_ = false;
           if (!ec) {
             self->buffer_.commit(n);  // a pipelined request: keep it for the next read
@@ -520,14 +546,14 @@ class Session : public std::enable_shared_from_this<Session> {
       pending_.pop_front();
       net::async_write(
           stream_, http::make_chunk(net::buffer(chunk_)),
-          Tracked(beast::bind_front_handler(&Session::OnChunkWritten, shared_from_this())));
+          Tracked(beast::bind_front_handler(&Session::OnChunkWritten, this->shared_from_this())));
       return;
     }
     if (finishing_) {
       finishing_ = false;
       writing_ = true;
       net::async_write(stream_, http::make_chunk_last(),
-                       Tracked([self = shared_from_this()](beast::error_code ec, size_t) {
+                       Tracked([self = this->shared_from_this()](beast::error_code ec, size_t) {
                          self->writing_ = false;
                          self->FinishGeneration();
                          self->EndGeneration(ec.failed() || !self->keep_alive_);
@@ -567,7 +593,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void ReadNextAfterWatch() {
     if (watching_) {
       read_after_watch_ = true;
-      stream_.socket().cancel();
+      Lowest().socket().cancel();
       return;
     }
     DoRead();
@@ -593,22 +619,38 @@ class Session : public std::enable_shared_from_this<Session> {
     res->body() = std::move(body);
     res->prepare_payload();
     response_ = res;
-    http::async_write(
-        stream_, *res,
-        Tracked([self = shared_from_this(), close = !keep_alive_](beast::error_code ec, size_t) {
-          self->response_.reset();
-          if (ec || close) return self->Close();
-          self->ReadNextAfterWatch();
-        }));
+    http::async_write(stream_, *res,
+                      Tracked([self = this->shared_from_this(), close = !keep_alive_](
+                                  beast::error_code ec, size_t) {
+                        self->response_.reset();
+                        if (ec || close) return self->Close();
+                        self->ReadNextAfterWatch();
+                      }));
   }
 
   void Close() {
-    beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.socket().close(ec);
+    if constexpr (kTls) {
+      if (!tls_closing_ && Lowest().socket().is_open()) {
+        // close_notify, so clients can tell the end from a truncation; bounded in time.
+        tls_closing_ = true;
+        Lowest().expires_after(std::chrono::seconds(5));
+        return stream_.async_shutdown(
+            [self = this->shared_from_this()](beast::error_code) { self->CloseSocket(); });
+      }
+    }
+    CloseSocket();
   }
 
-  beast::tcp_stream stream_;
+  void CloseSocket() {
+    beast::error_code ec;
+    Lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
+    Lowest().socket().close(ec);
+  }
+
+  beast::tcp_stream& Lowest() { return beast::get_lowest_layer(stream_); }
+
+  Stream stream_;
+  bool tls_closing_ = false;
   const net::any_io_executor executor_;  // the strand; safe to use from the engine thread
   HttpServer::Impl* const server_;
   beast::flat_buffer buffer_;
@@ -644,6 +686,9 @@ void RefuseConnection(tcp::socket socket, absl::string_view why) {
 }  // namespace
 
 absl::Status HttpServer::Impl::Listen() {
+  if (!options_.tls_cert_file.empty() || !options_.tls_key_file.empty()) {
+    SY_RETURN_IF_ERROR(LoadTls());
+  }
   beast::error_code ec;
   const auto address = net::ip::make_address(options_.host, ec);
   if (ec)
@@ -675,16 +720,46 @@ void HttpServer::Impl::Accept() {
       if (peer_ec) {
         s.close(peer_ec);
       } else if (std::unique_ptr<ConnectionSlot> slot = Admit(peer.address()); slot == nullptr) {
-        RefuseConnection(
-            std::move(s),
-            absl::StrCat("too many connections (at most ", options_.max_connections, ", ",
-                         options_.max_connections_per_client, " per client address); retry later"));
+        if (tls_) {  // a plain-text answer means nothing to a TLS client
+          s.close(peer_ec);
+        } else {
+          RefuseConnection(std::move(s),
+                           absl::StrCat("too many connections (at most ", options_.max_connections,
+                                        ", ", options_.max_connections_per_client,
+                                        " per client address); retry later"));
+        }
+      } else if (tls_) {
+        std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(this, std::move(slot),
+                                                                        std::move(s), *tls_)
+            ->Run();
       } else {
-        std::make_shared<Session>(std::move(s), this, std::move(slot))->Run();
+        std::make_shared<Session<beast::tcp_stream>>(this, std::move(slot), std::move(s))->Run();
       }
     }
     Accept();
   });
+}
+
+absl::Status HttpServer::Impl::LoadTls() {
+  if (options_.tls_cert_file.empty() || options_.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("TLS needs both --tls-cert and --tls-key");
+  }
+  tls_.emplace(net::ssl::context::tls_server);
+  tls_->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
+                    net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |
+                    net::ssl::context::no_tlsv1_1);
+  beast::error_code ec;
+  tls_->use_certificate_chain_file(options_.tls_cert_file, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tls-cert ", options_.tls_cert_file, ": ", ec.message()));
+  }
+  tls_->use_private_key_file(options_.tls_key_file, net::ssl::context::pem, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tls-key ", options_.tls_key_file, ": ", ec.message()));
+  }
+  return absl::OkStatus();
 }
 
 std::unique_ptr<ConnectionSlot> HttpServer::Impl::Admit(const net::ip::address& client) {

@@ -35,6 +35,9 @@ struct HttpServerOptions {
   // A request's header and body must arrive within this, and an idle keep-alive connection is
   // closed after it (slowloris); a streamed answer is not limited.
   absl::Duration request_timeout = absl::Seconds(60);
+  // PEM certificate chain and key: serve HTTPS (TLS 1.2+) instead of plain HTTP.
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 class HttpServer {
