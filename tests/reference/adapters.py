@@ -36,7 +36,10 @@ def softmax32(logits):
 class AdapterReference:
     """Forward hooks for reference.ReferenceModel implementing one adapter."""
 
-    def __init__(self, folder, base):
+    def __init__(self, folder, base, factor_dtype=None):
+        """factor_dtype=torch.bfloat16 rounds each LoRA pair as the engine holds it on a
+        half-precision base model: A and s*B in BF16 (routers stay F32)."""
+        self.factor_dtype = factor_dtype
         with open(os.path.join(folder, "adapter_config.json")) as f:
             self.cfg = json.load(f)
         self.w = load_adapter_tensors(folder)
@@ -53,7 +56,14 @@ class AdapterReference:
         self.stats = {}  # (layer, site) -> sums, as the engine's SiteRoutingStats
 
     def lora(self, x, prefix, s):
-        return s * ((x @ self.w[prefix + "lora_A.weight"].T) @ self.w[prefix + "lora_B.weight"].T)
+        return self.pair(x, self.w[prefix + "lora_A.weight"], self.w[prefix + "lora_B.weight"], s)
+
+    def pair(self, x, a, b, s):
+        if self.factor_dtype is None:
+            return s * ((x @ a.T) @ b.T)
+        a = a.to(self.factor_dtype).float()
+        b = (b * s).to(self.factor_dtype).float()
+        return (x @ a.T) @ b.T
 
     # -- routing, as MoE-PEFT computes it --
     def route(self, logits, strategy, top_k=2, top_p=0.8, temperature=0.0):
@@ -139,7 +149,7 @@ class AdapterReference:
                     a = self.w[p + ("lora_A.weight" if p + "lora_A.weight" in self.w else f"lora_A{e}.weight")]
                     b = self.w[p + f"lora_B{e}.weight"]
                     wcol = torch.stack([dict(rt)[e] for rt in routes]).unsqueeze(-1)
-                    out = out + wcol * ((x @ a.T) @ b.T) * self.s
+                    out = out + wcol * self.pair(x, a, b, self.s)
                 return out
             if p + "lora_A.weight" in self.w:
                 return y + self.lora(x, p, self.s)

@@ -38,6 +38,9 @@ struct Sequence {
   std::vector<int32_t> blocks;
   int64_t cached = 0;  // tokens already in the KV cache
   std::vector<float> first_logits;
+  // Every routing decision of every step (prefill chunks and decodes, alone or batched):
+  // [position, layer, site, head, experts].
+  nlohmann::json all_decisions = nlohmann::json::array();
   std::unique_ptr<Sampler> sampler;
 };
 
@@ -63,6 +66,7 @@ absl::Status Run(Engine& engine, std::vector<Sequence>& seqs, int max_new, int c
   for (int step = 0;; ++step) {
     StepBatch batch;
     std::vector<Sequence*> wanting;
+    std::vector<std::pair<Sequence*, int64_t>> token_at;  // step token -> (sequence, position)
     for (size_t i = 0; i < seqs.size(); ++i) {
       Sequence& s = seqs[i];
       if (stagger && static_cast<int>(i) > step) continue;
@@ -84,6 +88,7 @@ absl::Status Run(Engine& engine, std::vector<Sequence>& seqs, int max_new, int c
         ss.num_tokens = 1;
         ss.want_logits = true;
       }
+      for (int64_t t = 0; t < ss.num_tokens; ++t) token_at.emplace_back(&s, s.cached + t);
       s.cached += ss.num_tokens;
       batch.sequences.push_back(ss);
       if (ss.want_logits) wanting.push_back(&s);
@@ -91,6 +96,10 @@ absl::Status Run(Engine& engine, std::vector<Sequence>& seqs, int max_new, int c
     if (batch.sequences.empty()) break;
     absl::StatusOr<StepOutput> out = engine.Step(batch);
     if (!out.ok()) return out.status();
+    for (const RoutingDecision& d : out->routing.decisions) {
+      const auto& [seq, position] = token_at[static_cast<size_t>(d.token)];
+      seq->all_decisions.push_back({position, d.layer, d.site, d.head, d.experts});
+    }
     // Routing decisions of a lone sequence's prefill: step token index = prompt position.
     if (seqs.size() == 1 && step == 0) {
       for (const RoutingDecision& d : out->routing.decisions) {
@@ -168,6 +177,7 @@ int Main() {
       arr.push_back({{"first_logits", s.first_logits},
                      {"tokens", s.generated},
                      {"decisions", s.decisions},
+                     {"all_decisions", s.all_decisions},
                      {"routing_stats", s.routing_stats}});
     }
     return arr;
