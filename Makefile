@@ -86,8 +86,10 @@ bench: demo js-deps $(BENCH_MODELS)/llama-0.5b-bf16/config.json \
 	bench/grpc_bench.sh $(BUILD_DIR)
 	bench/http_bench.sh $(BUILD_DIR)
 
-# libFuzzer (clang, ASan, UBSan) on every fuzz target, FUZZ_SECONDS each, in scratch corpora.
+# libFuzzer (clang, ASan, UBSan) on every fuzz target, FUZZ_SECONDS each (or FUZZ_RUNS
+# executions, whichever comes first), in scratch corpora; build-fuzz/summary.txt has the counts.
 FUZZ_SECONDS ?= 60
+FUZZ_RUNS ?= -1
 FUZZ_DIR := build-fuzz
 FUZZ_TARGETS := tokenizer_fuzz tokenizer_json_fuzz chat_template_fuzz safetensors_fuzz model_config_fuzz \
   torch_checkpoint_fuzz adapter_config_fuzz openai_request_fuzz grpc_request_fuzz
@@ -101,10 +103,14 @@ fuzz: deps
 	  rm -rf $(FUZZ_DIR)/corpus/$$t && mkdir -p $(FUZZ_DIR)/corpus $(FUZZ_DIR)/logs && \
 	  cp -r tests/fuzz/corpus/$$t $(FUZZ_DIR)/corpus/$$t && \
 	  SWITCHYARD_FUZZ_TOKENIZER=$(FUZZ_DIR)/model $(FUZZ_DIR)/fuzz/$${t}_fuzz \
-	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_DIR)/corpus/$$t \
+	    -max_total_time=$(FUZZ_SECONDS) -runs=$(FUZZ_RUNS) -print_final_stats=1 \
+	    $(FUZZ_DIR)/corpus/$$t \
 	    > $(FUZZ_DIR)/logs/$$t.log 2>&1; rc=$$?; \
 	  runs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $(FUZZ_DIR)/logs/$$t.log); \
-	  printf '%-18s %10s executions in %ss, exit %s\n' $$t "$$runs" $(FUZZ_SECONDS) $$rc \
+	  rate=$$(sed -n 's/^stat::average_exec_per_sec: *//p' $(FUZZ_DIR)/logs/$$t.log); \
+	  rss=$$(sed -n 's/^stat::peak_rss_mb: *//p' $(FUZZ_DIR)/logs/$$t.log); \
+	  printf '%-18s %10s executions (%s/s, peak RSS %s MB), exit %s\n' $$t "$$runs" "$$rate" \
+	    "$$rss" $$rc \
 	    | tee -a $(FUZZ_DIR)/summary.txt; \
 	  if [ $$rc -ne 0 ]; then tail -40 $(FUZZ_DIR)/logs/$$t.log; exit 1; fi; done
 

@@ -44,17 +44,47 @@ int64_t UnixNow() { return absl::ToUnixSeconds(absl::Now()); }
 
 }  // namespace
 
+// Open connections, in all and per client address. Shared with every connection's slot: a
+// session can outlive the server (its last handlers are destroyed with the io_context).
+class ConnectionCounts {
+ public:
+  ConnectionCounts(int max_total, int max_per_client)
+      : max_total_(max_total), max_per_client_(max_per_client) {}
+  bool Acquire(const net::ip::address& client) {
+    std::lock_guard<std::mutex> lock(mu_);
+    int& mine = per_client_[client];
+    if (total_ >= max_total_ || mine >= max_per_client_) {
+      if (mine == 0) per_client_.erase(client);
+      return false;
+    }
+    ++total_;
+    ++mine;
+    return true;
+  }
+  void Release(const net::ip::address& client) {
+    std::lock_guard<std::mutex> lock(mu_);
+    --total_;
+    if (--per_client_[client] == 0) per_client_.erase(client);
+  }
+
+ private:
+  const int max_total_, max_per_client_;
+  std::mutex mu_;
+  int total_ = 0;
+  std::map<net::ip::address, int> per_client_;
+};
+
 // A connection's place under the connection limits, given back when the connection ends.
 class ConnectionSlot {
  public:
-  ConnectionSlot(HttpServer::Impl* server, net::ip::address client)
-      : server_(server), client_(std::move(client)) {}
+  ConnectionSlot(std::shared_ptr<ConnectionCounts> counts, net::ip::address client)
+      : counts_(std::move(counts)), client_(std::move(client)) {}
   ConnectionSlot(const ConnectionSlot&) = delete;
   ConnectionSlot& operator=(const ConnectionSlot&) = delete;
-  ~ConnectionSlot();
+  ~ConnectionSlot() { counts_->Release(client_); }
 
  private:
-  HttpServer::Impl* server_;
+  std::shared_ptr<ConnectionCounts> counts_;
   net::ip::address client_;
 };
 
@@ -66,8 +96,10 @@ class HttpServer::Impl {
   absl::Status LoadTls();
   void Stop();
   // A slot for a new connection from `client`, or null past a connection limit.
-  std::unique_ptr<ConnectionSlot> Admit(const net::ip::address& client);
-  void Release(const net::ip::address& client);
+  std::unique_ptr<ConnectionSlot> Admit(const net::ip::address& client) {
+    if (!connections_->Acquire(client)) return nullptr;
+    return std::make_unique<ConnectionSlot>(connections_, client);
+  }
 
   // Null while the model loads; set once by Serve (after `metrics`, which it publishes).
   std::atomic<Frontend*> frontend_{nullptr};
@@ -78,10 +110,8 @@ class HttpServer::Impl {
   std::vector<std::thread> threads_;
   std::atomic<bool> draining_{false};
   std::atomic<int> in_flight_{0};  // generations not yet answered in full
-  // Open connections, in all and per client address (guarded by connections_mu_).
-  std::mutex connections_mu_;
-  int connections_ = 0;
-  std::map<net::ip::address, int> per_client_;
+  const std::shared_ptr<ConnectionCounts> connections_ = std::make_shared<ConnectionCounts>(
+      options_.max_connections, options_.max_connections_per_client);
   std::optional<net::ssl::context> tls_;  // set with --tls-cert: every connection speaks TLS
   std::atomic<int> writes_{0};            // writes whose handlers have not run
   int port_ = 0;
@@ -761,26 +791,6 @@ absl::Status HttpServer::Impl::LoadTls() {
   }
   return absl::OkStatus();
 }
-
-std::unique_ptr<ConnectionSlot> HttpServer::Impl::Admit(const net::ip::address& client) {
-  std::lock_guard<std::mutex> lock(connections_mu_);
-  int& mine = per_client_[client];
-  if (connections_ >= options_.max_connections || mine >= options_.max_connections_per_client) {
-    if (mine == 0) per_client_.erase(client);
-    return nullptr;
-  }
-  ++connections_;
-  ++mine;
-  return std::make_unique<ConnectionSlot>(this, client);
-}
-
-void HttpServer::Impl::Release(const net::ip::address& client) {
-  std::lock_guard<std::mutex> lock(connections_mu_);
-  --connections_;
-  if (--per_client_[client] == 0) per_client_.erase(client);
-}
-
-ConnectionSlot::~ConnectionSlot() { server_->Release(client_); }
 
 void HttpServer::Impl::Stop() {
   net::post(ioc_, [this] {
