@@ -1,10 +1,11 @@
 // Soak: Poisson load near saturation over gRPC and HTTP (streams and unary), client cancellations
-// and disconnects, a hot swap every second and load/unload churn, a KV cache small enough to
+// and disconnects, a hot swap every second and load/unload churn, a KV cache (48 blocks of 16
+// tokens) small enough to
 // force preemption, shared prompt prefixes for the prefix cache. Every request is accounted for,
 // and every completed greedy output is compared with the same request run alone on the quiet
 // server afterwards (same adapter weights).
 //
-//   node bench/soak.mjs [--seconds 600] [--rate 20] [--kv-cache-mib 1] [--json]
+//   node bench/soak.mjs [--seconds 600] [--rate 20] [--kv-cache-blocks 48] [--json]
 //
 // Prints requests sent, completed, cancelled by the client, refused (with reasons), lost and
 // wrong outputs, near-tie divergences (a greedy pick whose top-2 log-probabilities on the quiet
@@ -153,10 +154,10 @@ async function adminLoop(server, until, versions, log) {
   }
 }
 
-export async function runSoak({ seconds = 600, rate = 20, kvCacheMib = 1, seed = 1 } = {}) {
+export async function runSoak({ seconds = 600, rate = 20, kvCacheBlocks = 48, seed = 1 } = {}) {
   const random = rng(seed);
   const root = makeAdapterRoot([...new Set([...FIXED, ...SWAP, CHURN])]);
-  const server = await startServer(["--adapter-root", root, "--kv-cache-mib", String(kvCacheMib),
+  const server = await startServer(["--adapter-root", root, "--kv-cache-blocks", String(kvCacheBlocks),
                                     "--max-batch-seqs", "32", "--served-model-name", "base",
                                     ...FIXED.map((a) => `--adapter=${a}=${a}`),
                                     `--adapter=hot=${SWAP[0]}`]);
@@ -195,7 +196,10 @@ export async function runSoak({ seconds = 600, rate = 20, kvCacheMib = 1, seed =
   }
   await admin;
   // Every request settles within a bound: one that does not is lost.
-  await Promise.race([Promise.all(requests.map((r) => r.done)), sleep(120000)]);
+  let timer;
+  await Promise.race([Promise.all(requests.map((r) => r.done)),
+                      new Promise((r) => { timer = setTimeout(r, 120000); })]);
+  clearTimeout(timer);
   await waitIdle(server);
   const metrics = (await httpCall(server, "GET", "/metrics")).text;
   const rssEnd = rssMiB(server.proc.pid);
@@ -294,7 +298,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     return i >= 0 ? Number(process.argv[i + 1]) : fallback;
   };
   const s = await runSoak({ seconds: arg("seconds", 600), rate: arg("rate", 20),
-                            kvCacheMib: arg("kv-cache-mib", 1), seed: arg("seed", 1) });
+                            kvCacheBlocks: arg("kv-cache-blocks", 48), seed: arg("seed", 1) });
   if (process.argv.includes("--json")) console.log(JSON.stringify(s));
   else print(s);
   process.exit(s.lost || s.wrong || s.failed || s.exit_code ? 1 : 0);

@@ -70,7 +70,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   const int64_t block_bytes =
       int64_t{2} * c.num_layers * c.num_kv_heads * options.block_size * c.head_dim * 4;
   spec.num_blocks =
-      static_cast<int>(std::min<int64_t>(options.kv_cache_bytes / block_bytes, int64_t{1} << 30));
+      options.kv_cache_blocks > 0
+          ? options.kv_cache_blocks
+          : static_cast<int>(std::min<int64_t>(options.kv_cache_bytes / block_bytes, 1 << 30));
   if (spec.num_blocks < 1) {
     return absl::InvalidArgumentError(absl::StrCat("KV cache budget of ", options.kv_cache_bytes,
                                                    " bytes holds no block of ", block_bytes,

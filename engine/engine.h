@@ -30,6 +30,7 @@ struct EngineOptions {
   int64_t max_batch_tokens = 2048;  // tokens of one step
   int64_t max_batch_seqs = 256;     // sequences of one step
   int64_t kv_cache_bytes = int64_t{1} << 30;
+  int kv_cache_blocks = 0;  // > 0: exactly this many blocks, whatever kv_cache_bytes says
   int block_size = 16;
   MoeLoraOptions moe_lora;
   // LoRA matrices of adapters: nullopt follows the base model (F32 for F32 weights, BF16 else),

@@ -57,6 +57,9 @@ ABSL_FLAG(int, max_pending_adapter_loads, 4,
 ABSL_FLAG(std::string, ports_file, "", "write the ports actually bound to this file (JSON)");
 ABSL_FLAG(int64_t, kv_cache_mib, 1024, "KV cache memory budget (MiB)");
 ABSL_FLAG(int, block_size, 16, "tokens per KV cache block");
+ABSL_FLAG(int, kv_cache_blocks, 0,
+          "KV cache blocks, overriding --kv-cache-mib (0: from the budget), as vLLM's "
+          "--num-gpu-blocks-override; small values force preemption in tests");
 ABSL_FLAG(int64_t, adapter_memory_mib, 0,
           "memory budget for resident adapters (MiB; 0: unlimited); idle adapters beyond it are "
           "evicted least recently used first and reloaded on demand");
@@ -228,6 +231,7 @@ int Main() {
   EngineOptions eo;
   eo.model_dir = model_dir;
   eo.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_mib) << 20;
+  eo.kv_cache_blocks = absl::GetFlag(FLAGS_kv_cache_blocks);
   eo.block_size = absl::GetFlag(FLAGS_block_size);
   eo.routing_window.window_tokens = absl::GetFlag(FLAGS_routing_window_tokens);
   if (eo.routing_window.window_tokens < eo.routing_window.buckets) {
