@@ -145,9 +145,18 @@ describe("metrics scraped by a real Prometheus", () => {
     for (const r of deadLoad) assert.equal(Number(r.value[1]), 0);
     const dead = await query('switchyard_routing_dead_experts{adapter="dead"}');
     assert.equal(dead.length, LAYERS);
-    for (const r of dead) assert.ok(Number(r.value[1]) >= 1, `layer ${r.metric.layer}`);
+    // Exactly the experts that no windowed token chose, per layer, and their sum per adapter.
+    const windowLoad = await query('switchyard_expert_load{adapter="dead"}');
+    let deadSum = 0;
+    for (const r of dead) {
+      const zero = windowLoad.filter((w) => w.metric.layer === r.metric.layer &&
+                                            Number(w.value[1]) === 0).length;
+      assert.ok(zero >= 1, `layer ${r.metric.layer}: expert 3 at least`);
+      assert.equal(Number(r.value[1]), zero, `layer ${r.metric.layer}: dead = experts with no load`);
+      deadSum += zero;
+    }
     const deadTotal = await query('switchyard_adapter_dead_experts{adapter="dead"}');
-    assert.ok(Number(deadTotal[0].value[1]) >= LAYERS);
+    assert.equal(Number(deadTotal[0].value[1]), deadSum);
     const live = await query('switchyard_expert_load{adapter="dead",expert!="3"}');
     assert.ok(live.some((r) => Number(r.value[1]) > 0));
     // N * sum_i f_i * P_i lies in (0, N]: sum f = 1 and every P_i <= 1 (4 experts here).
