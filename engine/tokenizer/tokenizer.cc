@@ -63,6 +63,19 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& di
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view tokenizer_json,
                                                                absl::string_view config_json) {
+  // The component builders read fields with nlohmann's typed accessors, which throw on a value
+  // of the wrong type: such a file is malformed, not a reason to terminate.
+  try {
+    return FromJsonUnguarded(tokenizer_json, config_json);
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tokenizer.json / tokenizer_config.json: a field has the wrong type (",
+                     e.what(), ")"));
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJsonUnguarded(
+    absl::string_view tokenizer_json, absl::string_view config_json) {
   SY_ASSIGN_OR_RETURN(nlohmann::json t, json_util::Parse(tokenizer_json, "tokenizer.json"));
   nlohmann::json config = nlohmann::json::object();
   if (!config_json.empty()) {

@@ -60,6 +60,8 @@ class Tokenizer final : public TokenSource {
   bool Lookup(int32_t id, absl::string_view* token, bool* added, bool* special) const override;
 
  private:
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> FromJsonUnguarded(
+      absl::string_view tokenizer_json, absl::string_view config_json);
   Tokenizer() = default;
   absl::Status Configure(const nlohmann::json& config);
   struct Section {

@@ -9,14 +9,10 @@
 #include <vector>
 
 #include "engine/tokenizer/chat_template.h"
+#include "tests/fuzz/check.h"
 
 namespace {
-void Check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "property violated: %s\n", what);
-    std::abort();
-  }
-}
+using switchyard::fuzz::Check;
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) { return 0; }

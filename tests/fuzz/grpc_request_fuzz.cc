@@ -6,39 +6,16 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
-#include <memory>
 #include <string>
 
-#include "engine/adapters/registry.h"
-#include "engine/engine.h"
 #include "google/protobuf/stubs/logging.h"
-#include "server/frontend/frontend.h"
 #include "server/grpc/grpc_convert.h"
-#include "server/scheduler/scheduler.h"
+#include "tests/fuzz/fuzz_util.h"
 
 namespace {
 
 using namespace switchyard;
-
-struct World {
-  std::unique_ptr<Engine> engine;
-  std::unique_ptr<Tokenizer> tokenizer;
-  std::unique_ptr<AdapterRegistry> registry;
-  std::unique_ptr<StepExecutor> executor;
-  std::unique_ptr<Scheduler> scheduler;
-  std::unique_ptr<Frontend> frontend;
-};
-World* g_world = nullptr;
-
-template <typename T>
-T Must(absl::StatusOr<T> v, const char* what) {
-  if (!v.ok()) {
-    std::fprintf(stderr, "%s: %s\n", what, v.status().ToString().c_str());
-    std::abort();
-  }
-  return std::move(*v);
-}
+fuzz::FrontendWorld* g_world = nullptr;
 
 void CheckClientError(const absl::Status& s, const char* stage) {
   if (s.ok() || s.code() == absl::StatusCode::kInvalidArgument ||
@@ -53,28 +30,7 @@ void CheckClientError(const absl::Status& s, const char* stage) {
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   google::protobuf::SetLogHandler(nullptr);  // invalid UTF-8 is refused, and logged, by design
-  const char* dir = std::getenv("SWITCHYARD_FUZZ_TOKENIZER");
-  auto* w = new World();
-  EngineOptions eo;
-  eo.model_dir = dir != nullptr ? dir : "";
-  eo.kv_cache_bytes = 1 << 20;
-  w->engine = Must(Engine::Create(eo), "engine");
-  w->tokenizer = Must(Tokenizer::Load(eo.model_dir), "tokenizer");
-  AdapterRegistryOptions ro;
-  ro.root = std::filesystem::temp_directory_path().string();
-  Engine* e = w->engine.get();
-  w->registry = std::make_unique<AdapterRegistry>(
-      ro, [e](const ConfinedDir& d) { return e->LoadAdapter(d); });
-  w->executor = MakeEngineExecutor(*w->engine);
-  w->scheduler = Must(Scheduler::Create(w->executor.get(), w->tokenizer.get(), {}), "scheduler");
-  FrontendOptions fo;
-  fo.served_model_name = "tiny";
-  fo.model_dir = eo.model_dir;
-  fo.chat_template = "chatml";
-  w->frontend = Must(Frontend::Create(w->engine.get(), w->scheduler.get(), w->registry.get(),
-                                      w->tokenizer.get(), fo),
-                     "frontend");
-  g_world = w;
+  g_world = fuzz::FrontendWorld::Create("chatml");
   return 0;
 }
 

@@ -5,72 +5,22 @@
 // error object serialises; a parsed request's choices and responses serialise, whatever text the
 // request carried.
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <filesystem>
-#include <memory>
 #include <string>
 
-#include "engine/adapters/registry.h"
-#include "engine/engine.h"
 #include "server/frontend/frontend.h"
 #include "server/http/openai.h"
-#include "server/scheduler/scheduler.h"
+#include "tests/fuzz/fuzz_util.h"
 
 namespace {
 
 using namespace switchyard;
-
-struct World {
-  std::unique_ptr<Engine> engine;
-  std::unique_ptr<Tokenizer> tokenizer;
-  std::unique_ptr<AdapterRegistry> registry;
-  std::unique_ptr<StepExecutor> executor;
-  std::unique_ptr<Scheduler> scheduler;
-  std::unique_ptr<Frontend> frontend;
-};
-World* g_world = nullptr;
-
-void Check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "property violated: %s\n", what);
-    std::abort();
-  }
-}
-
-template <typename T>
-T Must(absl::StatusOr<T> v, const char* what) {
-  if (!v.ok()) {
-    std::fprintf(stderr, "%s: %s\n", what, v.status().ToString().c_str());
-    std::abort();
-  }
-  return std::move(*v);
-}
+using fuzz::Check;
+fuzz::FrontendWorld* g_world = nullptr;
 
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  const char* dir = std::getenv("SWITCHYARD_FUZZ_TOKENIZER");
-  auto* w = new World();
-  EngineOptions eo;
-  eo.model_dir = dir != nullptr ? dir : "";
-  eo.kv_cache_bytes = 1 << 20;
-  w->engine = Must(Engine::Create(eo), "engine");
-  w->tokenizer = Must(Tokenizer::Load(eo.model_dir), "tokenizer");
-  AdapterRegistryOptions ro;
-  ro.root = std::filesystem::temp_directory_path().string();
-  Engine* e = w->engine.get();
-  w->registry = std::make_unique<AdapterRegistry>(
-      ro, [e](const ConfinedDir& d) { return e->LoadAdapter(d); });
-  w->executor = MakeEngineExecutor(*w->engine);
-  w->scheduler = Must(Scheduler::Create(w->executor.get(), w->tokenizer.get(), {}), "scheduler");
-  FrontendOptions fo;
-  fo.served_model_name = "tiny";
-  fo.model_dir = eo.model_dir;
-  w->frontend = Must(Frontend::Create(w->engine.get(), w->scheduler.get(), w->registry.get(),
-                                      w->tokenizer.get(), fo),
-                     "frontend");
-  g_world = w;
+  g_world = fuzz::FrontendWorld::Create();
   return 0;
 }
 

@@ -10,16 +10,12 @@
 
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/tokenizer/utf8.h"
+#include "tests/fuzz/check.h"
 
 namespace {
 std::unique_ptr<switchyard::Tokenizer> g_tokenizer;
 
-void Check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "property violated: %s\n", what);
-    std::abort();
-  }
-}
+using switchyard::fuzz::Check;
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {

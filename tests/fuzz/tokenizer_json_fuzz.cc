@@ -11,16 +11,12 @@
 #include <string>
 
 #include "engine/tokenizer/tokenizer.h"
+#include "tests/fuzz/check.h"
 
 namespace {
 std::string g_tokenizer_json;
 
-void Check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "property violated: %s\n", what);
-    std::abort();
-  }
-}
+using switchyard::fuzz::Check;
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
