@@ -63,7 +63,8 @@ std::vector<int32_t> ModelEosTokens(const std::string& model_dir, const Tokenize
   const std::string path = model_dir + "/generation_config.json";
   if (std::filesystem::exists(path)) {
     if (absl::StatusOr<std::string> text = ReadFile(path); text.ok()) {
-      if (absl::StatusOr<nlohmann::json> j = json_util::Parse(*text, path); j.ok()) {
+      absl::StatusOr<nlohmann::json> j = json_util::Parse(*text, path);
+      if (j.ok() && j->is_object()) {  // value() throws on anything else
         const nlohmann::json& eos = j->value("eos_token_id", nlohmann::json());
         if (eos.is_number_integer()) ids.push_back(eos.get<int32_t>());
         if (eos.is_array()) {
