@@ -68,9 +68,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
   try {
     return FromJsonUnguarded(tokenizer_json, config_json);
   } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tokenizer.json / tokenizer_config.json: a field has the wrong type (",
-                     e.what(), ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tokenizer.json / tokenizer_config.json: a field has the wrong type (", e.what(), ")"));
   }
 }
 
