@@ -451,8 +451,11 @@ class Unpickler {
 // overlapping) is at most as large as its storage in any checkpoint torch.save writes; this slack
 // lets small ones through while a crafted view over a tiny storage cannot ask for gigabytes.
 constexpr int64_t kCopySlackBytes = int64_t{16} << 20;
-// Deflate cannot expand more than 1032:1; no entry may claim more than that of its compressed size.
-constexpr uint64_t kMaxDeflateRatio = 1032;
+// A compressed entry may claim at most this expansion of its compressed bytes (plus the slack):
+// tensor data barely compresses and torch.save stores entries uncompressed anyway, while deflate
+// can reach 1032:1 — a zip bomb must not get that far.
+constexpr uint64_t kMaxExpansion = 32;
+constexpr uint64_t kExpansionSlackBytes = uint64_t{16} << 20;
 
 // Storages read once per load, shared by every tensor that views them.
 struct StorageBytes {
@@ -568,9 +571,14 @@ absl::StatusOr<std::string> ReadEntry(zip_t* z, zip_int64_t index, const LoadBud
   }
   const std::string entry = st.valid & ZIP_STAT_NAME ? st.name : "?";
   const uint64_t archive = static_cast<uint64_t>(budget.archive_bytes());
-  const uint64_t cap =
-      st.comp_method == ZIP_CM_STORE ? st.comp_size : st.comp_size * kMaxDeflateRatio;
-  if (st.comp_size > archive || st.size > cap) {
+  if (st.comp_size > archive) {
+    return Refuse(absl::StrCat("zip entry ", entry, " claims ", st.comp_size,
+                               " stored bytes in a ", archive, "-byte archive"));
+  }
+  const uint64_t cap = st.comp_method == ZIP_CM_STORE
+                           ? st.comp_size
+                           : st.comp_size * kMaxExpansion + kExpansionSlackBytes;
+  if (st.size > cap) {
     return Refuse(absl::StrCat("zip entry ", entry, " claims ", st.size, " bytes from ",
                                st.comp_size, " stored in a ", archive, "-byte archive"));
   }

@@ -13,7 +13,7 @@ import {
 
 const TOKEN = "s3cret";
 const HOSTILE = ["overflowing_strides", "wrapping_storage", "zero_strides", "overlapping_views",
-                 "claimed_entry_size", "deep_nesting", "self_reference", "negative_stride",
+                 "claimed_entry_size", "zip_bomb", "deep_nesting", "self_reference", "negative_stride",
                  "memo_aliasing"].map((c) => `hostile_${c}`);
 const PROMPT = "The quick brown fox";
 

@@ -89,6 +89,7 @@ TEST_F(AdapterLoadTest, RefusesHostileArchivesWithoutCrashing) {
   EXPECT_THAT(LoadError("hostile_overlapping_views"),
               HasSubstr("a view may not be larger than its storage"));
   EXPECT_THAT(LoadError("hostile_claimed_entry_size"), HasSubstr("claims 4026531840 bytes"));
+  EXPECT_THAT(LoadError("hostile_zip_bomb"), HasSubstr("claims 67108864 bytes"));
   EXPECT_THAT(LoadError("hostile_deep_nesting"), HasSubstr("not a dict of tensors"));
   EXPECT_THAT(LoadError("hostile_self_reference"), HasSubstr("holds a list"));
   EXPECT_THAT(LoadError("hostile_negative_stride"), HasSubstr("non-negative"));

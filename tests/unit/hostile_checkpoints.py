@@ -104,6 +104,11 @@ def cases():
     a = _archive(_state_dict([("w", _tensor(_storage("0", 1), 0, [1], [1]))]), {"0": one},
                  deflate=True)
     out["claimed_entry_size"] = _patch_declared_size(a, "archive/data.pkl", 0xF0000000)
+    # A real zip bomb: 64 MiB of zeros deflated to about 64 KB.
+    n = 1 << 24
+    out["zip_bomb"] = _archive(
+        _state_dict([("w", _tensor(_storage("0", n), 0, [n], [1]))]), {"0": bytes(4 * n)},
+        deflate=True)
     # A million nested tuples: a recursive destructor would overflow the stack.
     out["deep_nesting"] = _archive(b"\x80\x02K\x01" + b"\x85" * 1_000_000 + b".", {})
     # A list that holds itself.
