@@ -572,8 +572,8 @@ absl::StatusOr<std::string> ReadEntry(zip_t* z, zip_int64_t index, const LoadBud
   const std::string entry = st.valid & ZIP_STAT_NAME ? st.name : "?";
   const uint64_t archive = static_cast<uint64_t>(budget.archive_bytes());
   if (st.comp_size > archive) {
-    return Refuse(absl::StrCat("zip entry ", entry, " claims ", st.comp_size,
-                               " stored bytes in a ", archive, "-byte archive"));
+    return Refuse(absl::StrCat("zip entry ", entry, " claims ", st.comp_size, " stored bytes in a ",
+                               archive, "-byte archive"));
   }
   const uint64_t cap = st.comp_method == ZIP_CM_STORE
                            ? st.comp_size
