@@ -96,15 +96,26 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view text) {
   SY_ASSIGN_OR_RETURN(c.rope_theta, json_util::GetNumberOr(j, "rope_theta", 10000.0, kWhere));
   SY_ASSIGN_OR_RETURN(c.tie_word_embeddings,
                       json_util::GetBoolOr(j, "tie_word_embeddings", false, kWhere));
-  for (auto [name, value] : {std::pair{"vocab_size", c.vocab_size},
-                             {"hidden_size", c.hidden_size},
-                             {"intermediate_size", c.intermediate_size},
-                             {"num_hidden_layers", c.num_layers},
-                             {"num_attention_heads", c.num_heads},
-                             {"num_key_value_heads", c.num_kv_heads},
-                             {"max_position_embeddings", c.max_position_embeddings}}) {
-    if (value <= 0) {
-      return absl::InvalidArgumentError(absl::StrCat("config.json: ", name, " must be positive"));
+  // Upper bounds far above any Llama-family model, so that sizes derived from them (tables,
+  // buffers) cannot overflow or ask for absurd allocations before the weights are checked.
+  struct Dim {
+    const char* name;
+    int64_t value, max;
+  };
+  for (const Dim& d :
+       {Dim{"vocab_size", c.vocab_size, int64_t{1} << 22},
+        Dim{"hidden_size", c.hidden_size, int64_t{1} << 17},
+        Dim{"intermediate_size", c.intermediate_size, int64_t{1} << 20},
+        Dim{"num_hidden_layers", c.num_layers, int64_t{1} << 12},
+        Dim{"num_attention_heads", c.num_heads, int64_t{1} << 12},
+        Dim{"num_key_value_heads", c.num_kv_heads, int64_t{1} << 12},
+        Dim{"max_position_embeddings", c.max_position_embeddings, int64_t{1} << 26}}) {
+    if (d.value <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: ", d.name, " must be positive"));
+    }
+    if (d.value > d.max) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config.json: ", d.name, " of ", d.value, " exceeds the supported ", d.max));
     }
   }
   if (c.num_heads % c.num_kv_heads != 0) {
@@ -120,8 +131,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view text) {
     }
     c.head_dim = c.hidden_size / c.num_heads;
   }
-  if (c.head_dim <= 0 || c.head_dim % 2 != 0) {
-    return absl::InvalidArgumentError("config.json: head_dim must be positive and even");
+  if (c.head_dim <= 0 || c.head_dim % 2 != 0 || c.head_dim > 4096) {
+    return absl::InvalidArgumentError("config.json: head_dim must be positive, even and <= 4096");
   }
   if (!(c.rms_norm_eps > 0))
     return absl::InvalidArgumentError("config.json: rms_norm_eps must be > 0");

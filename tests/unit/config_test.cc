@@ -77,6 +77,12 @@ TEST(ModelConfigTest, RefusesWithTheKeyNamed) {
   j = Llama();
   j["num_key_value_heads"] = 3;
   EXPECT_THAT(Error(j), HasSubstr("multiple of num_key_value_heads"));
+  j = Llama();  // found by model_config_fuzz: the RoPE table alone would need petabytes
+  j["hidden_size"] = int64_t{888888888888864};
+  EXPECT_THAT(Error(j), HasSubstr("hidden_size of 888888888888864 exceeds the supported"));
+  j = Llama();
+  j["head_dim"] = 1 << 20;
+  EXPECT_THAT(Error(j), HasSubstr("head_dim must be positive, even and <= 4096"));
   j = Llama();
   j["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}};
   EXPECT_THAT(Error(j), HasSubstr("rope_scaling type \"yarn\" is not supported"));
