@@ -193,8 +193,9 @@ absl::StatusOr<AdapterConfig> ParseAdapterConfig(absl::string_view json) {
   const auto top_k = [&]() -> absl::Status {
     if (j.contains("top_k") && j["top_k"].is_array()) {
       for (const auto& k : j["top_k"]) {
-        if (!k.is_number_integer() || k.get<int64_t>() < 1)
-          return Bad("top_k entries must be >= 1");
+        if (!k.is_number_integer() || k.get<int64_t>() < 1 || k.get<int64_t>() > experts) {
+          return Bad("top_k entries must be in [1, num_experts]");
+        }
         c.top_k_per_layer.push_back(k.get<int>());
       }
       c.router.top_k = c.top_k_per_layer.empty() ? 1 : c.top_k_per_layer[0];

@@ -142,6 +142,10 @@ TEST(AdapterConfigTest, ParsesFamiliesAndRefusesBadValues) {
   EXPECT_THAT(error(R"({"peft_type":"MHMOE_LORA","num_experts":4,"r":4,"lora_alpha":1})"),
               HasSubstr("missing \"num_heads\""));
   EXPECT_THAT(error("[]"), HasSubstr("not a JSON object"));
+  // Found by adapter_config_fuzz: a per-layer top-k past int's range wrapped to a negative one.
+  EXPECT_THAT(error(R"({"peft_type":"MOLA","num_experts":8,"top_k":[888888888881,2],"r":8,
+                      "lora_alpha":6})"),
+              HasSubstr("top_k entries must be in [1, num_experts]"));
 }
 
 // A registry over synthetic adapters of a given size, so eviction is easy to follow.
