@@ -13,7 +13,6 @@
 // and end, step-time p99, preemptions and prefix-cache hits. Exits 1 when anything was lost,
 // wrong or failed. tests/js/soak.test.mjs runs a short version in `make test`.
 import fs from "node:fs";
-import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 import {
