@@ -113,8 +113,8 @@ uint64_t BlockPool::Register(int32_t block, uint64_t parent, uint64_t ns,
   return key;
 }
 
-int BlockPool::Match(uint64_t ns, std::span<const int32_t> tokens, int block_size, int max_blocks,
-                     std::vector<int32_t>* out, std::vector<uint64_t>* keys) {
+int BlockPool::Find(uint64_t ns, std::span<const int32_t> tokens, int block_size, int max_blocks,
+                    std::vector<int32_t>* out, std::vector<uint64_t>* keys) const {
   uint64_t parent = 0;
   int n = 0;
   while (n < max_blocks && static_cast<size_t>(n + 1) * block_size <= tokens.size()) {
@@ -128,12 +128,19 @@ int BlockPool::Match(uint64_t ns, std::span<const int32_t> tokens, int block_siz
         !std::equal(chunk.begin(), chunk.end(), x.tokens.begin(), x.tokens.end())) {
       break;  // a hash collision: not the same content
     }
-    Retain(it->second);
     out->push_back(it->second);
     if (keys != nullptr) keys->push_back(key);
     parent = key;
     ++n;
   }
+  return n;
+}
+
+int BlockPool::Match(uint64_t ns, std::span<const int32_t> tokens, int block_size, int max_blocks,
+                     std::vector<int32_t>* out, std::vector<uint64_t>* keys) {
+  const size_t first = out->size();
+  const int n = Find(ns, tokens, block_size, max_blocks, out, keys);
+  for (size_t i = first; i < out->size(); ++i) Retain((*out)[i]);
   return n;
 }
 

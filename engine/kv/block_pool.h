@@ -52,6 +52,9 @@ class BlockPool {
   // `keys` (may be null) receives their content keys.
   int Match(uint64_t ns, std::span<const int32_t> tokens, int block_size, int max_blocks,
             std::vector<int32_t>* out, std::vector<uint64_t>* keys);
+  // What Match would find, retaining nothing (for planning a step before committing it).
+  int Find(uint64_t ns, std::span<const int32_t> tokens, int block_size, int max_blocks,
+           std::vector<int32_t>* out, std::vector<uint64_t>* keys) const;
 
  private:
   static constexpr int32_t kNone = -1;

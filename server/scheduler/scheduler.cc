@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/core/check.h"
 #include "engine/core/status_macros.h"
+#include "server/scheduler/step_planner.h"
 
 namespace switchyard {
 
@@ -267,30 +268,7 @@ void Scheduler::RegisterFullBlocks(Sequence& s) {
   }
 }
 
-absl::flat_hash_set<const AdapterWeights*> Scheduler::ChooseAdapters() const {
-  // Each adapter with work, with the age of its oldest sequence (ids grow with arrival).
-  absl::flat_hash_map<const AdapterWeights*, uint64_t> oldest;
-  const auto note = [&](const Sequence& s) {
-    const AdapterWeights* a = s.req.adapter.get();
-    if (a == nullptr) return;
-    auto [it, fresh] = oldest.try_emplace(a, s.id);
-    if (!fresh) it->second = std::min(it->second, s.id);
-  };
-  for (const auto& s : running_) note(*s);
-  for (const auto& s : waiting_) note(*s);
-  std::vector<std::pair<uint64_t, const AdapterWeights*>> by_age;
-  for (const auto& [a, age] : oldest) by_age.emplace_back(age, a);
-  if (static_cast<int>(by_age.size()) > options_.max_adapters_per_step) {
-    std::nth_element(by_age.begin(), by_age.begin() + options_.max_adapters_per_step, by_age.end());
-    by_age.resize(static_cast<size_t>(options_.max_adapters_per_step));
-  }
-  absl::flat_hash_set<const AdapterWeights*> chosen;
-  for (const auto& [age, a] : by_age) chosen.insert(a);
-  return chosen;
-}
-
-bool Scheduler::Step() {
-  DrainInbox();
+void Scheduler::FinishExpired() {
   const absl::Time now = options_.clock();
   const auto expire = [&](auto& list) {
     for (auto& s : list) {
@@ -303,122 +281,118 @@ bool Scheduler::Step() {
   };
   expire(running_);
   expire(waiting_);
+  SweepFinished();
+}
+
+void Scheduler::SweepFinished() {
   const auto sweep = [](auto& list) {
     list.erase(std::remove_if(list.begin(), list.end(), [](const auto& s) { return s->finished; }),
                list.end());
   };
   sweep(running_);
   sweep(waiting_);
-  if (running_.empty() && waiting_.empty()) {
-    PublishStats(local_.last_step);
-    return false;
-  }
+}
 
-  ++step_;
-  const absl::Time step_start = now;
-  StepRecord record;
-  record.step = step_;
-  const absl::flat_hash_set<const AdapterWeights*> allowed = ChooseAdapters();
-  const auto is_allowed = [&](const Sequence& s) {
-    return s.req.adapter == nullptr || allowed.contains(s.req.adapter.get());
+StepPlan Scheduler::Plan() const {
+  const auto view = [](const auto& list) {
+    std::vector<PlanSequence> out;
+    out.reserve(list.size());
+    for (const auto& s : list) {
+      out.push_back({s->id, s->req.adapter.get(), s->tokens, s->computed, s->blocks, s->ns});
+    }
+    return out;
   };
-  int64_t budget = options_.max_batch_tokens;
-  int64_t seats = options_.max_batch_seqs;
-  std::vector<Sequence*> scheduled;
-  const bool was_idle = running_.empty();
+  const std::vector<PlanSequence> running = view(running_), waiting = view(waiting_);
+  PlanInput input;
+  input.running = running;
+  input.waiting = waiting;
+  input.pool = &pool_;
+  input.limits = {options_.max_batch_tokens,      options_.max_batch_seqs,
+                  options_.max_adapters_per_step, block_size_,
+                  options_.prefix_caching,        options_.static_batching};
+  return PlanStep(input);
+}
 
-  // Running sequences, oldest first; the newest are preempted when blocks run short.
-  for (size_t i = 0; i < running_.size() && budget > 0 && seats > 0; ++i) {
-    Sequence& s = *running_[i];
-    if (!is_allowed(s)) continue;
-    const int64_t chunk = std::min(s.uncomputed(), budget);
-    bool self_preempted = false;
-    while (!Reserve(s, s.computed + chunk)) {
-      std::unique_ptr<Sequence> victim = std::move(running_.back());
-      running_.pop_back();
-      Preempt(*victim);
-      ++record.preempted;
-      const bool self = victim.get() == &s;
-      waiting_.insert(std::upper_bound(waiting_.begin(), waiting_.end(), victim,
-                                       [](const auto& a, const auto& b) { return a->id < b->id; }),
-                      std::move(victim));
-      if (self) {
-        self_preempted = true;
-        break;
-      }
-    }
-    if (self_preempted) break;
-    s.chunk = chunk;
-    scheduled.push_back(&s);
-    budget -= chunk;
-    --seats;
+namespace {
+
+// Moves the sequence `id` out of `list` (null if absent).
+template <typename List>
+auto TakeById(List& list, uint64_t id) {
+  auto it = std::find_if(list.begin(), list.end(), [&](const auto& s) { return s->id == id; });
+  typename List::value_type out;
+  if (it == list.end()) return out;
+  out = std::move(*it);
+  list.erase(it);
+  return out;
+}
+
+template <typename List, typename Ptr>
+void InsertByAge(List& list, Ptr s) {
+  auto pos = std::upper_bound(list.begin(), list.end(), s,
+                              [](const auto& a, const auto& b) { return a->id < b->id; });
+  list.insert(pos, std::move(s));
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<Scheduler::Sequence*>> Scheduler::Commit(const StepPlan& plan) {
+  for (uint64_t id : plan.preempt) {
+    std::unique_ptr<Sequence> victim = TakeById(running_, id);
+    if (victim == nullptr) return absl::InternalError("the plan preempts no running sequence");
+    Preempt(*victim);
+    InsertByAge(waiting_, std::move(victim));
   }
-
-  // Admission, oldest first, while nothing had to be preempted. A request whose adapter sits
-  // this step out keeps a seat and the blocks of its first chunk reserved against younger
-  // requests, so that its turn cannot be eaten by them.
-  // Static batching forms a whole batch at once when idle (its prefill then runs in chunks) and
-  // admits nothing more until it is done.
-  const bool forming = options_.static_batching && was_idle;
-  const bool may_admit = record.preempted == 0 && (!options_.static_batching || was_idle);
-  int64_t reserved_seats = 0, reserved_blocks = 0;
-  const auto blocks_for = [&](int64_t tokens) { return (tokens + block_size_ - 1) / block_size_; };
-  for (auto it = waiting_.begin();
-       may_admit && it != waiting_.end() && ((budget > 0 && seats > 0) || forming);) {
-    Sequence& s = **it;
-    if (static_cast<int64_t>(running_.size()) + reserved_seats >= options_.max_batch_seqs) break;
-    if (!is_allowed(s)) {
-      ++reserved_seats;
-      reserved_blocks += blocks_for(std::min(s.uncomputed(), options_.max_batch_tokens));
-      ++it;
-      continue;
-    }
-    int matched = 0;
+  // Matches before any allocation, so that no allocation evicts a block the plan counted on.
+  for (const StepPlan::Admission& admission : plan.admit) {
+    std::unique_ptr<Sequence> s = TakeById(waiting_, admission.id);
+    if (s == nullptr) return absl::InternalError("the plan admits no waiting sequence");
     if (options_.prefix_caching) {
-      const int max_blocks = static_cast<int>((s.tokens.size() - 1) / block_size_);
-      matched = pool_.Match(s.ns, s.tokens, block_size_, max_blocks, &s.blocks, &s.keys);
-      s.computed = int64_t{matched} * block_size_;
+      const int matched =
+          pool_.Match(s->ns, s->tokens, block_size_, admission.cached_blocks, &s->blocks, &s->keys);
+      s->computed = int64_t{matched} * block_size_;
     }
-    const int64_t chunk = std::min(s.uncomputed(), budget);
-    const int64_t need = blocks_for(s.computed + chunk) - static_cast<int64_t>(s.blocks.size());
-    if (pool_.num_free() - need < reserved_blocks || !Reserve(s, s.computed + chunk)) {
-      pool_.Release(s.blocks);
-      s.blocks.clear();
-      s.keys.clear();
-      s.computed = 0;
-      break;  // the oldest waiting request goes first; nothing overtakes it
-    }
-    if (!s.admitted) {
-      s.admitted = true;
-      s.usage.scheduled = options_.clock();
-      --queued_;
-      local_.prefix_query_tokens += s.prompt_len;
-      const int64_t hit = std::min(s.computed, s.prompt_len);
-      local_.prefix_hit_tokens += hit;
-      s.usage.cached_prompt_tokens = hit;
-    }
-    s.preempted = false;
-    s.chunk = chunk;
-    std::unique_ptr<Sequence> owned = std::move(*it);
-    it = waiting_.erase(it);
-    auto pos = std::upper_bound(running_.begin(), running_.end(), owned,
-                                [](const auto& a, const auto& b) { return a->id < b->id; });
-    if (chunk > 0 && seats > 0) {
-      budget -= chunk;
-      --seats;
-      scheduled.push_back(owned.get());
-    }
-    running_.insert(pos, std::move(owned));
+    Admitted(*s);
+    InsertByAge(running_, std::move(s));
   }
-
-  if (scheduled.empty()) {
-    PublishStats(record);
-    return true;
+  absl::flat_hash_map<uint64_t, Sequence*> by_id;
+  for (auto& s : running_) by_id[s->id] = s.get();
+  for (const StepPlan::Admission& admission : plan.admit) {
+    if (!Reserve(*by_id.at(admission.id), admission.reserve_tokens)) {
+      return absl::InternalError("the plan's blocks were not free");
+    }
   }
+  std::vector<Sequence*> scheduled;
+  for (const StepPlan::Chunk& chunk : plan.run) {
+    auto it = by_id.find(chunk.id);
+    if (it == by_id.end() || it->second->computed != chunk.computed) {
+      return absl::InternalError("the plan runs a sequence not in the running state it planned");
+    }
+    Sequence& s = *it->second;
+    if (!Reserve(s, s.computed + chunk.tokens)) {
+      return absl::InternalError("the plan's blocks were not free");
+    }
+    s.chunk = chunk.tokens;
+    scheduled.push_back(&s);
+  }
+  return scheduled;
+}
 
+void Scheduler::Admitted(Sequence& s) {
+  s.preempted = false;
+  if (s.admitted) return;
+  s.admitted = true;
+  s.usage.scheduled = options_.clock();
+  --queued_;
+  local_.prefix_query_tokens += s.prompt_len;
+  const int64_t hit = std::min(s.computed, s.prompt_len);
+  local_.prefix_hit_tokens += hit;
+  s.usage.cached_prompt_tokens = hit;
+}
+
+StepBatch Scheduler::BuildBatch(const std::vector<Sequence*>& scheduled, StepRecord* record) const {
   StepBatch batch;
   absl::flat_hash_set<const AdapterWeights*> distinct;
-  for (Sequence* s : scheduled) {
+  for (const Sequence* s : scheduled) {
     StepSequence ss;
     ss.first_position = s->computed;
     ss.num_tokens = s->chunk;
@@ -430,71 +404,111 @@ bool Scheduler::Step() {
                         s->tokens.begin() + s->computed + s->chunk);
     batch.sequences.push_back(ss);
     const bool decode = s->chunk == 1 && s->computed >= s->prompt_len;
-    (decode ? record.decode_tokens : record.prefill_tokens) += s->chunk;
+    (decode ? record->decode_tokens : record->prefill_tokens) += s->chunk;
     if (ss.adapter != nullptr) distinct.insert(ss.adapter);
   }
-  record.tokens = static_cast<int64_t>(batch.tokens.size());
-  record.sequences = static_cast<int64_t>(scheduled.size());
-  record.distinct_adapters = static_cast<int>(distinct.size());
+  record->tokens = static_cast<int64_t>(batch.tokens.size());
+  record->sequences = static_cast<int64_t>(scheduled.size());
+  record->distinct_adapters = static_cast<int>(distinct.size());
+  return batch;
+}
 
+bool Scheduler::Step() {
+  DrainInbox();
+  FinishExpired();
+  if (running_.empty() && waiting_.empty()) {
+    PublishStats(local_.last_step);
+    return false;
+  }
+  ++step_;
+  const absl::Time step_start = options_.clock();
+  StepRecord record;
+  record.step = step_;
+  const StepPlan plan = Plan();
+  record.preempted = static_cast<int64_t>(plan.preempt.size());
+  absl::StatusOr<std::vector<Sequence*>> scheduled = Commit(plan);
+  if (!scheduled.ok()) {
+    // A planner bug must not take the server down: the step's requests fail, the rest go on.
+    FailAll(scheduled.status());
+    PublishStats(record);
+    return true;
+  }
+  if (scheduled->empty()) {
+    PublishStats(record);
+    return true;
+  }
+  const StepBatch batch = BuildBatch(*scheduled, &record);
   const absl::Time start = options_.clock();
   absl::StatusOr<StepOutput> out = executor_->Step(batch);
   record.engine_time = options_.clock() - start;
   if (!out.ok()) {
-    for (Sequence* s : scheduled) Finish(*s, FinishReason::kError, {}, out.status());
-    sweep(running_);
+    for (Sequence* s : *scheduled) Finish(*s, FinishReason::kError, {}, out.status());
+    SweepFinished();
     PublishStats(record);
     return true;
   }
-
-  if (!out->routing.decisions.empty()) CountRouting(scheduled, batch, out->routing);
-  const int64_t vocab = out->logits.dim(1);
-  int64_t row = 0;
-  const absl::Time done = options_.clock();
-  // Sequences whose known tokens are all computed sample their next token.
-  for (size_t i = 0; i < scheduled.size(); ++i) {
-    Sequence& s = *scheduled[i];
-    const bool want_logits = batch.sequences[i].want_logits;
-    s.computed += s.chunk;
-    if (options_.prefix_caching) RegisterFullBlocks(s);
-    if (!want_logits) continue;
-    const float* logits = out->logits.data<float>() + row++ * vocab;
-    SampledToken sampled = s.sampler->Sample(std::span<const float>(logits, vocab));
-    const int32_t token = sampled.token;
-    s.tokens.push_back(token);
-    ++s.usage.completion_tokens;
-    ++local_.generated_tokens;
-    ++record.sampled_tokens;
-    if (s.usage.first_token == absl::InfinitePast()) {
-      s.usage.first_token = done;
-    } else {
-      record.inter_token_s.push_back(absl::ToDoubleSeconds(done - s.last_token));
-    }
-    s.last_token = done;
-    RequestEvent event;
-    event.tokens.push_back(token);
-    if (s.req.sampling.logprobs >= 0) event.logprobs.push_back(std::move(sampled));
-    FinishReason reason = FinishReason::kNone;
-    if (s.stop_ids.contains(token)) {
-      reason = FinishReason::kStop;
-    } else if (s.text != nullptr && s.text->Push(token, &event.text)) {
-      reason = FinishReason::kStopString;
-    } else if (s.generated() >= s.max_tokens) {
-      reason = FinishReason::kLength;
-    }
-    if (reason == FinishReason::kNone) {
-      Deliver(s, event);
-      continue;
-    }
-    Finish(s, reason, std::move(event));  // the last token and the finish go out as one
-  }
-  sweep(running_);
+  CommitOutputs(*scheduled, batch, *out, &record);
+  SweepFinished();
   ++local_.steps;
   local_.prefill_tokens += record.prefill_tokens;
   record.step_time = options_.clock() - step_start;
   PublishStats(record);
   if (step_observer_) step_observer_(record);
   return true;
+}
+
+void Scheduler::FailAll(const absl::Status& status) {
+  for (auto& s : running_) Finish(*s, FinishReason::kError, {}, status);
+  for (auto& s : waiting_) Finish(*s, FinishReason::kError, {}, status);
+  SweepFinished();
+}
+
+void Scheduler::CommitOutputs(const std::vector<Sequence*>& scheduled, const StepBatch& batch,
+                              const StepOutput& out, StepRecord* record) {
+  if (!out.routing.decisions.empty()) CountRouting(scheduled, batch, out.routing);
+  const int64_t vocab = out.logits.dim(1);
+  int64_t row = 0;
+  const absl::Time done = options_.clock();
+  // Sequences whose known tokens are all computed sample their next token.
+  for (size_t i = 0; i < scheduled.size(); ++i) {
+    Sequence& s = *scheduled[i];
+    s.computed += s.chunk;
+    if (options_.prefix_caching) RegisterFullBlocks(s);
+    if (!batch.sequences[i].want_logits) continue;
+    const float* logits = out.logits.data<float>() + row++ * vocab;
+    SampledToken sampled = s.sampler->Sample(std::span<const float>(logits, vocab));
+    AppendToken(s, std::move(sampled), done, record);
+  }
+}
+
+void Scheduler::AppendToken(Sequence& s, SampledToken sampled, absl::Time now, StepRecord* record) {
+  const int32_t token = sampled.token;
+  s.tokens.push_back(token);
+  ++s.usage.completion_tokens;
+  ++local_.generated_tokens;
+  ++record->sampled_tokens;
+  if (s.usage.first_token == absl::InfinitePast()) {
+    s.usage.first_token = now;
+  } else {
+    record->inter_token_s.push_back(absl::ToDoubleSeconds(now - s.last_token));
+  }
+  s.last_token = now;
+  RequestEvent event;
+  event.tokens.push_back(token);
+  if (s.req.sampling.logprobs >= 0) event.logprobs.push_back(std::move(sampled));
+  FinishReason reason = FinishReason::kNone;
+  if (s.stop_ids.contains(token)) {
+    reason = FinishReason::kStop;
+  } else if (s.text != nullptr && s.text->Push(token, &event.text)) {
+    reason = FinishReason::kStopString;
+  } else if (s.generated() >= s.max_tokens) {
+    reason = FinishReason::kLength;
+  }
+  if (reason == FinishReason::kNone) {
+    Deliver(s, event);
+    return;
+  }
+  Finish(s, reason, std::move(event));  // the last token and the finish go out as one
 }
 
 void Scheduler::CountRouting(const std::vector<Sequence*>& scheduled, const StepBatch& batch,

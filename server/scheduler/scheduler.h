@@ -16,6 +16,7 @@
 //      the cache allow (a prompt's cached prefix blocks are reused first); the first one that
 //      does not fit stops admission, so a long prompt is not overtaken forever, and a request
 //      whose adapter sits the step out keeps a seat and blocks reserved against younger ones;
+//   (3 to 5 are a pure plan, step_planner.h, that the step then commits;)
 //   6. the engine runs the batch; sequences whose known tokens are all computed sample one token,
 //      check their stop conditions and deliver an event to their sink.
 // A preempted request resumes with its sampler intact and recomputes its K/V (much of it often
@@ -44,6 +45,7 @@
 #include "server/scheduler/output_text.h"
 #include "server/scheduler/request.h"
 #include "server/scheduler/step_executor.h"
+#include "server/scheduler/step_planner.h"
 
 namespace switchyard {
 
@@ -154,8 +156,20 @@ class Scheduler {
   // Blocks so that `s` holds K/V room for `tokens` tokens.
   bool Reserve(Sequence& s, int64_t tokens);
   void RegisterFullBlocks(Sequence& s);
-  // The adapters of this step: those whose oldest sequence is oldest, at most the cap.
-  absl::flat_hash_set<const AdapterWeights*> ChooseAdapters() const;
+  // The step, in order: finish cancelled and expired requests; plan (step_planner.h, pure);
+  // commit the plan (preempt, admit, allocate); run the batch; commit its outputs.
+  void FinishExpired();
+  void SweepFinished();
+  StepPlan Plan() const;
+  // The scheduled sequences in batch order, or INTERNAL if the plan does not fit the state.
+  absl::StatusOr<std::vector<Sequence*>> Commit(const StepPlan& plan);
+  void Admitted(Sequence& s);  // first admission: queue time and prefix-cache accounting
+  StepBatch BuildBatch(const std::vector<Sequence*>& scheduled, StepRecord* record) const;
+  void CommitOutputs(const std::vector<Sequence*>& scheduled, const StepBatch& batch,
+                     const StepOutput& out, StepRecord* record);
+  // Appends a sampled token, checks the stop conditions and delivers the event.
+  void AppendToken(Sequence& s, SampledToken sampled, absl::Time now, StepRecord* record);
+  void FailAll(const absl::Status& status);
   void Deliver(Sequence& s, RequestEvent& event);
   void PublishStats(const StepRecord& record);
   // Adds the step's routing decisions to the requests that asked for them.

@@ -415,6 +415,76 @@ TEST(SchedulerTest, CancellationAndDeadlinesTakeEffectWithinAStep) {
   h.RunUntilIdle();
 }
 
+// A request's life under memory pressure passes through waiting, prefill chunks, decoding,
+// preemption and recomputation. Cancelling it at every step of that life, or swapping its adapter
+// for a new version at every step, must leave it and its neighbours exact and free everything.
+TEST(SchedulerTest, CancellationOrASwapAtEveryPointOfARequestsLife) {
+  const auto v1 = MakeAdapter("a", 1), v2 = MakeAdapter("a", 2);
+  const auto life = [&](int64_t event_step, bool swap) {
+    SchedulerOptions options;
+    Harness h(10, 4, 8, 4, options);  // 10 blocks of 4, 8 tokens a step: chunks and preemption
+    std::vector<GenerationRequest> sent;
+    for (int i = 0; i < 3; ++i) {
+      std::vector<int32_t> prompt = {1 + i, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+      GenerationRequest r = h.Request(prompt, 10, v1);
+      r.ignore_eos = true;
+      sent.push_back(r);
+    }
+    std::vector<uint64_t> ids;
+    for (const GenerationRequest& r : sent) ids.push_back(*h.scheduler->Submit(r));
+    const uint64_t tracked = ids[1];
+    int64_t preemptions_seen = 0;
+    for (int64_t step = 0; h.scheduler->HasWork(); ++step) {
+      if (step == event_step) {
+        if (swap) {  // the new version serves new requests; the running ones keep the old
+          GenerationRequest r = h.Request(sent[1].prompt, 10, v2);
+          r.ignore_eos = true;
+          sent.push_back(r);
+          ids.push_back(*h.scheduler->Submit(r));
+        } else {
+          h.scheduler->Cancel(tracked);
+        }
+      }
+      ++h.recorder.step;
+      h.scheduler->Step();
+      preemptions_seen = std::max(preemptions_seen, h.scheduler->stats().preemptions);
+      const absl::Status inv = h.scheduler->CheckInvariants();
+      if (!inv.ok())
+        return absl::Status(inv.code(), absl::StrCat("step ", step, ": ", inv.message()));
+      if (step > 10000) return absl::InternalError("no progress");
+    }
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const Recorder::Log& log = h.recorder.logs[ids[i]];
+      const std::vector<int32_t> alone =
+          RunAlone(sent[i].prompt, sent[i].adapter.get(), sent[i].sampling, 10, false);
+      EXPECT_EQ(log.finishes, 1) << "request " << ids[i] << ", event at step " << event_step;
+      if (log.reason == FinishReason::kCancelled) {
+        EXPECT_TRUE(!swap && ids[i] == tracked);
+        EXPECT_TRUE(std::equal(log.tokens.begin(), log.tokens.end(), alone.begin()));
+      } else {
+        EXPECT_EQ(log.tokens, alone) << "request " << ids[i] << ", event at step " << event_step;
+      }
+    }
+    if (swap) {
+      EXPECT_NE(h.recorder.logs[ids.back()].tokens, h.recorder.logs[tracked].tokens)
+          << "the versions must be told apart";
+    }
+    const SchedulerStats stats = h.scheduler->stats();
+    EXPECT_EQ(stats.outstanding, 0);
+    EXPECT_EQ(stats.kv_blocks_used, 0);
+    return preemptions_seen > 0 ? absl::OkStatus() : absl::FailedPreconditionError("no preemption");
+  };
+  int with_preemption = 0;
+  for (int64_t k = 0; k < 40; ++k) {
+    for (bool swap : {false, true}) {
+      const absl::Status s = life(k, swap);
+      if (absl::IsInternal(s)) ADD_FAILURE() << s;
+      with_preemption += s.ok();
+    }
+  }
+  EXPECT_GT(with_preemption, 20) << "the scenario must go through preemption";
+}
+
 TEST(SchedulerTest, RefusesBadRequestsNamingTheField) {
   SchedulerOptions options;
   options.max_waiting = 2;
