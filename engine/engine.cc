@@ -200,10 +200,11 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
   const int64_t R = static_cast<int64_t>(s.logit_rows.size());
   SY_ASSIGN_OR_RETURN(Tensor rows, s.backend->Upload(wrap(s.logit_rows, {R})));
   StepOutput out;
-  LayerHooks* hooks = s.moe_lora->BeginStep(s.token_adapter, s.token_decisions, &out.routing)
-                          ? s.moe_lora.get()
-                          : nullptr;
-  SY_ASSIGN_OR_RETURN(Tensor logits, s.model->Forward(meta, rows, s.kv, hooks));
+  SY_ASSIGN_OR_RETURN(const bool adapted,
+                      s.moe_lora->BeginStep(s.token_adapter, s.token_decisions, &out.routing));
+  SY_ASSIGN_OR_RETURN(Tensor logits,
+                      s.model->Forward(meta, rows, s.kv, adapted ? s.moe_lora.get() : nullptr));
+  if (adapted) SY_RETURN_IF_ERROR(s.moe_lora->EndStep());
   out.logits = s.host_logits.Rows(0, R);
   SY_RETURN_IF_ERROR(s.backend->CopyToHost(logits, out.logits));
   SY_RETURN_IF_ERROR(s.backend->Synchronize());

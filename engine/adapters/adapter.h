@@ -23,23 +23,7 @@ enum class LinearSite : int { kQ = 0, kK, kV, kO, kGate, kUp, kDown };
 constexpr int kNumLinearSites = 7;
 absl::string_view LinearSiteName(LinearSite s);  // "q_proj", ...
 
-enum class Routing {
-  kSingle,   // one expert, weight 1 (plain LoRA)
-  kTopK,     // top-k of the softmax, renormalised (MixLoRA, MoLA)
-  kTopKRaw,  // top-k of the softmax, not renormalised (MH-MoE)
-  kTopP,     // smallest prefix of the sorted softmax whose sum exceeds top_p, raw (mixlora-dynamic)
-  kDense,    // every expert, softmax weights (LoRAMoE, HydraLoRA)
-  kSwitch,   // top-1, weight p_max (mixlora-switch)
-};
-absl::string_view RoutingName(Routing r);
-
-struct RouterSpec {
-  Routing routing = Routing::kSingle;
-  int num_experts = 1;
-  int top_k = 1;
-  float top_p = 1.0f;
-  float temperature = 0.0f;  // top-p: divides the probabilities (MoE-PEFT's quirk); 0 = off
-};
+absl::string_view RoutingName(Routing r);  // Routing and RouterSpec: engine/backends/moe_ops.h
 
 // One expert's low-rank pair. `b` already carries the LoRA scaling (alpha/r or alpha/sqrt(r)).
 struct LoraPair {

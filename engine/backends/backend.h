@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "engine/backends/moe_ops.h"
 #include "engine/core/activation.h"
 #include "engine/core/tensor.h"
 
@@ -138,6 +139,48 @@ class Backend {
   virtual void GatedActivation(const Tensor& gate_up, Activation act, Tensor& out) = 0;
   // out[i] = x[rows[i]]
   virtual void GatherRows(const Tensor& x, const Tensor& rows, Tensor& out) = 0;
+  // Every element of t set to zero.
+  virtual void ZeroFill(Tensor& t) = 0;
+
+  // -- MoE-LoRA (the slot and segment layout: moe_ops.h) --
+
+  // Routes every unit's rows: softmax of logits[logits_row + r, :E] in F32, the unit's selection
+  // into its slots (slot_expert I32, slot_weight F32; expert -1 in a slot left empty), and where
+  // stats_off >= 0 the row's sums added to its record in `stats` (F64; may be null when no unit
+  // has a record). A slot's selections come in the rule's order (top-k: by falling probability).
+  virtual void Route(const Tensor& logits, std::span<const RouteUnit> units, Tensor& slot_expert,
+                     Tensor& slot_weight, Tensor* stats) = 0;
+  // Sorts the filled slots of `units` by segment (seg_base + expert), stably: order[k] is the slot
+  // at sorted position k, position[slot] its sorted position (-1 for an empty slot), seg_start[s]
+  // the first position of segment s, with seg_start[num_segments] the number of filled slots.
+  virtual void SortSegments(const Tensor& slot_expert, std::span<const RouteUnit> units,
+                            int32_t num_segments, Tensor& order, Tensor& position,
+                            Tensor& seg_start) = 0;
+  // For every sorted position k of each segment s whose weights[s] is set:
+  // y[k, :N] (+)= x[row(k), :K] * W^T, row(k) = slot_rows[order[k]] when slot_rows is given, else
+  // k; x and y F32 with leading dimensions ldx and ldy. Rows of other segments are left alone.
+  virtual void SegmentedLinear(std::span<const Weight* const> weights, const Tensor& seg_start,
+                               const Tensor& x, int64_t ldx, const Tensor* order,
+                               const Tensor* slot_rows, Tensor& y, int64_t ldy,
+                               bool accumulate) = 0;
+  // out[k] = x[slot_rows[order[k]], :out.dim(1)] for the sorted positions k < seg_start's last.
+  virtual void GatherSorted(const Tensor& x, const Tensor& order, const Tensor& slot_rows,
+                            const Tensor& seg_start, Tensor& out) = 0;
+  // GatedActivation of the sorted rows of each range's segments (gate_up [k, 2F] -> out [k, F]).
+  virtual void SegmentedGatedActivation(const Tensor& gate_up, const Tensor& seg_start,
+                                        std::span<const SegmentActivation> ranges, Tensor& out) = 0;
+  enum class Combine { kAdd, kOverwrite, kZero };
+  // For every routed row r of every unit: the destination (row, columns) of CombineUnit gets the
+  // sum over the row's filled slots, by ascending expert, of weight * src[position[slot], :width]
+  // (kAdd: added; kOverwrite: replaces it; kZero: set to zero); with `bias`, kAdd also adds
+  // (sum of the weights - 1) * bias. src [A, >= width] F32.
+  virtual void CombineSlots(const Tensor& src, const Tensor& slot_expert, const Tensor& slot_weight,
+                            const Tensor& position, std::span<const CombineUnit> units,
+                            const Tensor* dst_rows, const Tensor* bias, Combine mode,
+                            Tensor& dst) = 0;
+  // dst[dst_rows[i], col : col + width] += x[i, :width] for every row i of x.
+  virtual void ScatterAddRows(const Tensor& x, int64_t width, const Tensor& dst_rows, int64_t col,
+                              Tensor& dst) = 0;
 };
 
 }  // namespace switchyard

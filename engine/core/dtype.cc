@@ -14,6 +14,8 @@ absl::string_view DTypeName(DType t) {
       return "BF16";
     case DType::kI32:
       return "I32";
+    case DType::kF64:
+      return "F64";
   }
   return "?";
 }
@@ -44,6 +46,11 @@ void ConvertToF32(DType t, const void* src, float* dst, size_t n) {
     }
     case DType::kI32: {
       const auto* s = static_cast<const int32_t*>(src);
+      for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
+      return;
+    }
+    case DType::kF64: {
+      const auto* s = static_cast<const double*>(src);
       for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
       return;
     }

@@ -12,7 +12,8 @@
 
 namespace switchyard {
 
-enum class DType : uint8_t { kF32, kF16, kBF16, kI32 };
+// kF64 holds accumulators (routing statistics), never weights or activations.
+enum class DType : uint8_t { kF32, kF16, kBF16, kI32, kF64 };
 
 constexpr size_t SizeOf(DType t) {
   switch (t) {
@@ -22,6 +23,8 @@ constexpr size_t SizeOf(DType t) {
     case DType::kF16:
     case DType::kBF16:
       return 2;
+    case DType::kF64:
+      return 8;
   }
   return 0;
 }

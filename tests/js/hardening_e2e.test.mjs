@@ -1,14 +1,14 @@
 // Hardening end to end: adapter files crafted to attack the loader are refused with a clear error
 // over HTTP and gRPC while other requests keep streaming, and adapter admin is closed by default on
-// a server that listens beyond loopback; connection, slow-client and adapter-load limits refuse
-// cleanly and leave everyone else served.
+// a server that listens beyond loopback; connection, slow-client, gRPC stream and adapter-load
+// limits refuse (or queue) cleanly and leave everyone else served.
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import net from "node:net";
 import { describe, test } from "node:test";
 
 import {
-  admin, grpc, makeAdapterRoot, request as call, startServer, unary, waitIdle,
+  admin, grpc, makeAdapterRoot, protos, request as call, startServer, stream, unary, waitIdle,
 } from "./server_harness.mjs";
 
 const TOKEN = "s3cret";
@@ -146,6 +146,46 @@ describe("connection limits", () => {
       await server.stop();
     }
   });
+});
+
+describe("gRPC streams per connection", () => {
+  // Calls past the cap wait in the client (HTTP/2 MAX_CONCURRENT_STREAMS); nobody is refused, and
+  // another connection is served meanwhile. Without the flag all four run at once (checked too).
+  for (const [cap, expected] of [[2, 2], [null, 4]]) {
+    const name = cap ? `past a cap of ${cap} calls queue in the client` : "without a cap all run";
+    test(name, async () => {
+      const server = await startServer(cap ? ["--grpc-max-streams-per-connection", `${cap}`] : []);
+      try {
+        let open = 0, most = 0;
+        const streams = Array.from({ length: 4 }, () => {
+          let started = false;
+          const onMessage = () => {
+            if (started) return;
+            started = true;
+            most = Math.max(most, ++open);
+          };
+          const s = stream(server.client, { text: PROMPT, max_tokens: 200, ignore_eos: true },
+                           { onMessage });
+          s.done.then(() => { if (started) --open; });
+          return s;
+        });
+        // Another connection (its own subchannel) is served while the first is at its cap.
+        const own = { "grpc.use_local_subchannel_pool": 1 };
+        const other = new protos.switchyard.Switchyard(server.target,
+                                                       grpc.credentials.createInsecure(), own);
+        const r = await unary(other, "Generate", { text: PROMPT, max_tokens: 3, ignore_eos: true });
+        assert.equal(r.token_ids.length, 3);
+        other.close();
+        for (const s of streams) {
+          const done = await s.done;
+          assert.equal(done.token_ids.length, 200);
+        }
+        assert.equal(most, expected, `calls open at once on one connection`);
+      } finally {
+        await server.stop();
+      }
+    });
+  }
 });
 
 describe("adapter loads", () => {

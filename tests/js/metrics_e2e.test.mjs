@@ -159,12 +159,30 @@ describe("metrics scraped by a real Prometheus", () => {
     assert.equal(Number(deadTotal[0].value[1]), deadSum);
     const live = await query('switchyard_expert_load{adapter="dead",expert!="3"}');
     assert.ok(live.some((r) => Number(r.value[1]) > 0));
-    // N * sum_i f_i * P_i lies in (0, N]: sum f = 1 and every P_i <= 1 (4 experts here).
+    // The Switch aux loss N * sum_i f_i * P_i, exactly, from the window's per-expert fractions f
+    // and mean router probabilities P that the routing JSON reports (traffic has stopped, so the
+    // window no longer moves); f must be what Prometheus has as expert_load.
     const aux = await query('switchyard_routing_switch_aux_loss{adapter="mixlora"}');
+    const load = await query('switchyard_expert_load{adapter="mixlora"}');
+    const routing = (await request(server, "GET", "/v1/adapters/mixlora/routing")).json;
     assert.equal(aux.length, LAYERS);
     for (const r of aux) {
+      const site = routing.window.find((w) => `${w.layer}` === r.metric.layer &&
+                                              w.site === r.metric.site);
+      assert.ok(site, `layer ${r.metric.layer} site ${r.metric.site} in the routing JSON`);
+      const n = site.load.length;
+      assert.equal(n, 4);
+      assert.ok(Math.abs(site.load.reduce((a, b) => a + b, 0) - 1) < 1e-12, "sum f = 1");
+      assert.ok(Math.abs(site.mean_prob.reduce((a, b) => a + b, 0) - 1) < 1e-6, "sum P = 1");
+      const expected = n * site.load.reduce((acc, f, i) => acc + f * site.mean_prob[i], 0);
       const v = Number(r.value[1]);
-      assert.ok(v > 0 && v <= 4 + 1e-9, `Switch aux loss ${v} in (0, 4]`);
+      assert.ok(Math.abs(v - expected) <= 1e-9 * Math.max(1, expected),
+                `layer ${r.metric.layer}: Switch aux loss ${v}, N·Σ f·P = ${expected}`);
+      for (let e = 0; e < n; ++e) {
+        const g = load.find((x) => x.metric.layer === r.metric.layer &&
+                                   x.metric.site === r.metric.site && x.metric.expert === `${e}`);
+        assert.ok(Math.abs(Number(g.value[1]) - site.load[e]) < 1e-12, `expert ${e} load`);
+      }
     }
 
     // The Inference Extension's gauges and vLLM's serving metrics.

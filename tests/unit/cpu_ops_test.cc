@@ -30,6 +30,7 @@ Tensor Random(DType dt, Shape shape, uint32_t seed, float scale = 1.0f) {
         t.data<uint16_t>()[i] = F32ToF16(v);
         break;
       case DType::kI32:
+      case DType::kF64:
         break;
     }
   }

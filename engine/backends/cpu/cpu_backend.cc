@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/backends/cpu/kernels.h"
+#include "engine/backends/cpu/moe_ops.h"
 #include "engine/backends/cpu/packed_matmul.h"
 #include "engine/core/threads.h"
 
@@ -37,7 +38,7 @@ class CpuBackend final : public Backend {
   absl::StatusOr<Tensor> Upload(const Tensor& host) override { return host; }
 
   absl::StatusOr<Weight> PrepareWeight(const Tensor& host, WeightUse use) override {
-    if (host.rank() != 2 || host.dtype() == DType::kI32) {
+    if (host.rank() != 2 || host.dtype() == DType::kI32 || host.dtype() == DType::kF64) {
       return absl::InvalidArgumentError("a weight must be a floating-point matrix");
     }
     if (use == WeightUse::kExpand) {
@@ -239,6 +240,49 @@ class CpuBackend final : public Backend {
     }
   }
 
+  void ZeroFill(Tensor& t) override { std::memset(t.raw(), 0, t.nbytes()); }
+
+  void Route(const Tensor& logits, std::span<const RouteUnit> units, Tensor& slot_expert,
+             Tensor& slot_weight, Tensor* stats) override {
+    cpu::Route(logits, units, slot_expert, slot_weight, stats);
+  }
+
+  void SortSegments(const Tensor& slot_expert, std::span<const RouteUnit> units,
+                    int32_t num_segments, Tensor& order, Tensor& position,
+                    Tensor& seg_start) override {
+    cpu::SortSegments(slot_expert, units, num_segments, order, position, seg_start);
+  }
+
+  void SegmentedLinear(std::span<const Weight* const> weights, const Tensor& seg_start,
+                       const Tensor& x, int64_t ldx, const Tensor* order, const Tensor* slot_rows,
+                       Tensor& y, int64_t ldy, bool accumulate) override {
+    cpu::SegmentJobs(weights, seg_start, x, ldx, order, slot_rows, y, ldy, accumulate,
+                     segment_rows_, segment_jobs_);
+    if (!segment_jobs_.empty()) matmul_.Grouped(segment_jobs_);
+  }
+
+  void GatherSorted(const Tensor& x, const Tensor& order, const Tensor& slot_rows,
+                    const Tensor& seg_start, Tensor& out) override {
+    cpu::GatherSorted(x, order, slot_rows, seg_start, out);
+  }
+
+  void SegmentedGatedActivation(const Tensor& gate_up, const Tensor& seg_start,
+                                std::span<const SegmentActivation> ranges, Tensor& out) override {
+    cpu::SegmentedGatedActivation(kernels_, gate_up, seg_start, ranges, out);
+  }
+
+  void CombineSlots(const Tensor& src, const Tensor& slot_expert, const Tensor& slot_weight,
+                    const Tensor& position, std::span<const CombineUnit> units,
+                    const Tensor* dst_rows, const Tensor* bias, Combine mode,
+                    Tensor& dst) override {
+    cpu::CombineSlots(src, slot_expert, slot_weight, position, units, dst_rows, bias, mode, dst);
+  }
+
+  void ScatterAddRows(const Tensor& x, int64_t width, const Tensor& dst_rows, int64_t col,
+                      Tensor& dst) override {
+    cpu::ScatterAddRows(x, width, dst_rows, col, dst);
+  }
+
   void GatherRows(const Tensor& x, const Tensor& rows, Tensor& out) override {
     const int64_t R = rows.numel(), d = x.dim(1);
     SY_CHECK(out.dim(0) == R && out.dim(1) == d && x.dtype() == DType::kF32);
@@ -249,6 +293,8 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  std::vector<int32_t> segment_rows_;  // SegmentedLinear's gathered rows, reused
+  std::vector<LinearJob> segment_jobs_;
   CpuBackendOptions options_;
   const cpu::KernelTable& kernels_;
   int threads_;

@@ -216,6 +216,7 @@ void MatmulPacked(const PackedMatmulArgs& a, int64_t panel_begin, int64_t panel_
       MatmulPackedImpl<F16Weights>(a, panel_begin, panel_end);
       return;
     case DType::kI32:
+    case DType::kF64:
       break;
   }
   __builtin_trap();
@@ -331,6 +332,9 @@ void ConvertToF32(DType dtype, const void* src, float* dst, int64_t n) {
       return;
     case DType::kI32:
       for (; i < n; ++i) dst[i] = static_cast<float>(static_cast<const int32_t*>(src)[i]);
+      return;
+    case DType::kF64:
+      for (; i < n; ++i) dst[i] = static_cast<float>(static_cast<const double*>(src)[i]);
       return;
   }
 }

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/backends/cuda/kernels.h"
+#include "engine/backends/cuda/moe_kernels.h"
 #include "engine/core/status_macros.h"
 
 namespace switchyard {
@@ -108,7 +109,7 @@ class CudaBackend final : public Backend {
   }
 
   absl::StatusOr<Weight> PrepareWeight(const Tensor& host, WeightUse use) override {
-    if (host.rank() != 2 || host.dtype() == DType::kI32) {
+    if (host.rank() != 2 || host.dtype() == DType::kI32 || host.dtype() == DType::kF64) {
       return absl::InvalidArgumentError("a weight must be a floating-point matrix");
     }
     if (use == WeightUse::kExpand && host.dtype() != DType::kF32 && host.dtype() != DType::kBF16) {
@@ -284,6 +285,135 @@ class CudaBackend final : public Backend {
          "GatedActivation");
   }
 
+  void ZeroFill(Tensor& t) override {
+    Note(cudaMemsetAsync(t.raw(), 0, t.nbytes(), stream_), "cudaMemsetAsync");
+  }
+
+  void Route(const Tensor& logits, std::span<const RouteUnit> units, Tensor& slot_expert,
+             Tensor& slot_weight, Tensor* stats) override {
+    const std::vector<int64_t> starts = RowStarts(units);
+    absl::StatusOr<Tensor> du = UploadSpan(units), ds = UploadSpan(std::span(starts));
+    if (!NoteStatus(du.status()) || !NoteStatus(ds.status())) return;
+    Note(cuda::Route(logits.data<float>(), logits.dim(1), du->data<RouteUnit>(),
+                     ds->data<int64_t>(), static_cast<int>(units.size()), starts.back(),
+                     slot_expert.data<int32_t>(), slot_weight.data<float>(),
+                     stats != nullptr ? stats->data<double>() : nullptr, stream_),
+         "Route");
+  }
+
+  void SortSegments(const Tensor& slot_expert, std::span<const RouteUnit> units,
+                    int32_t num_segments, Tensor& order, Tensor& position,
+                    Tensor& seg_start) override {
+    std::vector<int64_t> starts(units.size() + 1, 0);
+    for (size_t u = 0; u < units.size(); ++u) {
+      starts[u + 1] = starts[u] + units[u].rows * units[u].slots;
+    }
+    const int64_t slots = starts.back();
+    absl::StatusOr<Tensor> du = UploadSpan(units), ds = UploadSpan(std::span(starts));
+    absl::StatusOr<Tensor> keys = Allocate(DType::kI32, {2 * slots + 1}),
+                           values = Allocate(DType::kI32, {slots + 1}),
+                           count = Allocate(DType::kI32, {num_segments + 1});
+    for (const absl::Status& st :
+         {du.status(), ds.status(), keys.status(), values.status(), count.status()}) {
+      if (!NoteStatus(st)) return;
+    }
+    int32_t* k = keys->data<int32_t>();
+    Note(cudaMemsetAsync(count->raw(), 0, count->nbytes(), stream_), "cudaMemsetAsync");
+    Note(cuda::SegmentKeys(slot_expert.data<int32_t>(), du->data<RouteUnit>(), ds->data<int64_t>(),
+                           static_cast<int>(units.size()), slots, num_segments, k,
+                           values->data<int32_t>(), count->data<int32_t>(), stream_),
+         "SegmentKeys");
+    int end_bit = 1;
+    while ((int64_t{1} << end_bit) <= num_segments) ++end_bit;
+    size_t temp_bytes = 0;
+    Note(cuda::SortByKey(nullptr, &temp_bytes, k, k + slots, values->data<int32_t>(),
+                         order.data<int32_t>(), slots, end_bit, stream_),
+         "SortByKey");
+    absl::StatusOr<Tensor> temp = Allocate(DType::kI32, {static_cast<int64_t>(temp_bytes / 4 + 1)});
+    if (!NoteStatus(temp.status())) return;
+    Note(cuda::SortByKey(temp->raw(), &temp_bytes, k, k + slots, values->data<int32_t>(),
+                         order.data<int32_t>(), slots, end_bit, stream_),
+         "SortByKey");
+    Note(cuda::SegmentStarts(count->data<int32_t>(), num_segments, seg_start.data<int32_t>(),
+                             stream_),
+         "SegmentStarts");
+    Note(cudaMemsetAsync(position.raw(), 0xff, slots * sizeof(int32_t), stream_),
+         "cudaMemsetAsync");
+    Note(cuda::InvertOrder(order.data<int32_t>(), seg_start.data<int32_t>(), num_segments, slots,
+                           position.data<int32_t>(), stream_),
+         "InvertOrder");
+  }
+
+  void SegmentedLinear(std::span<const Weight* const> weights, const Tensor& seg_start,
+                       const Tensor& x, int64_t ldx, const Tensor* order, const Tensor* slot_rows,
+                       Tensor& y, int64_t ldy, bool accumulate) override {
+    std::vector<cuda::SegmentWeight> table(weights.size());
+    int64_t max_n = 0;
+    for (size_t s = 0; s < weights.size(); ++s) {
+      const Weight* w = weights[s];
+      table[s] = w == nullptr
+                     ? cuda::SegmentWeight{nullptr, cuda::Elem::kF32, 0, 0}
+                     : cuda::SegmentWeight{w->data.raw(), ElemOf(w->dtype), w->rows, w->cols};
+      if (w != nullptr) max_n = std::max(max_n, w->rows);
+    }
+    if (max_n == 0) return;
+    absl::StatusOr<Tensor> dt = UploadSpan(std::span<const cuda::SegmentWeight>(table));
+    if (!NoteStatus(dt.status())) return;
+    // Rows: at most the slots of the layout (order's length; y's rows otherwise, y possibly
+    // starting at a column offset).
+    const int64_t capacity = order != nullptr ? order->numel() : (y.numel() + ldy - 1) / ldy;
+    Note(
+        cuda::SegmentedLinear(dt->data<cuda::SegmentWeight>(), static_cast<int32_t>(weights.size()),
+                              seg_start.data<int32_t>(), capacity, max_n, x.data<float>(), ldx,
+                              order != nullptr ? order->data<int32_t>() : nullptr,
+                              slot_rows != nullptr ? slot_rows->data<int32_t>() : nullptr,
+                              y.data<float>(), ldy, accumulate, stream_),
+        "SegmentedLinear");
+  }
+
+  void GatherSorted(const Tensor& x, const Tensor& order, const Tensor& slot_rows,
+                    const Tensor& seg_start, Tensor& out) override {
+    Note(cuda::GatherSorted(x.data<float>(), x.dim(1), order.data<int32_t>(),
+                            slot_rows.data<int32_t>(),
+                            seg_start.data<int32_t>() + seg_start.numel() - 1, out.dim(0),
+                            out.dim(1), out.data<float>(), stream_),
+         "GatherSorted");
+  }
+
+  void SegmentedGatedActivation(const Tensor& gate_up, const Tensor& seg_start,
+                                std::span<const SegmentActivation> ranges, Tensor& out) override {
+    for (const SegmentActivation& r : ranges) {
+      Note(cuda::SegmentedGatedActivation(gate_up.data<float>(), seg_start.data<int32_t>(),
+                                          r.seg_begin, r.seg_end, out.dim(0), out.dim(1),
+                                          static_cast<int>(r.act), out.data<float>(), stream_),
+           "SegmentedGatedActivation");
+    }
+  }
+
+  void CombineSlots(const Tensor& src, const Tensor& slot_expert, const Tensor& slot_weight,
+                    const Tensor& position, std::span<const CombineUnit> units,
+                    const Tensor* dst_rows, const Tensor* bias, Combine mode,
+                    Tensor& dst) override {
+    const std::vector<int64_t> starts = RowStarts(units);
+    absl::StatusOr<Tensor> du = UploadSpan(units), ds = UploadSpan(std::span(starts));
+    if (!NoteStatus(du.status()) || !NoteStatus(ds.status())) return;
+    Note(cuda::CombineSlots(src.data<float>(), src.dim(1), slot_expert.data<int32_t>(),
+                            slot_weight.data<float>(), position.data<int32_t>(),
+                            du->data<CombineUnit>(), ds->data<int64_t>(),
+                            static_cast<int>(units.size()), starts.back(),
+                            dst_rows != nullptr ? dst_rows->data<int32_t>() : nullptr,
+                            bias != nullptr ? bias->data<float>() : nullptr, static_cast<int>(mode),
+                            dst.data<float>(), dst.dim(1), stream_),
+         "CombineSlots");
+  }
+
+  void ScatterAddRows(const Tensor& x, int64_t width, const Tensor& dst_rows, int64_t col,
+                      Tensor& dst) override {
+    Note(cuda::ScatterAddRows(x.data<float>(), x.dim(1), x.dim(0), width, dst_rows.data<int32_t>(),
+                              col, dst.data<float>(), dst.dim(1), stream_),
+         "ScatterAddRows");
+  }
+
   void GatherRows(const Tensor& x, const Tensor& rows, Tensor& out) override {
     const int64_t R = rows.numel(), d = x.dim(1);
     SY_CHECK(out.dim(0) == R && out.dim(1) == d && x.dtype() == DType::kF32);
@@ -307,6 +437,39 @@ class CudaBackend final : public Backend {
       if (q != nullptr) cudaFree(const_cast<void*>(q));
     });
     return Tensor::Wrap(p, dtype, shape, std::move(owner), Device::kCuda);
+  }
+
+  // The first routed row of each unit, and their total last.
+  template <typename Unit>
+  static std::vector<int64_t> RowStarts(std::span<const Unit> units) {
+    std::vector<int64_t> starts(units.size() + 1, 0);
+    for (size_t u = 0; u < units.size(); ++u) starts[u + 1] = starts[u] + units[u].rows;
+    return starts;
+  }
+
+  // A host array of descriptors on the device, for the ops enqueued next (stream-ordered; the
+  // host copy may go once this returns).
+  template <typename T>
+  absl::StatusOr<Tensor> UploadSpan(std::span<const T> host) {
+    const int64_t words = static_cast<int64_t>((host.size_bytes() + 7) / 8) * 2 + 2;
+    SY_ASSIGN_OR_RETURN(Tensor t, Allocate(DType::kI32, {words}));
+    if (!host.empty()) {
+      SY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(t.raw(), host.data(), host.size_bytes(),
+                                              cudaMemcpyHostToDevice, stream_));
+    }
+    return t;
+  }
+  template <typename T>
+  absl::StatusOr<Tensor> UploadSpan(std::span<T> host) {
+    return UploadSpan(std::span<const T>(host));
+  }
+
+  // Records a failed Status of a void op like Note; returns whether `s` was OK.
+  bool NoteStatus(const absl::Status& s) {
+    if (s.ok()) return true;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (error_.ok()) error_ = s;
+    return false;
   }
 
   // Records the first failure of a void op; Synchronize reports it.

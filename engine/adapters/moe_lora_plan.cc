@@ -1,0 +1,301 @@
+#include "engine/adapters/moe_lora_plan.h"
+
+#include <algorithm>
+
+namespace switchyard {
+namespace {
+
+using Linear = LayerHooks::Linear;
+
+struct SiteOfCall {
+  LinearSite site;
+  int64_t col, out;
+};
+
+// The sites each AfterLinear call covers, with their columns in its output.
+std::vector<SiteOfCall> CallSites(const ModelConfig& m, Linear which) {
+  const int64_t d = m.hidden_size, q = m.num_heads * m.head_dim;
+  const int64_t kv = m.num_kv_heads * m.head_dim, F = m.intermediate_size;
+  switch (which) {
+    case Linear::kQkv:
+      return {{LinearSite::kQ, 0, q}, {LinearSite::kK, q, kv}, {LinearSite::kV, q + kv, kv}};
+    case Linear::kO:
+      return {{LinearSite::kO, 0, d}};
+    case Linear::kGateUp:
+      return {{LinearSite::kGate, 0, F}, {LinearSite::kUp, F, F}};
+    case Linear::kDown:
+      return {{LinearSite::kDown, 0, d}};
+  }
+  return {};
+}
+
+int64_t CallInput(const ModelConfig& m, Linear which) {
+  switch (which) {
+    case Linear::kQkv:
+    case Linear::kGateUp:
+      return m.hidden_size;
+    case Linear::kO:
+      return m.num_heads * m.head_dim;
+    case Linear::kDown:
+      return m.intermediate_size;
+  }
+  return 0;
+}
+
+class PlanBuilder {
+ public:
+  PlanBuilder(const ModelConfig& model, RoutingStats* stats) : model_(model), stats_(stats) {}
+
+  MoeLoraPlan Build(std::span<const AdapterWeights* const> adapter_of_token) && {
+    GroupTokens(adapter_of_token);
+    if (plan_.groups.empty()) return std::move(plan_);
+    plan_.layers.resize(static_cast<size_t>(model_.num_layers));
+    for (int layer = 0; layer < model_.num_layers; ++layer) {
+      // In the order the forward pass runs them, so statistics records come in that order.
+      LayerPlan& lp = plan_.layers[layer];
+      for (Linear which : {Linear::kQkv, Linear::kO, Linear::kGateUp}) {
+        lp.calls[static_cast<int>(which)] = BuildSiteCall(layer, which);
+      }
+      lp.mix = BuildMixCall(layer);
+      lp.calls[static_cast<int>(Linear::kDown)] = BuildSiteCall(layer, Linear::kDown);
+    }
+    return std::move(plan_);
+  }
+
+ private:
+  void GroupTokens(std::span<const AdapterWeights* const> adapter_of_token) {
+    std::vector<PlanGroup>& groups = plan_.groups;
+    for (int32_t t = 0; t < static_cast<int32_t>(adapter_of_token.size()); ++t) {
+      const AdapterWeights* a = adapter_of_token[t];
+      if (a == nullptr) continue;
+      auto it = std::find_if(groups.begin(), groups.end(),
+                             [&](const PlanGroup& g) { return g.adapter == a; });
+      if (it == groups.end()) {
+        groups.push_back({a, {}, 0, -1});
+        it = groups.end() - 1;
+        if (stats_ != nullptr) {
+          it->stats_index = static_cast<int>(stats_->adapters.size());
+          stats_->adapters.push_back({a->name, a->version, {}});
+        }
+      }
+      it->tokens.push_back(t);
+    }
+    for (PlanGroup& g : groups) {
+      g.tokens_off = static_cast<int64_t>(plan_.ints.size());
+      plan_.ints.insert(plan_.ints.end(), g.tokens.begin(), g.tokens.end());
+    }
+  }
+
+  // A zeroed routing record for (group, layer, site), or -1 without statistics.
+  int64_t AddRecord(const PlanGroup& g, int layer, int site, const RouterSpec& spec) {
+    if (stats_ == nullptr || g.stats_index < 0 || spec.routing == Routing::kSingle) return -1;
+    SiteRoutingStats shape;
+    shape.layer = layer;
+    shape.site = site;
+    shape.num_experts = spec.num_experts;
+    shape.dense = spec.routing == Routing::kDense;
+    std::vector<SiteRoutingStats>& sites = stats_->adapters[g.stats_index].sites;
+    sites.push_back(shape.EmptyLike());
+    const int64_t offset = plan_.stats_size;
+    plan_.records.push_back(
+        {g.stats_index, static_cast<int>(sites.size()) - 1, offset, spec.num_experts});
+    plan_.stats_size += RoutingRecordSize(spec.num_experts);
+    return offset;
+  }
+
+  int64_t Reserve(int64_t n) {
+    const int64_t off = static_cast<int64_t>(plan_.ints.size());
+    plan_.ints.resize(static_cast<size_t>(off + n));
+    return off;
+  }
+
+  void AppendRows(const PlanGroup& g) {
+    plan_.ints.insert(plan_.ints.end(), g.tokens.begin(), g.tokens.end());
+  }
+
+  SiteCall BuildSiteCall(int layer, Linear which) {
+    SiteCall c;
+    c.in = CallInput(model_, which);
+    c.x_src_off = static_cast<int64_t>(plan_.ints.size());
+    std::vector<int64_t> plain_rows(plan_.groups.size(), -1);
+    for (const SiteOfCall& so : CallSites(model_, which)) {
+      for (int g = 0; g < static_cast<int>(plan_.groups.size()); ++g) {
+        const RoutedLora* lora =
+            plan_.groups[g].adapter->layers[layer].sites[static_cast<int>(so.site)].get();
+        if (lora == nullptr) continue;
+        const int64_t n = static_cast<int64_t>(plan_.groups[g].tokens.size());
+        SiteUnit u{g, lora, static_cast<int>(so.site), so.col, so.out, 0, c.sub_rows, -1};
+        // A head projection changes its rows: such a unit gets rows of its own.
+        if (lora->head.rank > 0 || plain_rows[g] < 0) {
+          u.x_off = c.rows;
+          if (lora->head.rank == 0) plain_rows[g] = c.rows;
+          AppendRows(plan_.groups[g]);
+          c.rows += n;
+        } else {
+          u.x_off = plain_rows[g];
+        }
+        c.sub_rows += n * lora->heads;
+        c.units.push_back(u);
+      }
+    }
+    if (c.units.empty()) return c;
+    for (SiteUnit& u : c.units) LayoutSiteUnit(layer, u, c);
+    FillSiteSlots(c);
+    PlanCapacity& cap = plan_.capacity;
+    cap.x = std::max(cap.x, c.rows * c.in);
+    cap.logits = std::max(cap.logits, c.sub_rows * c.max_e);
+    cap.slots = std::max(cap.slots, c.slots);
+    cap.segments = std::max<int64_t>(cap.segments, c.segments + 1);
+    cap.shrink = std::max(cap.shrink, c.slots * c.rmax);
+    cap.shared = std::max(cap.shared, c.sub_rows * c.rmax);
+    cap.expand = std::max(cap.expand, c.slots * c.omax);
+    cap.head = std::max(cap.head, c.rows * c.max_head);
+    cap.merge = std::max(cap.merge, c.merge_rows * c.max_out);
+    cap.merge_mid = std::max(cap.merge_mid, c.merge_rows * c.max_merge);
+    return c;
+  }
+
+  // The unit's slots, segments, statistics record and combine target.
+  void LayoutSiteUnit(int layer, SiteUnit& u, SiteCall& c) {
+    const RoutedLora& lora = *u.lora;
+    const PlanGroup& g = plan_.groups[u.group];
+    const int64_t n = static_cast<int64_t>(g.tokens.size());
+    const int E = lora.spec.num_experts, S = SlotsPerRow(lora.spec);
+    if (std::none_of(c.shrink.begin(), c.shrink.end(),
+                     [&](const auto& h) { return h.first == lora.heads; })) {
+      c.shrink.emplace_back(lora.heads, std::vector<const Weight*>(c.segments, nullptr));
+    }
+    RouteUnit r{lora.spec,
+                n * lora.heads,
+                u.sub_off,
+                c.slots,
+                S,
+                c.segments,
+                AddRecord(g, layer, u.site, lora.spec)};
+    c.route.push_back(r);
+    CombineUnit comb{n * lora.heads, c.slots, S,     lora.heads,
+                     g.tokens_off,   0,       u.col, u.out / lora.heads};
+    if (lora.merge.rank > 0) {
+      u.merge_off = c.merge_rows;
+      comb.dst_rows_off = -1;
+      comb.dst_row_base = c.merge_rows;
+      comb.col = 0;
+      c.merge_rows += n;
+      c.combine_merge.push_back(comb);
+    } else {
+      c.combine_y.push_back(comb);
+    }
+    for (int e = 0; e < E; ++e) {
+      const LoraPair* p = e < static_cast<int>(lora.experts.size()) ? &lora.experts[e] : nullptr;
+      for (auto& [heads, weights] : c.shrink) {
+        weights.push_back(heads == lora.heads && p != nullptr && !lora.shared_a ? &p->a : nullptr);
+      }
+      c.expand.push_back(p != nullptr && !lora.shared_a ? &p->b : nullptr);
+      c.expand_shared.push_back(p != nullptr && lora.shared_a ? &p->b : nullptr);
+      if (p != nullptr) {
+        c.rmax = std::max(c.rmax, p->rank);
+        c.omax = std::max<int64_t>(c.omax, p->b.rows);
+      }
+    }
+    c.slots += n * lora.heads * S;
+    c.segments += E;
+    c.max_e = std::max(c.max_e, E);
+    c.max_head = std::max(c.max_head, lora.head.rank);
+    c.max_merge = std::max(c.max_merge, lora.merge.rank);
+    c.max_out = std::max(c.max_out, u.out);
+    c.routed |= lora.spec.routing != Routing::kSingle;
+    c.shared_a |= lora.shared_a;
+  }
+
+  // Per slot: its row of the gathered input (seen as [.., in / heads]) and its routed row.
+  void FillSiteSlots(SiteCall& c) {
+    c.slot_xrow_off = Reserve(c.slots);
+    c.slot_sub_off = Reserve(c.slots);
+    for (size_t i = 0; i < c.units.size(); ++i) {
+      const SiteUnit& u = c.units[i];
+      const RouteUnit& r = c.route[i];
+      for (int64_t row = 0; row < r.rows; ++row) {
+        for (int j = 0; j < r.slots; ++j) {
+          const int64_t s = r.slot_off + row * r.slots + j;
+          plan_.ints[c.slot_xrow_off + s] = static_cast<int32_t>(u.x_off * u.lora->heads + row);
+          plan_.ints[c.slot_sub_off + s] = static_cast<int32_t>(u.sub_off + row);
+        }
+      }
+    }
+  }
+
+  MixCall BuildMixCall(int layer) {
+    MixCall c;
+    c.x_src_off = static_cast<int64_t>(plan_.ints.size());
+    const int64_t d = model_.hidden_size, F = model_.intermediate_size;
+    for (int g = 0; g < static_cast<int>(plan_.groups.size()); ++g) {
+      const MixLoraBlock* block = plan_.groups[g].adapter->layers[layer].ffn.get();
+      if (block == nullptr) continue;
+      c.units.push_back({g, block, c.rows});
+      AppendRows(plan_.groups[g]);
+      c.rows += static_cast<int64_t>(plan_.groups[g].tokens.size());
+    }
+    if (c.units.empty()) return c;
+    for (const MixUnit& u : c.units) {
+      const PlanGroup& g = plan_.groups[u.group];
+      const int64_t n = static_cast<int64_t>(g.tokens.size());
+      const int E = u.block->spec.num_experts, S = SlotsPerRow(u.block->spec);
+      c.route.push_back({u.block->spec, n, u.x_off, c.slots, S, c.segments,
+                         AddRecord(g, layer, kFfnBlockSite, u.block->spec)});
+      c.combine_act.push_back({n, c.slots, S, 1, g.tokens_off, 0, 0, F});
+      c.combine_down.push_back({n, c.slots, S, 1, g.tokens_off, 0, 0, d});
+      c.acts.push_back({c.segments, c.segments + E, u.block->act});
+      for (int e = 0; e < E; ++e) {
+        const MixLoraExpert* x =
+            e < static_cast<int>(u.block->experts.size()) ? &u.block->experts[e] : nullptr;
+        for (int p = 0; p < 3; ++p) {
+          const bool has = x != nullptr && x->lora[p].rank > 0;
+          c.a[p].push_back(has ? &x->lora[p].a : nullptr);
+          c.b[p].push_back(has ? &x->lora[p].b : nullptr);
+          if (has) c.rmax = std::max(c.rmax, x->lora[p].rank);
+        }
+      }
+      c.slots += n * S;
+      c.segments += E;
+      c.max_e = std::max(c.max_e, E);
+    }
+    c.slot_xrow_off = Reserve(c.slots);
+    c.slot_token_off = Reserve(c.slots);
+    for (size_t i = 0; i < c.units.size(); ++i) {
+      const RouteUnit& r = c.route[i];
+      const std::vector<int32_t>& tokens = plan_.groups[c.units[i].group].tokens;
+      for (int64_t row = 0; row < r.rows; ++row) {
+        for (int j = 0; j < r.slots; ++j) {
+          const int64_t s = r.slot_off + row * r.slots + j;
+          plan_.ints[c.slot_xrow_off + s] = static_cast<int32_t>(c.units[i].x_off + row);
+          plan_.ints[c.slot_token_off + s] = tokens[row];
+        }
+      }
+    }
+    PlanCapacity& cap = plan_.capacity;
+    cap.x = std::max(cap.x, c.rows * d);
+    cap.logits = std::max(cap.logits, c.rows * c.max_e);
+    cap.segments = std::max<int64_t>(cap.segments, c.segments + 1);
+    cap.shrink = std::max(cap.shrink, c.slots * c.rmax);
+    cap.shared = std::max(cap.shared, c.slots * c.rmax);
+    cap.gate_up = std::max(cap.gate_up, c.slots * 2 * F);
+    cap.act = std::max(cap.act, c.slots * F);
+    cap.down = std::max(cap.down, c.slots * d);
+    cap.slots = std::max(cap.slots, c.slots);
+    return c;
+  }
+
+  const ModelConfig& model_;
+  RoutingStats* stats_;
+  MoeLoraPlan plan_;
+};
+
+}  // namespace
+
+MoeLoraPlan BuildMoeLoraPlan(const ModelConfig& model,
+                             std::span<const AdapterWeights* const> adapter_of_token,
+                             RoutingStats* stats) {
+  return PlanBuilder(model, stats).Build(adapter_of_token);
+}
+
+}  // namespace switchyard
