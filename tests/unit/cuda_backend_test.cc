@@ -1,6 +1,8 @@
 // The CUDA backend op by op against the CPU backend, over ragged shapes: every op of
-// engine/backends/backend.h, F32 within 1e-5 relative (attention and transcendental ops 1e-4),
-// BF16/F16 GEMMs within the rounding of their activations. Skips where no GPU is visible.
+// engine/backends/backend.h (the MoE-LoRA ops as the chain of moe_ops_scenario.h: identical
+// selections, sort and inverse, statistics counts; sums within 1e-5), F32 within 1e-5 relative
+// (attention and transcendental ops 1e-4), BF16/F16 GEMMs within the rounding of their activations.
+// Skips where no GPU is visible.
 #include "engine/backends/cuda/cuda_backend.h"
 
 #include <cmath>
@@ -9,6 +11,7 @@
 #include "engine/backends/cpu/cpu_backend.h"
 #include "engine/core/dtype.h"
 #include "gtest/gtest.h"
+#include "tests/unit/moe_ops_scenario.h"
 
 namespace switchyard {
 namespace {
@@ -212,6 +215,41 @@ TEST_F(CudaBackendTest, RopeKvAndPagedAttentionOverRaggedSequences) {
     }
   }
   EXPECT_TRUE(gpu_->Synchronize().ok());
+}
+
+TEST_F(CudaBackendTest, MoeLoraOpsMatchTheCpuOnMixedRaggedUnits) {
+  for (uint64_t seed : {1, 2, 3, 4, 5, 6}) {
+    SCOPED_TRACE(seed);
+    const testing::MoeScenario s = testing::MoeScenario::Make(seed);
+    const testing::MoeRun want = testing::RunMoeChain(*cpu_, s);
+    const testing::MoeRun got = testing::RunMoeChain(*gpu_, s);
+    ASSERT_TRUE(gpu_->Synchronize().ok());
+    // Random logits leave no ties: the selections, hence the layout, must be the CPU's.
+    EXPECT_EQ(got.expert, want.expert);
+    EXPECT_EQ(got.seg_start, want.seg_start);
+    EXPECT_EQ(got.order, want.order);
+    EXPECT_EQ(got.position, want.position);
+    for (size_t i = 0; i < want.weight.size(); ++i) {
+      ASSERT_NEAR(got.weight[i], want.weight[i], 1e-5 * std::max(1.0f, std::fabs(want.weight[i])));
+    }
+    ASSERT_EQ(got.stats.size(), want.stats.size());
+    for (size_t i = 0; i < want.stats.size(); ++i) {
+      ASSERT_NEAR(got.stats[i], want.stats[i], 1e-5 * std::max(1.0, std::fabs(want.stats[i])))
+          << "statistics " << i;
+    }
+    ExpectNear(want.y, got.y, 1e-5, "combined y");
+    ExpectNear(want.act, got.act, 1e-5, "overwritten rows");
+    ExpectNear(want.gathered, got.gathered, 0, "gathered rows");
+    ExpectNear(want.activated, got.activated, 1e-5, "activations");
+  }
+  std::mt19937_64 rng(9);
+  Tensor x = testing::MoeScenario::Random({3, 6}, rng, 1.0f);
+  Tensor dst = testing::MoeScenario::Random({5, 10}, rng, 1.0f);
+  const Tensor rows = Ints({4, 0, 2});
+  Tensor dst_cpu = testing::Copy(*cpu_, dst), dst_gpu = Up(dst);
+  cpu_->ScatterAddRows(x, 4, rows, 3, dst_cpu);
+  gpu_->ScatterAddRows(Up(x), 4, Up(rows), 3, dst_gpu);
+  ExpectNear(dst_cpu, Down(dst_gpu), 1e-6, "ScatterAddRows");
 }
 
 }  // namespace
