@@ -32,6 +32,13 @@ struct Engine::State {
   std::unique_ptr<RoutingWindow> routing_window;
 };
 
+Device DefaultDevice() {
+#if SWITCHYARD_HAVE_CUDA
+  if (CudaDeviceCount() > 0) return Device::kCuda;
+#endif
+  return Device::kCpu;
+}
+
 Engine::Engine(const EngineOptions& options) : options_(options) {}
 Engine::~Engine() = default;
 
@@ -231,11 +238,6 @@ absl::StatusOr<std::unique_ptr<AdapterWeights>> Engine::LoadAdapter(const std::s
 }
 
 absl::StatusOr<std::unique_ptr<AdapterWeights>> Engine::LoadAdapter(const ConfinedDir& dir) const {
-  if (state_->backend->device() != Device::kCpu) {
-    // The MoE-LoRA executor routes and combines through host pointers (docs/cuda.md).
-    return absl::UnimplementedError(
-        "MoE-LoRA adapters do not run on the CUDA engine yet; serve adapters with --device=cpu");
-  }
   // OpenMP's thread count is per calling thread: keep this one's packing single-threaded.
   const int saved = omp_get_max_threads();
   omp_set_num_threads(1);

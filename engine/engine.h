@@ -23,6 +23,9 @@
 
 namespace switchyard {
 
+// Device::kCuda when this build has the CUDA backend and a GPU is visible, else Device::kCpu.
+Device DefaultDevice();
+
 struct EngineOptions {
   std::string model_dir;
   Device device = Device::kCpu;

@@ -70,8 +70,8 @@ ABSL_FLAG(int64_t, max_waiting, 1024, "requests waiting for admission before RES
 ABSL_FLAG(bool, prefix_caching, true, "reuse the KV blocks of common prompt prefixes");
 ABSL_FLAG(int, threads, 0, "compute threads (0: SWITCHYARD_THREADS or all cores)");
 ABSL_FLAG(std::string, matmul_precision, "f32", "f32 (exact) or bf16 (faster, BF16 products)");
-ABSL_FLAG(std::string, device, "cpu",
-          "cpu, or cuda (base model only for now: adapters need the CPU engine; docs/cuda.md)");
+ABSL_FLAG(std::string, device, "auto",
+          "cpu, cuda, or auto (cuda when this build has it and a GPU is visible; docs/cuda.md)");
 ABSL_FLAG(std::string, chat_template, "",
           "chat format overriding the model's template: llama3, "
           "chatml, qwen3, llama2 or mistral");
@@ -249,8 +249,10 @@ int Main() {
   eo.max_batch_seqs = absl::GetFlag(FLAGS_max_batch_seqs);
   if (const std::string device = absl::GetFlag(FLAGS_device); device == "cuda") {
     eo.device = Device::kCuda;
+  } else if (device == "auto") {
+    eo.device = DefaultDevice();
   } else if (device != "cpu") {
-    return Fail(absl::InvalidArgumentError("--device: use cpu or cuda"));
+    return Fail(absl::InvalidArgumentError("--device: use cpu, cuda or auto"));
   }
   const std::string precision = absl::GetFlag(FLAGS_matmul_precision);
   if (precision == "bf16") {

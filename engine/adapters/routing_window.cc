@@ -9,7 +9,7 @@ RoutingWindow::RoutingWindow(RoutingWindowOptions options)
     : options_(options),
       bucket_rows_(std::max<int64_t>(1, options.window_tokens / std::max(1, options.buckets))) {}
 
-void RoutingWindow::AddSite(Site& site, const SiteRoutingStats& step) {
+void RoutingWindow::AddSite(Site& site, const SiteRoutingStats& step) const {
   site.total.Merge(step);
   SiteRoutingStats* bucket = &site.ring[site.newest];
   if (bucket->tokens >= bucket_rows_) {
@@ -22,25 +22,42 @@ void RoutingWindow::AddSite(Site& site, const SiteRoutingStats& step) {
 
 void RoutingWindow::Add(const RoutingStats& step) {
   if (step.adapters.empty()) return;
-  absl::MutexLock lock(&mu_);
-  for (const AdapterRoutingStats& a : step.adapters) {
-    Adapter& entry = adapters_[a.adapter];
-    if (a.version < entry.version) continue;  // an older version still finishing after a swap
-    if (a.version > entry.version) entry = Adapter{a.version, {}};
-    for (const SiteRoutingStats& s : a.sites) {
-      const auto key = std::make_pair(s.layer, s.site);
-      auto it = std::lower_bound(entry.sites.begin(), entry.sites.end(), key,
-                                 [](const Site& x, const std::pair<int, int>& k) {
-                                   return std::make_pair(x.total.layer, x.total.site) < k;
-                                 });
-      if (it == entry.sites.end() || it->total.layer != s.layer || it->total.site != s.site) {
-        Site fresh;
-        fresh.total = s.EmptyLike();
-        fresh.ring.assign(std::max(1, options_.buckets), s.EmptyLike());
-        it = entry.sites.insert(it, std::move(fresh));
-      }
-      AddSite(*it, s);
+  {
+    absl::MutexLock lock(&pending_mu_);
+    pending_.insert(pending_.end(), step.adapters.begin(), step.adapters.end());
+  }
+  if (mu_.TryLock()) {  // a reader holds the state: it merges the queue before it looks
+    DrainPending();
+    mu_.Unlock();
+  }
+}
+
+void RoutingWindow::DrainPending() const {
+  std::vector<AdapterRoutingStats> queued;
+  {
+    absl::MutexLock lock(&pending_mu_);
+    queued.swap(pending_);
+  }
+  for (const AdapterRoutingStats& a : queued) Merge(a);
+}
+
+void RoutingWindow::Merge(const AdapterRoutingStats& a) const {
+  Adapter& entry = adapters_[a.adapter];
+  if (a.version < entry.version) return;  // an older version still finishing after a swap
+  if (a.version > entry.version) entry = Adapter{a.version, {}};
+  for (const SiteRoutingStats& s : a.sites) {
+    const auto key = std::make_pair(s.layer, s.site);
+    auto it = std::lower_bound(entry.sites.begin(), entry.sites.end(), key,
+                               [](const Site& x, const std::pair<int, int>& k) {
+                                 return std::make_pair(x.total.layer, x.total.site) < k;
+                               });
+    if (it == entry.sites.end() || it->total.layer != s.layer || it->total.site != s.site) {
+      Site fresh;
+      fresh.total = s.EmptyLike();
+      fresh.ring.assign(std::max(1, options_.buckets), s.EmptyLike());
+      it = entry.sites.insert(it, std::move(fresh));
     }
+    AddSite(*it, s);
   }
 }
 
@@ -61,14 +78,16 @@ RoutingSnapshot RoutingWindow::MakeSnapshot(const std::string& name, const Adapt
 }
 
 std::optional<RoutingSnapshot> RoutingWindow::Snapshot(absl::string_view adapter) const {
-  absl::ReaderMutexLock lock(&mu_);
+  absl::MutexLock lock(&mu_);
+  DrainPending();
   auto it = adapters_.find(adapter);
   if (it == adapters_.end()) return std::nullopt;
   return MakeSnapshot(it->first, it->second);
 }
 
 std::vector<RoutingSnapshot> RoutingWindow::SnapshotAll() const {
-  absl::ReaderMutexLock lock(&mu_);
+  absl::MutexLock lock(&mu_);
+  DrainPending();
   std::vector<RoutingSnapshot> out;
   for (const auto& [name, a] : adapters_) out.push_back(MakeSnapshot(name, a));
   std::sort(out.begin(), out.end(), [](const RoutingSnapshot& x, const RoutingSnapshot& y) {
@@ -79,6 +98,7 @@ std::vector<RoutingSnapshot> RoutingWindow::SnapshotAll() const {
 
 void RoutingWindow::Forget(absl::string_view adapter) {
   absl::MutexLock lock(&mu_);
+  DrainPending();
   adapters_.erase(adapter);
 }
 

@@ -11,7 +11,9 @@
 // A new version of an adapter (hot swap) starts fresh statistics; steps of older versions still
 // finishing are not mixed into the new version's figures.
 //
-// Thread-safety: all methods are thread-safe (the engine thread adds, readers snapshot).
+// Thread-safety: all methods are thread-safe (the engine thread adds, readers snapshot). Add never
+// waits for a reader: it queues the step under a lock held only to append, and merges the queue
+// only when the state is free; a reader merges what is queued before it looks.
 #pragma once
 
 #include <cstdint>
@@ -62,14 +64,19 @@ class RoutingWindow {
     uint64_t version = 0;
     std::vector<Site> sites;  // sorted by (layer, site)
   };
-  void AddSite(Site& site, const SiteRoutingStats& step);
+  void AddSite(Site& site, const SiteRoutingStats& step) const;
+  // Merging queued steps changes no observable state (a snapshot always includes them): const.
+  void Merge(const AdapterRoutingStats& a) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DrainPending() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   RoutingSnapshot MakeSnapshot(const std::string& name, const Adapter& a) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   const RoutingWindowOptions options_;
   const int64_t bucket_rows_;
   mutable absl::Mutex mu_;
-  absl::flat_hash_map<std::string, Adapter> adapters_ ABSL_GUARDED_BY(mu_);
+  mutable absl::flat_hash_map<std::string, Adapter> adapters_ ABSL_GUARDED_BY(mu_);
+  mutable absl::Mutex pending_mu_;
+  mutable std::vector<AdapterRoutingStats> pending_ ABSL_GUARDED_BY(pending_mu_);
 };
 
 }  // namespace switchyard
