@@ -36,6 +36,8 @@ ABSL_FLAG(std::string, only, "",
           "run only these scenarios (letters of a..f), e.g. \"ab\"; skips the "
           "loading measurement");
 
+ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
+
 namespace switchyard::bench {
 namespace {
 
@@ -75,6 +77,7 @@ int Main() {
   options.model_dir = absl::GetFlag(FLAGS_model);
   options.max_batch_seqs = std::max(64, absl::GetFlag(FLAGS_batch));
   options.kv_cache_bytes = int64_t{512} << 20;
+  options.device = absl::GetFlag(FLAGS_device) == "cuda" ? Device::kCuda : Device::kCpu;
   auto engine_or = Engine::Create(options);
   if (!engine_or.ok()) {
     std::fprintf(stderr, "%s\n", engine_or.status().ToString().c_str());

@@ -26,6 +26,11 @@ ABSL_FLAG(int, batch, 16, "sequences of the batched decode measurement");
 ABSL_FLAG(bool, json, false, "print JSON instead of a table");
 ABSL_FLAG(std::string, precision, "f32", "matmul precision for BF16 weights: f32 or bf16");
 
+ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
+ABSL_FLAG(double, hbm_gbs, 4800,
+          "with --device=cuda: the GPU's memory bandwidth (GB/s) the batch-1 roofline uses "
+          "(H200: 4800, H100 SXM: 3350)");
+
 namespace switchyard::bench {
 namespace {
 
@@ -95,6 +100,7 @@ int Main() {
     options.max_batch_tokens = std::max(1024, absl::GetFlag(FLAGS_prefill_tokens));
     options.max_batch_seqs = 64;
     options.kv_cache_bytes = int64_t{1} << 30;
+    options.device = absl::GetFlag(FLAGS_device) == "cuda" ? Device::kCuda : Device::kCpu;
     options.matmul_precision =
         absl::GetFlag(FLAGS_precision) == "bf16" ? MatmulPrecision::kBF16 : MatmulPrecision::kF32;
     auto engine_or = Engine::Create(options);
@@ -118,8 +124,10 @@ int Main() {
     fma_peak = std::max(fma_peak, MeasureF32FmaPeak());
     bf16_peak = std::max(bf16_peak, MeasureBf16DotPeak());
 
-    // The higher reading: the machine could read that fast, so the fraction is a lower bound.
-    const double bw = std::max(bw_before, bw_after);
+    // The higher reading: the machine could read that fast, so the fraction is a lower bound. On a
+    // GPU the weights stream from HBM: its datasheet bandwidth.
+    const double bw = options.device == Device::kCuda ? absl::GetFlag(FLAGS_hbm_gbs) * 1e9
+                                                      : std::max(bw_before, bw_after);
     const double bytes = static_cast<double>(engine.weight_bytes());
     const double roofline_s = bytes / bw;
     // Matmul FLOPs per token (projections and head) plus causal attention over the prompt.
