@@ -23,6 +23,8 @@
 
 namespace switchyard {
 
+struct AdapterFiles;  // engine/adapters/loader.h
+
 // Device::kCuda when this build has the CUDA backend and a GPU is visible, else Device::kCpu.
 Device DefaultDevice();
 
@@ -95,6 +97,10 @@ class Engine {
   // that steps running meanwhile keep their cores.
   absl::StatusOr<std::unique_ptr<AdapterWeights>> LoadAdapter(const ConfinedDir& dir) const;
   absl::StatusOr<std::unique_ptr<AdapterWeights>> LoadAdapter(const std::string& dir) const;
+  // LoadAdapter in two halves, for the registry's host tier: the files read and checked on the
+  // host, and the adapter built from them on this engine's device.
+  absl::StatusOr<std::unique_ptr<AdapterFiles>> ReadAdapterFiles(const ConfinedDir& dir) const;
+  absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapter(const AdapterFiles& files) const;
 
  private:
   explicit Engine(const EngineOptions& options);

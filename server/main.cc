@@ -63,6 +63,10 @@ ABSL_FLAG(int, kv_cache_blocks, 0,
 ABSL_FLAG(int64_t, adapter_memory_mib, 0,
           "memory budget for resident adapters (MiB; 0: unlimited); idle adapters beyond it are "
           "evicted least recently used first and reloaded on demand");
+ABSL_FLAG(int64_t, adapter_host_cache_mib, -1,
+          "host tier: adapters' files kept in host memory (MiB) so that an evicted adapter is "
+          "rebuilt without reading its files again; -1: 4096 on a GPU engine, 0 (off) on the CPU, "
+          "where the resident weights are host memory already");
 ABSL_FLAG(int64_t, max_batch_tokens, 2048, "tokens per engine step (chunked prefill budget)");
 ABSL_FLAG(int64_t, max_batch_seqs, 256, "sequences per engine step");
 ABSL_FLAG(int, max_adapters_per_step, 8, "distinct adapters per engine step");
@@ -269,8 +273,16 @@ int Main() {
   AdapterRegistryOptions ro;
   ro.root = absl::GetFlag(FLAGS_adapter_root);
   ro.memory_budget_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_adapter_memory_mib)) << 20;
+  const int64_t host_cache_mib = absl::GetFlag(FLAGS_adapter_host_cache_mib);
+  ro.host_cache_bytes =
+      static_cast<size_t>(host_cache_mib >= 0 ? host_cache_mib
+                                              : (eo.device == Device::kCuda ? 4096 : 0))
+      << 20;
   Engine* e = engine->get();
-  AdapterRegistry registry(ro, [e](const ConfinedDir& dir) { return e->LoadAdapter(dir); });
+  AdapterRegistry registry(ro,
+                           AdapterRegistry::TieredLoader{
+                               [e](const ConfinedDir& dir) { return e->ReadAdapterFiles(dir); },
+                               [e](const AdapterFiles& files) { return e->BuildAdapter(files); }});
 
   std::unique_ptr<StepExecutor> executor = MakeEngineExecutor(**engine);
   SchedulerOptions so;

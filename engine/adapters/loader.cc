@@ -558,28 +558,34 @@ absl::Status ReadWeights(const ConfinedDir& dir, std::vector<NamedTensor>* tenso
 
 namespace {
 
-absl::StatusOr<std::unique_ptr<AdapterWeights>> LoadAdapterUnguarded(const ConfinedDir& dir,
-                                                                     const ModelConfig& m,
-                                                                     Backend& backend,
-                                                                     DType lora_dtype) {
-  if (lora_dtype != DType::kF32 && lora_dtype != DType::kBF16) {
-    return absl::InvalidArgumentError("adapter weights are held in F32 or BF16");
-  }
+absl::StatusOr<std::unique_ptr<AdapterFiles>> ReadAdapterFilesUnguarded(const ConfinedDir& dir) {
   absl::StatusOr<std::string> config_text = dir.ReadFile("adapter_config.json", kMaxConfigBytes);
   if (!config_text.ok()) {
     return absl::Status(config_text.status().code(),
                         absl::StrCat("cannot open ", dir.PathOf("adapter_config.json"), ": ",
                                      config_text.status().message()));
   }
-  SY_ASSIGN_OR_RETURN(AdapterConfig c, ParseAdapterConfig(*config_text));
+  auto files = std::make_unique<AdapterFiles>();
+  SY_ASSIGN_OR_RETURN(files->config, ParseAdapterConfig(*config_text));
+  SY_RETURN_IF_ERROR(ReadWeights(dir, &files->tensors, &files->format));
+  for (const NamedTensor& nt : files->tensors) files->bytes += nt.tensor.nbytes();
+  return files;
+}
 
-  std::vector<NamedTensor> tensors;
-  std::string format;
-  SY_RETURN_IF_ERROR(ReadWeights(dir, &tensors, &format));
+absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapterUnguarded(const AdapterFiles& files,
+                                                                      const ModelConfig& m,
+                                                                      Backend& backend,
+                                                                      DType lora_dtype) {
+  if (lora_dtype != DType::kF32 && lora_dtype != DType::kBF16) {
+    return absl::InvalidArgumentError("adapter weights are held in F32 or BF16");
+  }
+  const AdapterConfig& c = files.config;
+  const std::string& format = files.format;
   const char* family_names[] = {"mixlora", "loramoe", "mola", "lora", "mhmoe-lora"};
 
-  Raw raw;
-  for (NamedTensor& nt : tensors) SY_RETURN_IF_ERROR(Place(c, nt.name, std::move(nt.tensor), &raw));
+  Raw raw;  // the tensors' handles (their memory stays the files')
+  for (const NamedTensor& nt : files.tensors)
+    SY_RETURN_IF_ERROR(Place(c, nt.name, nt.tensor, &raw));
 
   auto adapter = std::make_unique<AdapterWeights>();
   adapter->format = absl::StrCat(c.legacy_mlora ? "mLoRA legacy " : "", format);
@@ -787,6 +793,25 @@ absl::StatusOr<std::unique_ptr<AdapterWeights>> LoadAdapterUnguarded(const Confi
 
 }  // namespace
 
+absl::StatusOr<std::unique_ptr<AdapterFiles>> ReadAdapterFiles(const ConfinedDir& dir) {
+  try {
+    return ReadAdapterFilesUnguarded(dir);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(dir.path(), ": out of memory while reading the adapter"));
+  }
+}
+
+absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapter(const AdapterFiles& files,
+                                                             const ModelConfig& m, Backend& backend,
+                                                             DType lora_dtype) {
+  try {
+    return BuildAdapterUnguarded(files, m, backend, lora_dtype);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError("out of memory while preparing the adapter's weights");
+  }
+}
+
 absl::StatusOr<std::unique_ptr<AdapterWeights>> LoadAdapter(const std::string& dir,
                                                             const ModelConfig& m, Backend& backend,
                                                             DType lora_dtype) {
@@ -798,12 +823,8 @@ absl::StatusOr<std::unique_ptr<AdapterWeights>> LoadAdapter(const std::string& d
 absl::StatusOr<std::unique_ptr<AdapterWeights>> LoadAdapter(const ConfinedDir& dir,
                                                             const ModelConfig& m, Backend& backend,
                                                             DType lora_dtype) {
-  try {
-    return LoadAdapterUnguarded(dir, m, backend, lora_dtype);
-  } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat(dir.path(), ": out of memory while loading the adapter"));
-  }
+  SY_ASSIGN_OR_RETURN(std::unique_ptr<AdapterFiles> files, ReadAdapterFiles(dir));
+  return BuildAdapter(*files, m, backend, lora_dtype);
 }
 
 }  // namespace switchyard

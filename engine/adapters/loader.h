@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/adapters/adapter.h"
+#include "engine/adapters/torch_checkpoint.h"
 #include "engine/backends/backend.h"
 #include "engine/core/confined_dir.h"
 #include "engine/model/config.h"
@@ -48,10 +49,25 @@ struct AdapterConfig {
 
 absl::StatusOr<AdapterConfig> ParseAdapterConfig(absl::string_view json);
 
-// Loads `dir` for base model `base`, preparing the weights on `backend` with LoRA matrices in
-// `lora_dtype` (F32 or BF16; routers stay F32, where routing is decided). Thread-safe: runs on a
-// loader thread, never on the engine thread.
-// Files are opened below `dir` only (ConfinedDir); running out of memory is RESOURCE_EXHAUSTED.
+// An adapter's files as read and checked on the host (its config and its tensors as stored),
+// before any conversion or device upload: what the registry's host tier keeps so that an evicted
+// adapter is rebuilt without reading its files again.
+struct AdapterFiles {
+  AdapterConfig config;
+  std::vector<NamedTensor> tensors;
+  std::string format;  // "safetensors" or "torch .bin"
+  size_t bytes = 0;    // host memory of the tensors (shared storages counted per tensor)
+};
+
+absl::StatusOr<std::unique_ptr<AdapterFiles>> ReadAdapterFiles(const ConfinedDir& dir);
+// The adapter from its files, prepared on `backend` (the files are not changed).
+absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapter(const AdapterFiles& files,
+                                                             const ModelConfig& m, Backend& backend,
+                                                             DType lora_dtype);
+// Loads `dir` for base model `base` (ReadAdapterFiles then BuildAdapter), preparing the weights on
+// `backend` with LoRA matrices in `lora_dtype` (F32 or BF16; routers stay F32, where routing is
+// decided). Thread-safe: runs on a loader thread, never on the engine thread. Files are opened
+// below `dir` only (ConfinedDir); running out of memory is RESOURCE_EXHAUSTED.
 absl::StatusOr<std::unique_ptr<AdapterWeights>> LoadAdapter(const ConfinedDir& dir,
                                                             const ModelConfig& base,
                                                             Backend& backend,

@@ -12,22 +12,67 @@ namespace switchyard {
 AdapterRegistry::AdapterRegistry(AdapterRegistryOptions options, Loader loader)
     : options_(std::move(options)), loader_(std::move(loader)) {}
 
+AdapterRegistry::AdapterRegistry(AdapterRegistryOptions options, TieredLoader loader)
+    : options_(std::move(options)), tiered_(std::move(loader)) {}
+
 absl::StatusOr<ConfinedDir> AdapterRegistry::Resolve(const std::string& path) const {
   if (options_.root.empty()) return absl::FailedPreconditionError("no adapter root is configured");
   SY_ASSIGN_OR_RETURN(ConfinedDir root, ConfinedDir::Open(options_.root));
   return root.Sub(path);
 }
 
-absl::StatusOr<std::unique_ptr<AdapterWeights>> AdapterRegistry::Read(const std::string& name,
-                                                                      const std::string& path) {
-  SY_ASSIGN_OR_RETURN(ConfinedDir dir, Resolve(path));
-  auto adapter = loader_(dir);
+absl::StatusOr<std::unique_ptr<AdapterWeights>> AdapterRegistry::Read(
+    const std::string& name, const std::string& path, std::shared_ptr<const AdapterFiles> files,
+    std::shared_ptr<const AdapterFiles>* read_files) {
+  absl::StatusOr<std::unique_ptr<AdapterWeights>> adapter;
+  if (files != nullptr) {
+    adapter = tiered_.build(*files);
+  } else {
+    SY_ASSIGN_OR_RETURN(ConfinedDir dir, Resolve(path));
+    if (tiered_.read) {
+      absl::StatusOr<std::unique_ptr<AdapterFiles>> read = tiered_.read(dir);
+      if (read.ok()) {
+        files = std::move(*read);
+        adapter = tiered_.build(*files);
+        if (read_files != nullptr) *read_files = files;
+      } else {
+        adapter = read.status();
+      }
+    } else {
+      adapter = loader_(dir);
+    }
+  }
   if (!adapter.ok()) {
     return absl::Status(adapter.status().code(),
                         absl::StrCat("adapter \"", name, "\": ", adapter.status().message()));
   }
   (*adapter)->name = name;
   return std::move(*adapter);
+}
+
+void AdapterRegistry::KeepHostCopy(const std::string& name, Entry& e,
+                                   std::shared_ptr<const AdapterFiles> files) {
+  e.host = nullptr;
+  if (files == nullptr || options_.host_cache_bytes == 0 ||
+      files->bytes > options_.host_cache_bytes) {
+    return;
+  }
+  const auto held = [&] {
+    size_t bytes = 0;
+    for (const auto& [n, x] : entries_) bytes += x.host ? x.host->bytes : 0;
+    return bytes;
+  };
+  while (held() + files->bytes > options_.host_cache_bytes) {
+    Entry* victim = nullptr;
+    for (auto& [n, x] : entries_) {
+      if (x.host && n != name && (victim == nullptr || x.last_used < victim->last_used)) {
+        victim = &x;
+      }
+    }
+    if (victim == nullptr) return;
+    victim->host = nullptr;
+  }
+  e.host = std::move(files);
 }
 
 size_t AdapterRegistry::ResidentBytesLocked() const {
@@ -77,7 +122,8 @@ absl::StatusOr<AdapterInfo> AdapterRegistry::Load(const std::string& name, const
           absl::StrCat("adapter \"", name, "\" is already loaded; ask for a replace to swap it"));
     }
   }
-  SY_ASSIGN_OR_RETURN(std::unique_ptr<AdapterWeights> loaded, Read(name, path));
+  std::shared_ptr<const AdapterFiles> files;
+  SY_ASSIGN_OR_RETURN(std::unique_ptr<AdapterWeights> loaded, Read(name, path, nullptr, &files));
   std::lock_guard<std::mutex> lock(mu_);
   if (entries_.contains(name) && !replace) {
     return absl::AlreadyExistsError(absl::StrCat("adapter \"", name, "\" was loaded meanwhile"));
@@ -112,6 +158,7 @@ absl::StatusOr<AdapterInfo> AdapterRegistry::Load(const std::string& name, const
   e.last_used = ++clock_;
   ++e.loads;
   if (!e.reload) e.reload = std::make_shared<std::mutex>();
+  KeepHostCopy(name, e, std::move(files));
   ++counters_.loads;
   if (swapped) ++counters_.swaps;
   SY_LOG(kInfo, "adapter %s %s: %s, %s, version %d, %d bytes", name, swapped ? "swapped" : "loaded",
@@ -154,6 +201,7 @@ absl::StatusOr<std::shared_ptr<const AdapterWeights>> AdapterRegistry::Acquire(
     reload = it->second.reload;
     path = it->second.path;
   }
+  std::shared_ptr<const AdapterFiles> host;
   // Evicted: reload it, once, whoever asks first.
   std::lock_guard<std::mutex> reload_lock(*reload);
   {
@@ -163,8 +211,10 @@ absl::StatusOr<std::shared_ptr<const AdapterWeights>> AdapterRegistry::Acquire(
       return absl::NotFoundError(absl::StrCat("adapter \"", name, "\" was unloaded"));
     }
     if (it->second.current) return it->second.current;
+    host = it->second.host;
   }
-  SY_ASSIGN_OR_RETURN(std::unique_ptr<AdapterWeights> loaded, Read(name, path));
+  std::shared_ptr<const AdapterFiles> files;
+  SY_ASSIGN_OR_RETURN(std::unique_ptr<AdapterWeights> loaded, Read(name, path, host, &files));
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(name);
   if (it == entries_.end()) {
@@ -184,7 +234,13 @@ absl::StatusOr<std::shared_ptr<const AdapterWeights>> AdapterRegistry::Acquire(
   e.current = std::shared_ptr<const AdapterWeights>(std::move(loaded));
   ++e.loads;
   ++counters_.reloads;
-  SY_LOG(kInfo, "adapter %s reloaded after eviction (version %d)", name, e.version);
+  if (host != nullptr) {
+    ++counters_.host_reloads;
+  } else {
+    KeepHostCopy(name, e, std::move(files));
+  }
+  SY_LOG(kInfo, "adapter %s reloaded after eviction from %s (version %d)", name,
+         host != nullptr ? "the host tier" : "its files", e.version);
   return e.current;
 }
 
@@ -207,6 +263,7 @@ AdapterInfo AdapterRegistry::InfoLocked(const std::string& name, const Entry& e)
   info.version = e.version;
   info.bytes = e.bytes;
   info.resident = e.current != nullptr;
+  info.host_cached = e.host != nullptr;
   info.pinned = e.pinned;
   info.in_use = e.current ? e.current.use_count() - 1 : 0;
   info.loads = e.loads;

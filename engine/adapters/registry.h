@@ -19,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/adapters/adapter.h"
+#include "engine/adapters/loader.h"
 #include "engine/core/confined_dir.h"
 
 namespace switchyard {
@@ -26,6 +27,10 @@ namespace switchyard {
 struct AdapterRegistryOptions {
   std::string root;                // adapter folders must lie below it (no "..", no symlink escape)
   size_t memory_budget_bytes = 0;  // resident adapters' weights; 0: unlimited
+  // Host tier (with a TieredLoader): the files of adapters, read and checked, are kept in host
+  // memory up to this many bytes (least recently used dropped first), so that an evicted adapter
+  // is rebuilt from them without reading its files again. 0: off.
+  size_t host_cache_bytes = 0;
 };
 
 struct AdapterInfo {
@@ -36,6 +41,7 @@ struct AdapterInfo {
   uint64_t version = 0;
   size_t bytes = 0;
   bool resident = false;
+  bool host_cached = false;  // its files are in the host tier
   bool pinned = false;
   int64_t in_use = 0;     // requests holding the current version
   int64_t loads = 0;      // including reloads after eviction
@@ -44,6 +50,7 @@ struct AdapterInfo {
 
 struct AdapterRegistryCounters {
   int64_t loads = 0, unloads = 0, swaps = 0, evictions = 0, reloads = 0;
+  int64_t host_reloads = 0;  // reloads built from the host tier (no file read)
 };
 
 class AdapterRegistry {
@@ -52,6 +59,12 @@ class AdapterRegistry {
   using Loader = std::function<absl::StatusOr<std::unique_ptr<AdapterWeights>>(const ConfinedDir&)>;
 
   AdapterRegistry(AdapterRegistryOptions options, Loader loader);
+  // Loading in two halves, which the host tier needs: read the files (host), build the adapter.
+  struct TieredLoader {
+    std::function<absl::StatusOr<std::unique_ptr<AdapterFiles>>(const ConfinedDir&)> read;
+    std::function<absl::StatusOr<std::unique_ptr<AdapterWeights>>(const AdapterFiles&)> build;
+  };
+  AdapterRegistry(AdapterRegistryOptions options, TieredLoader loader);
 
   // Loads `path` (relative to the root) as `name`. An existing name is ALREADY_EXISTS unless
   // `replace`, which swaps atomically: requests admitted before keep the old version, requests
@@ -86,11 +99,19 @@ class AdapterRegistry {
     int64_t evictions = 0;
     std::string family, format;
     size_t bytes = 0;
-    std::shared_ptr<std::mutex> reload;  // serialises reloads of one name
+    std::shared_ptr<std::mutex> reload;        // serialises reloads of one name
+    std::shared_ptr<const AdapterFiles> host;  // the host tier's copy of its files, or null
   };
 
-  absl::StatusOr<std::unique_ptr<AdapterWeights>> Read(const std::string& name,
-                                                       const std::string& path);
+  // Reads (or, given `files`, rebuilds from them) the adapter; `read_files` receives the files
+  // when a TieredLoader read them.
+  absl::StatusOr<std::unique_ptr<AdapterWeights>> Read(
+      const std::string& name, const std::string& path,
+      std::shared_ptr<const AdapterFiles> files = nullptr,
+      std::shared_ptr<const AdapterFiles>* read_files = nullptr);
+  // Keeps `files` as e's host copy if the host tier has room (dropping others' copies, least
+  // recently used first). Caller holds mu_.
+  void KeepHostCopy(const std::string& name, Entry& e, std::shared_ptr<const AdapterFiles> files);
   // Evicts idle, unpinned adapters, least recently used first, until `need` more bytes fit.
   // Returns false when they cannot. Caller holds mu_.
   bool MakeRoom(size_t need, const std::string& keep);
@@ -99,6 +120,7 @@ class AdapterRegistry {
 
   AdapterRegistryOptions options_;
   Loader loader_;
+  TieredLoader tiered_;
   mutable std::mutex mu_;
   std::map<std::string, Entry> entries_;
   // Versions replaced or unloaded while requests still held them: their memory counts until then.

@@ -1,5 +1,6 @@
 // Adapter loading (every malformed adapter refused with a clear message, nothing executed from a
 // pickle) and the registry (load, swap, unload, drain, LRU within a budget, pinning, paths).
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -52,6 +53,63 @@ TEST_F(AdapterLoadTest, LoadsEveryValidFixture) {
   EXPECT_EQ((*mix)->format, "torch .bin");
   ASSERT_NE((*mix)->layers[0].ffn, nullptr);
   EXPECT_EQ((*mix)->layers[0].ffn->experts.size(), 4u);
+}
+
+// The host tier's premise: building from the same files twice gives the same weights, and a
+// build leaves the files as they were.
+TEST_F(AdapterLoadTest, BuildingTwiceFromTheSameFilesGivesTheSameWeights) {
+  for (const char* name : {"mixlora", "lora", "loramoe", "mhmoe"}) {
+    SCOPED_TRACE(name);
+    auto dir = ConfinedDir::Open(Fixtures() + "/" + name);
+    ASSERT_TRUE(dir.ok());
+    auto files = engine_->ReadAdapterFiles(*dir);
+    ASSERT_TRUE(files.ok()) << files.status();
+    EXPECT_GT((*files)->bytes, 0u);
+    std::vector<std::vector<uint8_t>> before;
+    for (const NamedTensor& t : (*files)->tensors) {
+      const auto* p = static_cast<const uint8_t*>(t.tensor.raw());
+      before.emplace_back(p, p + t.tensor.nbytes());
+    }
+    auto first = engine_->BuildAdapter(**files), second = engine_->BuildAdapter(**files);
+    auto direct = engine_->LoadAdapter(*dir);
+    ASSERT_TRUE(first.ok() && second.ok() && direct.ok());
+    EXPECT_EQ((*first)->bytes, (*direct)->bytes);
+    for (size_t i = 0; i < before.size(); ++i) {
+      const auto* p = static_cast<const uint8_t*>((*files)->tensors[i].tensor.raw());
+      ASSERT_TRUE(std::equal(before[i].begin(), before[i].end(), p)) << "a build changed a file";
+    }
+    // Every prepared matrix of the two builds and of the direct load is byte for byte the same.
+    const auto same = [](const Weight& a, const Weight& b) {
+      return a.bytes() == b.bytes() && std::memcmp(a.data.raw(), b.data.raw(), a.bytes()) == 0;
+    };
+    for (size_t l = 0; l < (*first)->layers.size(); ++l) {
+      for (int site = 0; site < kNumLinearSites; ++site) {
+        const RoutedLora* x = (*first)->layers[l].sites[site].get();
+        const RoutedLora* y = (*second)->layers[l].sites[site].get();
+        const RoutedLora* z = (*direct)->layers[l].sites[site].get();
+        ASSERT_EQ(x == nullptr, y == nullptr);
+        if (x == nullptr) continue;
+        for (size_t e = 0; e < x->experts.size(); ++e) {
+          EXPECT_TRUE(same(x->experts[e].a, y->experts[e].a) &&
+                      same(x->experts[e].b, y->experts[e].b));
+          EXPECT_TRUE(same(x->experts[e].a, z->experts[e].a) &&
+                      same(x->experts[e].b, z->experts[e].b));
+        }
+      }
+      const MixLoraBlock* x = (*first)->layers[l].ffn.get();
+      const MixLoraBlock* z = (*direct)->layers[l].ffn.get();
+      ASSERT_EQ(x == nullptr, z == nullptr);
+      if (x == nullptr) continue;
+      EXPECT_TRUE(same(x->router, z->router));
+      for (size_t e = 0; e < x->experts.size(); ++e) {
+        for (int p = 0; p < 3; ++p) {
+          if (x->experts[e].lora[p].rank == 0) continue;
+          EXPECT_TRUE(same(x->experts[e].lora[p].a, z->experts[e].lora[p].a));
+          EXPECT_TRUE(same(x->experts[e].lora[p].b, z->experts[e].lora[p].b));
+        }
+      }
+    }
+  }
 }
 
 TEST_F(AdapterLoadTest, RefusesMalformedAdaptersNamingTheProblem) {
@@ -212,6 +270,55 @@ TEST_F(RegistryTest, EvictsLeastRecentlyUsedIdleAdaptersAndReloadsThem) {
   EXPECT_EQ(reads_, reads + 1);
   EXPECT_EQ(reg.counters().reloads, 1);
   EXPECT_LE(reg.resident_bytes(), 250u);
+}
+
+// The host tier: an evicted adapter whose files are kept is rebuilt without reading them; one whose
+// copy the tier dropped (least recently used, past its budget) is read again.
+TEST_F(RegistryTest, TheHostTierRebuildsEvictedAdaptersWithoutReadingTheirFiles) {
+  int builds = 0;
+  const auto tiered = [&](size_t host_bytes) {
+    AdapterRegistryOptions o{root_.path(), 250, host_bytes};
+    return AdapterRegistry(
+        o, AdapterRegistry::TieredLoader{
+               [this](const ConfinedDir&) {
+                 ++reads_;
+                 auto f = std::make_unique<AdapterFiles>();
+                 f->bytes = 100;
+                 return absl::StatusOr<std::unique_ptr<AdapterFiles>>(std::move(f));
+               },
+               [&builds](const AdapterFiles&) {
+                 ++builds;
+                 auto a = std::make_unique<AdapterWeights>();
+                 a->bytes = 100;
+                 return absl::StatusOr<std::unique_ptr<AdapterWeights>>(std::move(a));
+               }});
+  };
+  {
+    AdapterRegistry reg = tiered(1000);
+    for (const char* n : {"a", "b", "c"}) ASSERT_TRUE(reg.Load(n, n, false).ok());  // evicts a
+    EXPECT_EQ(reads_, 3);
+    EXPECT_FALSE(reg.List()[0].resident);
+    EXPECT_TRUE(reg.List()[0].host_cached);
+    ASSERT_TRUE(reg.Acquire("a").ok());
+    EXPECT_EQ(reads_, 3) << "rebuilt from the host tier";
+    EXPECT_EQ(builds, 4);
+    EXPECT_EQ(reg.counters().reloads, 1);
+    EXPECT_EQ(reg.counters().host_reloads, 1);
+  }
+  reads_ = 0;
+  {
+    AdapterRegistry reg = tiered(150);  // room for one adapter's files
+    for (const char* n : {"a", "b", "c"}) ASSERT_TRUE(reg.Load(n, n, false).ok());
+    const std::vector<AdapterInfo> list = reg.List();
+    EXPECT_FALSE(list[0].host_cached);  // dropped for b, then b's for c
+    EXPECT_FALSE(list[1].host_cached);
+    EXPECT_TRUE(list[2].host_cached);
+    ASSERT_TRUE(reg.Acquire("a").ok());
+    EXPECT_EQ(reads_, 4) << "a's files were no longer kept: read again";
+    EXPECT_EQ(reg.counters().host_reloads, 0);
+    EXPECT_TRUE(reg.List()[0].host_cached) << "the reload kept a's files";
+    EXPECT_FALSE(reg.List()[2].host_cached) << "c's, least recently used, made room for them";
+  }
 }
 
 TEST_F(RegistryTest, BusyAndPinnedAdaptersAreNeverEvicted) {
