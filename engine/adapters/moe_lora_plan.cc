@@ -203,7 +203,6 @@ class PlanBuilder {
     c.max_head = std::max(c.max_head, lora.head.rank);
     c.max_merge = std::max(c.max_merge, lora.merge.rank);
     c.max_out = std::max(c.max_out, u.out);
-    c.routed |= lora.spec.routing != Routing::kSingle;
     c.shared_a |= lora.shared_a;
   }
 

@@ -56,7 +56,7 @@ struct SiteCall {
   int64_t slot_sub_off = 0;   // ints: per slot, its routed row
   int max_e = 1, rmax = 1, max_head = 0, max_merge = 0;
   int64_t omax = 1, max_out = 1;
-  bool routed = false, shared_a = false;
+  bool shared_a = false;  // some unit is HydraLoRA (one A shared by its experts)
 };
 
 struct MixUnit {
