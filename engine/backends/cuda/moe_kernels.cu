@@ -13,17 +13,21 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ int FindUnit(const int64_t* start, int n, int64_t i) {
-  int lo = 0, hi = n;  // start[lo] <= i < start[hi]
-  while (hi - lo > 1) {
+// The last s in [0, n) with start[s] <= i, for non-decreasing starts (empty runs share a start:
+// the last of them is the one that holds i). Units by their first row, segments by their first
+// sorted position.
+template <typename T>
+__device__ int FindRun(const T* start, int n, int64_t i) {
+  int lo = 0, hi = n;
+  while (lo < hi) {
     const int mid = (lo + hi) / 2;
-    if (start[mid] <= i) {
-      lo = mid;
+    if (static_cast<int64_t>(start[mid]) <= i) {
+      lo = mid + 1;
     } else {
       hi = mid;
     }
   }
-  return lo;
+  return lo - 1;
 }
 
 // The largest of the probabilities not yet taken (ties: the lower expert), or -1.
@@ -47,7 +51,7 @@ __global__ void RouteKernel(const float* logits, int64_t ld, const RouteUnit* un
                             int32_t* slot_expert, float* slot_weight, double* stats) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= total_rows) return;
-  const int u = FindUnit(row_start, num_units, i);
+  const int u = FindRun(row_start, num_units, i);
   const RouteUnit unit = units[u];
   const int64_t r = i - row_start[u];
   int32_t* expert = slot_expert + unit.slot_off + r * unit.slots;
@@ -147,7 +151,7 @@ __global__ void SegmentKeysKernel(const int32_t* slot_expert, const RouteUnit* u
                                   int32_t* seg_count) {
   const int64_t s = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (s >= slots) return;
-  const int u = FindUnit(slot_start, num_units, s);
+  const int u = FindRun(slot_start, num_units, s);
   const int32_t e = slot_expert[s];
   const int32_t key = e < 0 ? num_segments : units[u].seg_base + e;
   keys[s] = key;
@@ -172,21 +176,6 @@ __global__ void InvertOrderKernel(const int32_t* order, const int32_t* seg_start
   position[order[k]] = static_cast<int32_t>(k);
 }
 
-__device__ int FindSegment(const int32_t* seg_start, int32_t n, int64_t k) {
-  int lo = 0, hi = n;  // the segment s with seg_start[s] <= k < seg_start[s + 1]
-  while (hi - lo > 1) {
-    const int mid = (lo + hi) / 2;
-    if (seg_start[mid] <= k) {
-      lo = mid;
-    } else {
-      hi = mid;
-    }
-  }
-  // Empty segments share a start: move to the last one starting at or before k.
-  while (lo + 1 < n && seg_start[lo + 1] <= k) ++lo;
-  return lo;
-}
-
 __global__ void SegmentedLinearKernel(const SegmentWeight* weights, int32_t num_segments,
                                       const int32_t* seg_start, int64_t capacity, int64_t max_n,
                                       const float* x, int64_t ldx, const int32_t* order,
@@ -196,7 +185,7 @@ __global__ void SegmentedLinearKernel(const SegmentWeight* weights, int32_t num_
   const int lane = threadIdx.x % 32;
   const int64_t k = warp / max_n, n = warp % max_n;
   if (k >= capacity || k >= seg_start[num_segments]) return;
-  const int s = FindSegment(seg_start, num_segments, k);
+  const int s = FindRun(seg_start, num_segments, k);
   const SegmentWeight w = weights[s];
   if (w.data == nullptr || n >= w.rows) return;
   const int64_t row = slot_rows != nullptr ? slot_rows[order[k]] : k;
@@ -236,7 +225,7 @@ __global__ void CombineSlotsKernel(const float* src, int64_t lds, const int32_t*
   __shared__ int32_t idx[1024];
   __shared__ int count;
   const int64_t i = blockIdx.x;
-  const int u = FindUnit(row_start, num_units, i);
+  const int u = FindRun(row_start, num_units, i);
   const CombineUnit unit = units[u];
   const int64_t r = i - row_start[u];
   const int64_t s0 = unit.slot_off + r * unit.slots;
