@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/core/check.h"
+#include "engine/core/log.h"
 #include "engine/core/status_macros.h"
 #include "server/scheduler/step_planner.h"
 
@@ -429,6 +430,7 @@ bool Scheduler::Step() {
   absl::StatusOr<std::vector<Sequence*>> scheduled = Commit(plan);
   if (!scheduled.ok()) {
     // A planner bug must not take the server down: the step's requests fail, the rest go on.
+    SY_LOG(kWarning, "step %d: %s; failing its requests", step_, scheduled.status().ToString());
     FailAll(scheduled.status());
     PublishStats(record);
     return true;
@@ -442,6 +444,7 @@ bool Scheduler::Step() {
   absl::StatusOr<StepOutput> out = executor_->Step(batch);
   record.engine_time = options_.clock() - start;
   if (!out.ok()) {
+    SY_LOG(kWarning, "step %d failed: %s", step_, out.status().ToString());
     for (Sequence* s : *scheduled) Finish(*s, FinishReason::kError, {}, out.status());
     SweepFinished();
     PublishStats(record);

@@ -221,9 +221,16 @@ describe("switchyard-server over gRPC", () => {
     const stats = cli("stats", "mixlora");
     assert.match(stats, /ffn: load per expert/);
     assert.match(stats, /layer\s+e0\s+e1\s+e2\s+e3/);
-    const bench = JSON.parse(cli("bench", "--duration_s", "1", "--concurrency", "8",
-                                 "--adapters", "mixlora,base", "--prompt_tokens", "4:16",
-                                 "--output_tokens", "4:16", "--json"));
+    let report;
+    try {
+      report = cli("bench", "--duration_s", "1", "--concurrency", "8", "--adapters",
+                   "mixlora,base", "--prompt_tokens", "4:16", "--output_tokens", "4:16", "--json");
+    } catch (e) {
+      // It exits 1 when a request failed: show which, and the server's first error message.
+      console.log(`switchyard-cli bench failed: ${e.stdout}\n${e.stderr}`);
+      throw e;
+    }
+    const bench = JSON.parse(report);
     assert.ok(bench.requests_ok > 0);
     assert.deepEqual(bench.errors, {});
     assert.equal(bench.max_streams_open, 8);
