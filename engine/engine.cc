@@ -12,6 +12,7 @@
 #include "engine/backends/cuda/cuda_backend.h"
 #endif
 #include "engine/core/status_macros.h"
+#include "engine/model/gguf_model.h"
 #include "engine/model/llama.h"
 #include "engine/model/safetensors.h"
 #include "engine/model/weights.h"
@@ -39,6 +40,19 @@ Device DefaultDevice() {
   return Device::kCpu;
 }
 
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadModelTokenizer(const std::string& model_path) {
+  SY_ASSIGN_OR_RETURN(TokenizerFiles files, ModelTokenizerFiles(model_path));
+  return Tokenizer::FromJson(files.tokenizer_json, files.tokenizer_config_json);
+}
+
+absl::StatusOr<QuantType> ParseQuantization(absl::string_view name) {
+  if (name == "none" || name.empty()) return QuantType::kNone;
+  if (name == "int8") return QuantType::kQ8_0;
+  if (name == "int4") return QuantType::kQ4_0;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--quantization: unknown value \"", name, "\" (use none, int8 or int4)"));
+}
+
 Engine::Engine(const EngineOptions& options) : options_(options) {}
 Engine::~Engine() = default;
 
@@ -49,7 +63,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   }
   std::unique_ptr<Engine> engine(new Engine(options));
   auto state = std::make_unique<State>();
-  SY_ASSIGN_OR_RETURN(state->config, ModelConfig::Load(options.model_dir));
+  std::shared_ptr<const GgufFile> gguf;
+  if (IsGgufPath(options.model_dir)) {
+    SY_ASSIGN_OR_RETURN(gguf, GgufFile::Open(options.model_dir));
+    SY_ASSIGN_OR_RETURN(state->config, GgufModelConfig(*gguf));
+  } else {
+    SY_ASSIGN_OR_RETURN(state->config, ModelConfig::Load(options.model_dir));
+  }
   state->routing_window = std::make_unique<RoutingWindow>(options.routing_window);
   if (options.device == Device::kCuda) {
 #if SWITCHYARD_HAVE_CUDA
@@ -62,9 +82,17 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   } else {
     state->backend = CreateCpuBackend({.matmul_precision = options.matmul_precision});
   }
-  SY_ASSIGN_OR_RETURN(TensorSet tensors, TensorSet::OpenFolder(options.model_dir));
+  TensorSet tensors;
+  std::unique_ptr<WeightSource> source;
+  if (gguf != nullptr) {
+    source = GgufWeights(gguf, state->config);
+  } else {
+    SY_ASSIGN_OR_RETURN(tensors, TensorSet::OpenFolder(options.model_dir));
+    source = SafetensorsWeights(tensors);
+  }
   SY_ASSIGN_OR_RETURN(ModelWeights weights,
-                      LoadModelWeights(state->config, tensors, *state->backend));
+                      LoadModelWeights(state->config, *source, *state->backend,
+                                       {.quantize = options.quantization}));
   SY_ASSIGN_OR_RETURN(state->model,
                       LlamaModel::Create(state->config, std::move(weights), state->backend.get(),
                                          options.max_batch_tokens, options.max_batch_seqs));
@@ -103,7 +131,10 @@ std::string Engine::Describe() const {
       "%s: %d layers, hidden %d, heads %d/%d, ffn %d, vocab %d, %s weights (%.1f MB); %s; KV "
       "cache %d blocks of %d tokens",
       c.architecture_name, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads,
-      c.intermediate_size, c.vocab_size, DTypeName(state_->model->weights().dtype),
+      c.intermediate_size, c.vocab_size,
+      state_->model->weights().quant != QuantType::kNone
+          ? Traits(state_->model->weights().quant).name
+          : DTypeName(state_->model->weights().dtype),
       weight_bytes() / 1e6, state_->backend->Describe(), num_kv_blocks(), options_.block_size);
 }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "engine/adapters/adapter.h"
 #include "engine/adapters/moe_lora.h"
 #include "engine/adapters/routing_stats.h"
@@ -20,6 +21,7 @@
 #include "engine/backends/backend.h"
 #include "engine/core/confined_dir.h"
 #include "engine/model/config.h"
+#include "engine/tokenizer/tokenizer.h"
 
 namespace switchyard {
 
@@ -28,8 +30,17 @@ struct AdapterFiles;  // engine/adapters/loader.h
 // Device::kCuda when this build has the CUDA backend and a GPU is visible, else Device::kCpu.
 Device DefaultDevice();
 
+// The tokenizer of a model path (a Hugging Face folder or a .gguf file).
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadModelTokenizer(const std::string& model_path);
+
+// --quantization's values: "none", "int8" (Q8_0) and "int4" (Q4_0).
+absl::StatusOr<QuantType> ParseQuantization(absl::string_view name);
+
 struct EngineOptions {
-  std::string model_dir;
+  std::string model_dir;  // a Hugging Face folder, or a .gguf file
+  // Quantizes the model's dense matrices at load (Q8_0 for int8, Q4_0 for int4); kNone keeps
+  // what the files hold.
+  QuantType quantization = QuantType::kNone;
   Device device = Device::kCpu;
   MatmulPrecision matmul_precision = MatmulPrecision::kF32;
   int64_t max_batch_tokens = 2048;  // tokens of one step

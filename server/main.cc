@@ -28,7 +28,11 @@
 #include "server/http/http_server.h"
 #include "server/metrics/metrics.h"
 
-ABSL_FLAG(std::string, model, "", "base model folder (config.json, *.safetensors, tokenizer.json)");
+ABSL_FLAG(std::string, model, "",
+          "base model: a folder (config.json, *.safetensors, tokenizer.json) or a .gguf file");
+ABSL_FLAG(std::string, quantization, "none",
+          "quantize a folder's weights at load: none, int8 (Q8_0) or int4 (Q4_0); CPU only "
+          "(docs/quantization.md)");
 ABSL_FLAG(std::string, served_model_name, "",
           "the base model's name for clients (default: the "
           "model folder's name)");
@@ -264,10 +268,13 @@ int Main() {
   } else if (precision != "f32") {
     return Fail(absl::InvalidArgumentError("--matmul_precision: use f32 or bf16"));
   }
+  absl::StatusOr<QuantType> quantization = ParseQuantization(absl::GetFlag(FLAGS_quantization));
+  if (!quantization.ok()) return Fail(quantization.status());
+  eo.quantization = *quantization;
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(eo);
   if (!engine.ok()) return Fail(engine.status());
   SY_LOG(kInfo, "engine: %s", (*engine)->Describe());
-  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::Load(model_dir);
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadModelTokenizer(model_dir);
   if (!tokenizer.ok()) return Fail(tokenizer.status());
 
   AdapterRegistryOptions ro;
@@ -300,7 +307,8 @@ int Main() {
   fo.model_dir = model_dir;
   fo.served_model_name = absl::GetFlag(FLAGS_served_model_name);
   if (fo.served_model_name.empty()) {
-    fo.served_model_name = std::filesystem::path(model_dir).lexically_normal().filename().string();
+    const std::filesystem::path path = std::filesystem::path(model_dir).lexically_normal();
+    fo.served_model_name = (path.extension() == ".gguf" ? path.stem() : path.filename()).string();
     if (fo.served_model_name.empty()) {
       fo.served_model_name = std::filesystem::path(model_dir).parent_path().filename().string();
     }

@@ -20,7 +20,8 @@
 #include "engine/tokenizer/chat_template.h"
 #include "engine/tokenizer/tokenizer.h"
 
-ABSL_FLAG(std::string, model, "", "model folder");
+ABSL_FLAG(std::string, model, "", "model folder or .gguf file");
+ABSL_FLAG(std::string, quantization, "none", "none, int8 or int4 (quantize at load)");
 ABSL_FLAG(std::string, prompt, "", "prompt text");
 ABSL_FLAG(bool, chat, false, "render the prompt as a user message with the model's chat template");
 ABSL_FLAG(std::string, prompt_ids, "", "comma-separated prompt token ids, instead of --prompt");
@@ -35,6 +36,12 @@ namespace {
 int Main() {
   EngineOptions options;
   options.model_dir = absl::GetFlag(FLAGS_model);
+  auto quantization = ParseQuantization(absl::GetFlag(FLAGS_quantization));
+  if (!quantization.ok()) {
+    std::fprintf(stderr, "switchyard-generate: %s\n", quantization.status().ToString().c_str());
+    return 1;
+  }
+  options.quantization = *quantization;
   options.kv_cache_bytes = int64_t{256} << 20;
   auto engine_or = Engine::Create(options);
   if (!engine_or.ok()) {
@@ -44,7 +51,7 @@ int Main() {
   Engine& engine = **engine_or;
   std::fprintf(stderr, "%s\n", engine.Describe().c_str());
 
-  auto tokenizer = Tokenizer::Load(options.model_dir);
+  auto tokenizer = LoadModelTokenizer(options.model_dir);
   if (!tokenizer.ok()) {
     std::fprintf(stderr, "switchyard-generate: %s\n", tokenizer.status().ToString().c_str());
     return 1;

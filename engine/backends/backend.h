@@ -8,10 +8,12 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/backends/moe_ops.h"
 #include "engine/core/activation.h"
+#include "engine/core/quant.h"
 #include "engine/core/tensor.h"
 
 namespace switchyard {
@@ -47,11 +49,20 @@ enum class WeightUse {
 struct Weight {
   int64_t rows = 0;
   int64_t cols = 0;
-  DType dtype = DType::kF32;
+  DType dtype = DType::kF32;           // U8 when quantized
+  QuantType quant = QuantType::kNone;  // set: `data` holds rows of blocks (core/quant.h)
   WeightUse use = WeightUse::kDefault;
   Tensor data;
-  bool defined() const { return data.defined(); }
-  size_t bytes() const { return data.defined() ? data.nbytes() : 0; }
+  // A stack of row blocks in different quantized formats (q/k/v or gate/up fused from a file that
+  // stores them differently, as llama.cpp's Q4_K_M does): rows are the parts' rows in order, and
+  // `data` is undefined.
+  std::vector<Weight> parts;
+  bool defined() const { return data.defined() || !parts.empty(); }
+  size_t bytes() const {
+    size_t n = data.defined() ? data.nbytes() : 0;
+    for (const Weight& p : parts) n += p.bytes();
+    return n;
+  }
 };
 
 // One of many independent products of GroupedLinear: y[m, N] (+)= x[m, K] * w^T, x and y F32
@@ -101,6 +112,11 @@ class Backend {
   // Embedding. kExpand weights must be F32 or BF16 and serve GroupedLinear only.
   virtual absl::StatusOr<Weight> PrepareWeight(const Tensor& host,
                                                WeightUse use = WeightUse::kDefault) = 0;
+  // Prepares a block-quantized host matrix (`blocks`: U8 [rows, row bytes] of `type`, `cols`
+  // weights per row) for Linear, GroupedLinear and Embedding, keeping the blocks' values
+  // exactly. UNIMPLEMENTED on a backend without kernels for `type`.
+  virtual absl::StatusOr<Weight> PrepareQuantizedWeight(const Tensor& blocks, QuantType type,
+                                                        int64_t cols) = 0;
   virtual absl::Status CopyToHost(const Tensor& src, Tensor& host) = 0;
   virtual absl::StatusOr<KvCache> AllocateKvCache(const KvCacheSpec& spec) = 0;
   // Moves prepared weights into one allocation (on the CPU: transparent huge pages), so that a

@@ -16,6 +16,8 @@ absl::string_view DTypeName(DType t) {
       return "I32";
     case DType::kF64:
       return "F64";
+    case DType::kU8:
+      return "U8";
   }
   return "?";
 }
@@ -51,6 +53,11 @@ void ConvertToF32(DType t, const void* src, float* dst, size_t n) {
     }
     case DType::kF64: {
       const auto* s = static_cast<const double*>(src);
+      for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
+      return;
+    }
+    case DType::kU8: {
+      const auto* s = static_cast<const uint8_t*>(src);
       for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
       return;
     }

@@ -12,8 +12,9 @@
 
 namespace switchyard {
 
-// kF64 holds accumulators (routing statistics), never weights or activations.
-enum class DType : uint8_t { kF32, kF16, kBF16, kI32, kF64 };
+// kF64 holds accumulators (routing statistics), never weights or activations; kU8 holds raw
+// bytes (block-quantized weights, see quant.h).
+enum class DType : uint8_t { kF32, kF16, kBF16, kI32, kF64, kU8 };
 
 constexpr size_t SizeOf(DType t) {
   switch (t) {
@@ -25,6 +26,8 @@ constexpr size_t SizeOf(DType t) {
       return 2;
     case DType::kF64:
       return 8;
+    case DType::kU8:
+      return 1;
   }
   return 0;
 }

@@ -237,6 +237,9 @@ std::vector<float> ModelConfig::RopeInverseFrequencies() const {
       break;
     }
   }
+  for (size_t i = 0; i < rope_freq_factors.size() && i < inv.size(); ++i) {
+    inv[i] = inv[i] / rope_freq_factors[i];
+  }
   return inv;
 }
 

@@ -1,10 +1,5 @@
 #include "engine/model/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
@@ -35,44 +30,26 @@ absl::Status Malformed(absl::string_view path, absl::string_view what) {
 
 }  // namespace
 
-SafetensorsFile::~SafetensorsFile() {
-  if (mapping_ != nullptr) munmap(mapping_, size_);
-}
+SafetensorsFile::~SafetensorsFile() = default;
 
 absl::StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::Open(
     const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return absl::NotFoundError(absl::StrCat("cannot open ", path, ": ", strerror(errno)));
-  struct stat st {};
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
-  }
-  std::shared_ptr<SafetensorsFile> file(new SafetensorsFile());
-  file->path_ = path;
-  file->size_ = static_cast<size_t>(st.st_size);
-  if (file->size_ > 0) {
-    void* m = mmap(nullptr, file->size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (m == MAP_FAILED) {
-      ::close(fd);
-      return absl::InternalError(absl::StrCat("cannot map ", path, ": ", strerror(errno)));
-    }
-    file->mapping_ = m;
-    file->base_ = static_cast<const char*>(m);
-  }
-  ::close(fd);
-  SY_RETURN_IF_ERROR(file->Parse());
-  file->self_ = file;
-  return std::shared_ptr<const SafetensorsFile>(std::move(file));
+  SY_ASSIGN_OR_RETURN(FileBytes bytes, FileBytes::Map(path));
+  return Adopt(std::move(bytes), path);
 }
 
 absl::StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::FromBytes(
     std::string bytes, std::string name) {
+  return Adopt(FileBytes::Own(std::move(bytes)), std::move(name));
+}
+
+absl::StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::Adopt(FileBytes bytes,
+                                                                              std::string name) {
   std::shared_ptr<SafetensorsFile> file(new SafetensorsFile());
   file->path_ = std::move(name);
-  file->owned_bytes_ = std::move(bytes);
-  file->base_ = file->owned_bytes_.data();
-  file->size_ = file->owned_bytes_.size();
+  file->bytes_ = std::move(bytes);
+  file->base_ = file->bytes_.data();
+  file->size_ = file->bytes_.size();
   SY_RETURN_IF_ERROR(file->Parse());
   file->self_ = file;
   return std::shared_ptr<const SafetensorsFile>(std::move(file));

@@ -12,6 +12,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "engine/core/file_bytes.h"
 #include "engine/core/tensor.h"
 
 namespace switchyard {
@@ -45,13 +46,14 @@ class SafetensorsFile {
 
  private:
   SafetensorsFile() = default;
+  static absl::StatusOr<std::shared_ptr<const SafetensorsFile>> Adopt(FileBytes bytes,
+                                                                      std::string name);
   absl::Status Parse();
 
   std::string path_;
   const char* base_ = nullptr;  // whole file
   size_t size_ = 0;
-  void* mapping_ = nullptr;     // mmap'd region, when mapped
-  std::string owned_bytes_;     // when built from bytes
+  FileBytes bytes_;
   const char* data_ = nullptr;  // data section
   size_t data_size_ = 0;
   std::vector<SafetensorsEntry> entries_;

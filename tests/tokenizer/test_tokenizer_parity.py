@@ -198,6 +198,14 @@ class TokenizerParityTest(unittest.TestCase):
             shutil.copy(os.path.join(ARGS.demo_model, name), dirs["demo"])
         cls.dirs = dirs
         byte_level = {"llama3", "llama3_1", "qwen3", "gpt2", "demo"}
+        # The same tokenizers as GGUF metadata (tools/modelgen/gguf.py writes them as llama.cpp's
+        # converter does); ours must tokenize them exactly as the originals.
+        ggufs = {}
+        for name, pre in GGUF_VARIANTS.items():
+            ggufs[name + "_gguf"] = os.path.join(cls.tmp, name + ".gguf")
+            subprocess.run([sys.executable, os.path.join(ROOT, "tools", "modelgen", "gguf.py"),
+                            "tokenizer", "--tokenizer-dir", dirs[name], "--pre", pre, "--out",
+                            ggufs[name + "_gguf"]], check=True)
         cls.texts = english() + code() + unicode_texts() + special_texts() + documents() + \
             random_texts()
         job = {
@@ -210,11 +218,20 @@ class TokenizerParityTest(unittest.TestCase):
         job_path = os.path.join(cls.tmp, "job.json")
         with open(job_path, "w") as f:
             json.dump(job, f)
+        ours_job = dict(job)
+        ours_job["tokenizers"] = job["tokenizers"] + [{"name": n, "dir": p}
+                                                      for n, p in ggufs.items()]
+        ours_job["decode_ids"] = dict(job["decode_ids"])
+        for n in ggufs:
+            ours_job["decode_ids"][n] = job["decode_ids"][n[:-len("_gguf")]]
+        ours_path = os.path.join(cls.tmp, "ours.json")
+        with open(ours_path, "w") as f:
+            json.dump(ours_job, f)
         ref = subprocess.run(["node", os.path.join(ROOT, "tests", "js", "tokenizer_reference.mjs"),
                               job_path], capture_output=True, text=True, cwd=os.path.join(ROOT, "tests", "js"))
         if ref.returncode != 0:
             raise RuntimeError("JS reference failed: " + ref.stderr[-3000:])
-        ours = subprocess.run([os.path.join(ARGS.build_dir, "tests", "tokenizer_driver"), job_path],
+        ours = subprocess.run([os.path.join(ARGS.build_dir, "tests", "tokenizer_driver"), ours_path],
                               capture_output=True, text=True)
         if ours.returncode != 0:
             raise RuntimeError("tokenizer_driver failed: " + ours.stderr[-3000:])
@@ -226,7 +243,11 @@ class TokenizerParityTest(unittest.TestCase):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def compare(self, name):
-        want, got = self.want[name], self.got[name]
+        original = name[:-len("_gguf")] if name.endswith("_gguf") else name
+        want, got = self.want[original], self.got[name]
+        if name != original:
+            for key in ("bos", "eos", "chat_template"):
+                self.assertEqual(got[key], self.got[original][key], f"{name}: {key}")
         self.assertEqual(got["problems"], [], f"{name}: our own invariants")
         for i, text in enumerate(self.texts):
             w, g = want["texts"][i], got["texts"][i]
@@ -312,7 +333,14 @@ class ChatTemplateParityTest(unittest.TestCase):
                         self.assertEqual(g, w, f"{name} conversation {i} {key}")
 
 
-for _name in ["llama3", "llama3_1", "qwen3", "llama2", "llama2_metaspace", "gpt2", "demo"]:
+# Tokenizers also checked as GGUF metadata, with their tokenizer.ggml.pre. (Not the demo's: GGUF
+# does not record clean_up_tokenization_spaces, which we infer from the pre type as the real
+# releases set it, and the demo's differs from Llama 3's.)
+GGUF_VARIANTS = {"llama3": "llama-bpe", "llama3_1": "llama-bpe", "qwen3": "qwen2",
+                 "llama2": "default"}
+
+for _name in ["llama3", "llama3_1", "qwen3", "llama2", "llama2_metaspace", "gpt2", "demo"] + [
+        n + "_gguf" for n in GGUF_VARIANTS]:
     setattr(TokenizerParityTest, f"test_{_name}", lambda self, n=_name: self.compare(n))
 
 

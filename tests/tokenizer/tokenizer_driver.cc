@@ -1,6 +1,6 @@
 // Our tokenizer over a job file (the format of tests/js/tokenizer_reference.mjs), printing the
-// same JSON, plus checks of our own invariants: invalid UTF-8 is refused, and a decode stream's
-// deltas, concatenated, equal the full decode.
+// same JSON (a tokenizer's "dir" may be a .gguf file), plus checks of our own invariants: invalid
+// UTF-8 is refused, and a decode stream's deltas, concatenated, equal the full decode.
 //
 //   tokenizer_driver JOB.json > OUT.json
 
@@ -10,6 +10,7 @@
 
 #include "absl/strings/escaping.h"
 #include "engine/core/json_util.h"
+#include "engine/engine.h"
 #include "engine/tokenizer/chat_template.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/tokenizer/utf8.h"
@@ -89,7 +90,7 @@ int Main(int argc, char** argv) {
   nlohmann::json result = nlohmann::json::object();
   for (const auto& t : (*job)["tokenizers"]) {
     const std::string name = t["name"].get<std::string>();
-    auto tok_or = Tokenizer::Load(t["dir"].get<std::string>());
+    auto tok_or = LoadModelTokenizer(t["dir"].get<std::string>());  // a folder or a .gguf
     if (!tok_or.ok()) return Fail(name + ": " + tok_or.status().ToString());
     const Tokenizer& tok = **tok_or;
     nlohmann::json problems = nlohmann::json::array();
@@ -118,8 +119,13 @@ int Main(int argc, char** argv) {
         decodes.push_back(StreamCheck(tok, ids.get<std::vector<int32_t>>(), false, &problems));
       }
     }
-    result[name] = {
-        {"texts", texts}, {"invalid", invalid}, {"decodes", decodes}, {"problems", problems}};
+    result[name] = {{"texts", texts},
+                    {"invalid", invalid},
+                    {"decodes", decodes},
+                    {"problems", problems},
+                    {"bos", tok.bos_token()},
+                    {"eos", tok.eos_token()},
+                    {"chat_template", tok.chat_template()}};
   }
   std::printf("%s", result.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   return 0;

@@ -31,6 +31,7 @@ Tensor Random(DType dt, Shape shape, uint32_t seed, float scale = 1.0f) {
         break;
       case DType::kI32:
       case DType::kF64:
+      case DType::kU8:
         break;
     }
   }

@@ -50,6 +50,17 @@ class CpuBackend final : public Backend {
     return cpu::PackWeight(host);
   }
 
+  absl::StatusOr<Weight> PrepareQuantizedWeight(const Tensor& blocks, QuantType type,
+                                                int64_t cols) override {
+    if (type == QuantType::kNone || blocks.dtype() != DType::kU8 || blocks.rank() != 2 ||
+        cols <= 0 || cols % Traits(type).values != 0 ||
+        static_cast<size_t>(blocks.dim(1)) != QuantRowBytes(type, cols)) {
+      return absl::InvalidArgumentError(absl::StrCat("a ", Traits(type).name, " weight of ", cols,
+                                                     " columns must be U8 rows of whole blocks"));
+    }
+    return cpu::CopyQuantizedWeight(blocks, type, cols);
+  }
+
   absl::Status CopyToHost(const Tensor& src, Tensor& host) override {
     SY_CHECK(src.nbytes() == host.nbytes());
     if (src.raw() != host.raw()) std::memcpy(host.raw(), src.raw(), src.nbytes());

@@ -217,6 +217,7 @@ void MatmulPacked(const PackedMatmulArgs& a, int64_t panel_begin, int64_t panel_
       return;
     case DType::kI32:
     case DType::kF64:
+    case DType::kU8:
       break;
   }
   __builtin_trap();
@@ -335,6 +336,9 @@ void ConvertToF32(DType dtype, const void* src, float* dst, int64_t n) {
       return;
     case DType::kF64:
       for (; i < n; ++i) dst[i] = static_cast<float>(static_cast<const double*>(src)[i]);
+      return;
+    case DType::kU8:
+      for (; i < n; ++i) dst[i] = static_cast<float>(static_cast<const uint8_t*>(src)[i]);
       return;
   }
 }

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "engine/backends/cpu/packed_layout.h"
+#include "engine/backends/cpu/quant_kernels.h"
 #include "engine/core/threads.h"
 
 namespace switchyard::cpu {
@@ -61,7 +62,46 @@ Weight TransposeWeight(const Tensor& host) {
   return w;
 }
 
+Weight CopyQuantizedWeight(const Tensor& blocks, QuantType type, int64_t cols) {
+  Weight w;
+  w.rows = blocks.dim(0);
+  w.cols = cols;
+  w.dtype = DType::kU8;
+  w.quant = type;
+  w.data = Tensor::Empty(DType::kU8, blocks.shape());
+  std::memcpy(w.data.raw(), blocks.raw(), blocks.nbytes());
+  return w;
+}
+
+namespace {
+
+void UnpackQuantizedRows(const Weight& w, int64_t row_begin, int64_t rows, DType out_dtype,
+                         void* out) {
+  const size_t row_bytes = static_cast<size_t>(w.data.dim(1));
+#pragma omp parallel
+  {
+    std::vector<float> f32(out_dtype == DType::kF32 ? 0 : static_cast<size_t>(w.cols));
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < rows; ++i) {
+      const uint8_t* src = w.data.data<uint8_t>() + (row_begin + i) * row_bytes;
+      float* dst = out_dtype == DType::kF32 ? static_cast<float*>(out) + i * w.cols : f32.data();
+      DequantizeRowFast(w.quant, src, dst, w.cols);
+      if (out_dtype == DType::kBF16) {
+        uint16_t* o = static_cast<uint16_t*>(out) + i * w.cols;
+        for (int64_t c = 0; c < w.cols; ++c) o[c] = F32ToBF16(dst[c]);
+      }
+    }
+  }
+}
+
+}  // namespace
+
 void UnpackRows(const Weight& w, int64_t row_begin, int64_t rows, DType out_dtype, void* out) {
+  if (w.quant != QuantType::kNone) {
+    SY_CHECK(out_dtype == DType::kF32 || out_dtype == DType::kBF16);
+    UnpackQuantizedRows(w, row_begin, rows, out_dtype, out);
+    return;
+  }
   SY_CHECK(out_dtype == DType::kF32 || out_dtype == w.dtype);
   const int64_t pc = PaddedCols(w.cols, w.dtype), C = ChunkElements(w.dtype);
   const size_t elem = SizeOf(w.dtype);
@@ -83,6 +123,11 @@ void UnpackRows(const Weight& w, int64_t row_begin, int64_t rows, DType out_dtyp
 }
 
 void GatherRow(const Weight& w, int64_t row, float* out) {
+  SY_CHECK(w.parts.empty());  // stacks are fused projections, never tables
+  if (w.quant != QuantType::kNone) {
+    DequantizeRowFast(w.quant, w.data.data<uint8_t>() + row * w.data.dim(1), out, w.cols);
+    return;
+  }
   const int64_t pc = PaddedCols(w.cols, w.dtype), C = ChunkElements(w.dtype);
   const size_t elem = SizeOf(w.dtype);
   const KernelTable& k = Kernels();
@@ -95,10 +140,24 @@ void GatherRow(const Weight& w, int64_t row, float* out) {
 void PackedMatmul::Linear(const float* x, int64_t m, const Weight& w, const float* bias, float* y,
                           bool accumulate) {
   if (m == 0) return;
-  if (m <= kSmallMLimit) {
+  LinearInto(x, m, w, bias, y, w.rows, accumulate);
+}
+
+void PackedMatmul::LinearInto(const float* x, int64_t m, const Weight& w, const float* bias,
+                              float* y, int64_t ldy, bool accumulate) {
+  if (!w.parts.empty()) {
+    int64_t r0 = 0;
+    for (const Weight& part : w.parts) {
+      LinearInto(x, m, part, bias != nullptr ? bias + r0 : nullptr, y + r0, ldy, accumulate);
+      r0 += part.rows;
+    }
+  } else if (w.quant != QuantType::kNone && m <= kQuantSmallMLimit) {
+    QuantSmallM(x, nullptr, w.cols, m, w, bias, y, ldy, accumulate);
+  } else if (w.quant == QuantType::kNone && m <= kSmallMLimit) {
+    SY_CHECK(ldy == w.rows);
     SmallM(x, m, w, bias, y, accumulate);
   } else {
-    LargeM(x, m, w, bias, y, accumulate);
+    LargeMInto(x, m, w, bias, y, ldy, accumulate);
   }
 }
 
@@ -122,13 +181,38 @@ void PackedMatmul::SmallM(const float* x, int64_t m, const Weight& w, const floa
   }
 }
 
+void PackedMatmul::QuantSmallM(const float* x, const int32_t* x_rows, int64_t ldx, int64_t m,
+                               const Weight& w, const float* bias, float* y, int64_t ldy,
+                               bool accumulate) {
+  const QuantMatmulArgs args{w.quant,
+                             w.data.data<uint8_t>(),
+                             static_cast<size_t>(w.data.dim(1)),
+                             w.cols,
+                             x,
+                             x_rows,
+                             ldx,
+                             m,
+                             bias,
+                             y,
+                             ldy,
+                             accumulate};
+  const int threads = m * w.rows * w.cols < (1 << 16) ? 1 : ComputeThreads();
+  // Pieces of 16 rows handed out dynamically, as SmallM does with panels.
+  constexpr int64_t kRows = 16;
+  const int64_t pieces = (w.rows + kRows - 1) / kRows;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
+  for (int64_t i = 0; i < pieces; ++i) {
+    QuantMatmulRows(args, i * kRows, std::min(w.rows, (i + 1) * kRows));
+  }
+}
+
 void PackedMatmul::Grouped(std::span<const LinearJob> jobs) {
   const KernelTable& k = Kernels();
   grouped_offsets_.resize(jobs.size() + 1);
   size_t total = 0;
   for (size_t j = 0; j < jobs.size(); ++j) {
     grouped_offsets_[j] = total;
-    if (jobs[j].w->use == WeightUse::kExpand) continue;
+    if (jobs[j].w->use == WeightUse::kExpand || jobs[j].w->quant != QuantType::kNone) continue;
     total += static_cast<size_t>(jobs[j].m * PaddedCols(jobs[j].w->cols, jobs[j].w->dtype));
   }
   xp_.resize(std::max<size_t>(total, 1));
@@ -137,7 +221,9 @@ void PackedMatmul::Grouped(std::span<const LinearJob> jobs) {
 #pragma omp parallel for schedule(dynamic, 1) if (n > 1 && total > (1 << 18))
   for (int64_t j = 0; j < n; ++j) {
     const LinearJob& job = jobs[j];
-    if (job.m == 0 || job.w->use == WeightUse::kExpand) continue;
+    if (job.m == 0 || job.w->use == WeightUse::kExpand || job.w->quant != QuantType::kNone) {
+      continue;
+    }
     k.prepare_x(job.w->dtype, job.x, job.x_rows, job.m, job.ldx, job.w->cols,
                 PaddedCols(job.w->cols, job.w->dtype), xp_.data() + grouped_offsets_[j]);
   }
@@ -150,7 +236,11 @@ void PackedMatmul::Grouped(std::span<const LinearJob> jobs) {
   for (int j = 0; j < static_cast<int>(jobs.size()); ++j) {
     const LinearJob& job = jobs[j];
     if (job.m == 0) continue;
-    if (job.w->use == WeightUse::kExpand) {
+    if (job.w->quant != QuantType::kNone) {
+      const int64_t per = std::max<int64_t>(1, kPieceWork / (job.m * job.w->cols));
+      for (int64_t r = 0; r < job.w->rows; r += per)
+        pieces_.push_back({j, r, std::min(job.w->rows, r + per)});
+    } else if (job.w->use == WeightUse::kExpand) {
       const int64_t blocks = ExpandBlocks(job.w->rows);
       const int64_t per = std::max<int64_t>(1, kPieceWork / (job.m * kExpandBlock * job.w->cols));
       for (int64_t b = 0; b < blocks; b += per)
@@ -170,6 +260,13 @@ void PackedMatmul::Grouped(std::span<const LinearJob> jobs) {
   for (int64_t i = 0; i < count; ++i) {
     const Piece& piece = pieces_[i];
     const LinearJob& job = jobs[piece.job];
+    if (job.w->quant != QuantType::kNone) {
+      QuantMatmulRows(
+          {job.w->quant, job.w->data.data<uint8_t>(), static_cast<size_t>(job.w->data.dim(1)),
+           job.w->cols, job.x, job.x_rows, job.ldx, job.m, nullptr, job.y, job.ldy, job.accumulate},
+          piece.begin, piece.end);
+      continue;
+    }
     if (job.w->use == WeightUse::kExpand) {
       k.expand({job.x, job.x_rows, job.ldx, job.m, job.w->data.raw(), job.w->dtype, job.w->cols,
                 job.w->rows, job.y, job.ldy, job.accumulate},
@@ -192,7 +289,13 @@ void PackedMatmul::Grouped(std::span<const LinearJob> jobs) {
 
 void PackedMatmul::LargeM(const float* x, int64_t m, const Weight& w, const float* bias, float* y,
                           bool accumulate) {
-  const bool bf16_math = precision_ == MatmulPrecision::kBF16 && w.dtype == DType::kBF16;
+  LargeMInto(x, m, w, bias, y, w.rows, accumulate);
+}
+
+void PackedMatmul::LargeMInto(const float* x, int64_t m, const Weight& w, const float* bias,
+                              float* y, int64_t ldy, bool accumulate) {
+  const bool bf16_math = precision_ == MatmulPrecision::kBF16 &&
+                         (w.dtype == DType::kBF16 || w.quant != QuantType::kNone);
   const int64_t K = w.cols;
   if (bf16_math) {
     x_bf16_.resize(static_cast<size_t>(m * K));
@@ -206,12 +309,12 @@ void PackedMatmul::LargeM(const float* x, int64_t m, const Weight& w, const floa
     if (bf16_math) {
       panel_bf16_.resize(static_cast<size_t>(rows * K));
       UnpackRows(w, n0, rows, DType::kBF16, panel_bf16_.data());
-      onednn_.Matmul(x_bf16_.data(), panel_bf16_.data(), DType::kBF16, m, K, rows, b, y + n0,
-                     w.rows, accumulate);
+      onednn_.Matmul(x_bf16_.data(), panel_bf16_.data(), DType::kBF16, m, K, rows, b, y + n0, ldy,
+                     accumulate);
     } else {
       panel_f32_.resize(static_cast<size_t>(rows * K));
       UnpackRows(w, n0, rows, DType::kF32, panel_f32_.data());
-      onednn_.Matmul(x, panel_f32_.data(), DType::kF32, m, K, rows, b, y + n0, w.rows, accumulate);
+      onednn_.Matmul(x, panel_f32_.data(), DType::kF32, m, K, rows, b, y + n0, ldy, accumulate);
     }
   }
 }

@@ -19,12 +19,18 @@ namespace switchyard::cpu {
 // GFLOP/s at 256 rows, 215 vs 325 at 512, for BF16 and F32 weights alike).
 constexpr int64_t kSmallMLimit = 256;
 
+// Up to this many rows of x, quantized weights are multiplied block by block as stored
+// (quant_kernels.h); beyond, dequantized in panels for oneDNN.
+constexpr int64_t kQuantSmallMLimit = 8;
+
 // Packs a row-major F32/F16/BF16 host matrix.
 Weight PackWeight(const Tensor& host);
 // W [rows, cols] (F32 or BF16) transposed into expand blocks (packed_layout.h).
 Weight TransposeWeight(const Tensor& host);
-// Converts packed rows [row_begin, row_begin + rows) to row-major `out_dtype` (F32, or BF16 from
-// BF16), [rows, w.cols].
+// A copy of block-quantized rows (U8 [rows, row bytes]), kept row-major as stored.
+Weight CopyQuantizedWeight(const Tensor& blocks, QuantType type, int64_t cols);
+// Converts packed (or quantized) rows [row_begin, row_begin + rows) to row-major `out_dtype` (F32,
+// or BF16 from BF16), [rows, w.cols].
 void UnpackRows(const Weight& w, int64_t row_begin, int64_t rows, DType out_dtype, void* out);
 // out[0, cols) = F32(w[row]).
 void GatherRow(const Weight& w, int64_t row, float* out);
@@ -46,6 +52,12 @@ class PackedMatmul {
               bool accumulate);
   void LargeM(const float* x, int64_t m, const Weight& w, const float* bias, float* y,
               bool accumulate);
+  void LinearInto(const float* x, int64_t m, const Weight& w, const float* bias, float* y,
+                  int64_t ldy, bool accumulate);
+  void LargeMInto(const float* x, int64_t m, const Weight& w, const float* bias, float* y,
+                  int64_t ldy, bool accumulate);
+  void QuantSmallM(const float* x, const int32_t* x_rows, int64_t ldx, int64_t m, const Weight& w,
+                   const float* bias, float* y, int64_t ldy, bool accumulate);
 
  private:
   MatmulPrecision precision_;

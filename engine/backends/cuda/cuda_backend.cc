@@ -125,6 +125,13 @@ class CudaBackend final : public Backend {
     return w;
   }
 
+  absl::StatusOr<Weight> PrepareQuantizedWeight(const Tensor&, QuantType type, int64_t) override {
+    return absl::UnimplementedError(
+        absl::StrCat(Traits(type).name,
+                     " weights run on the CPU backend only; the CUDA backend takes F32, F16 and "
+                     "BF16 models (docs/quantization.md)"));
+  }
+
   absl::Status CopyToHost(const Tensor& src, Tensor& host) override {
     SY_CHECK(src.nbytes() == host.nbytes() && host.device() == Device::kCpu);
     SY_CUDA_RETURN_IF_ERROR(

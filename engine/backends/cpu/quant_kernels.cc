@@ -1,0 +1,223 @@
+// Compiled with -march=x86-64-v3. Each format has a block walker that produces its weights eight
+// at a time as F32 vectors, in the format's own arithmetic (so the values are DequantizeRow's, bit
+// for bit); the dequantizer stores them, the matmul multiplies them into accumulators in
+// registers without a round trip through memory.
+
+#include "engine/backends/cpu/quant_kernels.h"
+
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "engine/core/check.h"
+
+namespace switchyard::cpu {
+namespace {
+
+inline float Half(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+// Eight bytes as eight F32 values (signed or unsigned).
+inline __m256 SignedBytes(const uint8_t* p) {
+  return _mm256_cvtepi32_ps(
+      _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+inline __m256 Ints(__m128i bytes8) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes8)); }
+
+// The block walkers: f(v, w) receives vector v (weights [8v, 8v + 8) of the block).
+
+template <class F>
+inline void WalkQ8_0(const uint8_t* b, F&& f) {
+  const __m256 d = _mm256_set1_ps(Half(b));
+  for (int v = 0; v < 4; ++v) f(v, _mm256_mul_ps(d, SignedBytes(b + 2 + 8 * v)));
+}
+
+template <class F>
+inline void WalkQ4_0(const uint8_t* b, F&& f) {
+  const __m256 d = _mm256_set1_ps(Half(b));
+  const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
+  const __m128i mask = _mm_set1_epi8(0xF), eight = _mm_set1_epi8(8);
+  const __m128i lo = _mm_sub_epi8(_mm_and_si128(qs, mask), eight);
+  const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(qs, 4), mask), eight);
+  auto cvt = [](__m128i q) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)); };
+  f(0, _mm256_mul_ps(cvt(lo), d));
+  f(1, _mm256_mul_ps(cvt(_mm_srli_si128(lo, 8)), d));
+  f(2, _mm256_mul_ps(cvt(hi), d));
+  f(3, _mm256_mul_ps(cvt(_mm_srli_si128(hi, 8)), d));
+}
+
+// Q4_K and Q5_K share the scales; `high` (Q5_K's fifth bits) is null for Q4_K.
+template <class F>
+inline void WalkKAffine(const uint8_t* b, const uint8_t* qh, const uint8_t* ql, F&& f) {
+  const float d = Half(b), dmin = Half(b + 2);
+  const __m128i mask = _mm_set1_epi8(0xF);
+  for (int pair = 0; pair < 4; ++pair) {
+    for (int half = 0; half < 2; ++half) {
+      const int sub = 2 * pair + half;
+      uint8_t sc, m;
+      KQuantScaleMin(sub, b + 4, &sc, &m);
+      const __m256 scale = _mm256_set1_ps(d * sc), min = _mm256_set1_ps(dmin * m);
+      for (int part = 0; part < 2; ++part) {
+        __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ql + 32 * pair + 16 * part));
+        q = half == 0 ? _mm_and_si128(q, mask) : _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+        if (qh != nullptr) {
+          const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qh + 16 * part));
+          const __m128i bit = _mm_set1_epi8(static_cast<char>(1 << sub));
+          const __m128i set = _mm_cmpeq_epi8(_mm_and_si128(h, bit), bit);
+          q = _mm_or_si128(q, _mm_and_si128(set, _mm_set1_epi8(16)));
+        }
+        const int v = 4 * sub + 2 * part;
+        f(v, _mm256_fmsub_ps(scale, Ints(q), min));
+        f(v + 1, _mm256_fmsub_ps(scale, Ints(_mm_srli_si128(q, 8)), min));
+      }
+    }
+  }
+}
+
+template <class F>
+inline void WalkQ4_K(const uint8_t* b, F&& f) {
+  WalkKAffine(b, nullptr, b + 16, f);
+}
+
+template <class F>
+inline void WalkQ5_K(const uint8_t* b, F&& f) {
+  WalkKAffine(b, b + 16, b + 48, f);
+}
+
+template <class F>
+inline void WalkQ6_K(const uint8_t* b, F&& f) {
+  const uint8_t* ql = b;
+  const uint8_t* qh = b + 128;
+  const auto* sc = reinterpret_cast<const int8_t*>(b + 192);
+  const float d = Half(b + 208);
+  const __m128i mask = _mm_set1_epi8(0xF), three = _mm_set1_epi8(3), bias = _mm_set1_epi8(32);
+  for (int half = 0; half < 2; ++half) {
+    // Quarter j of this half's 128 weights: low nibbles of ql[0..32) / ql[32..64) (j = 0, 1) or
+    // high nibbles (j = 2, 3), with bits 2j..2j+1 of qh as the top two bits.
+    for (int j = 0; j < 4; ++j) {
+      for (int part = 0; part < 2; ++part) {
+        const int l0 = 16 * part;
+        __m128i lo =
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(ql + 64 * half + (j & 1) * 32 + l0));
+        lo = j < 2 ? _mm_and_si128(lo, mask) : _mm_and_si128(_mm_srli_epi16(lo, 4), mask);
+        __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qh + 32 * half + l0));
+        hi = _mm_and_si128(_mm_srl_epi16(hi, _mm_cvtsi32_si128(2 * j)), three);
+        const __m128i q = _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), bias);
+        const __m256 scale = _mm256_set1_ps(d * sc[8 * half + 2 * j + part]);
+        const int v = 16 * half + 4 * j + 2 * part;
+        f(v, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q))));
+        f(v + 1,
+          _mm256_mul_ps(scale, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)))));
+      }
+    }
+  }
+}
+
+template <class Walk>
+void DequantizeWith(Walk walk, const uint8_t* src, float* dst, int64_t blocks, int values,
+                    int bytes) {
+  for (int64_t i = 0; i < blocks; ++i) {
+    float* out = dst + i * values;
+    walk(src + i * bytes, [&](int v, __m256 w) { _mm256_storeu_ps(out + 8 * v, w); });
+  }
+}
+
+inline float HSum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// MT rows of x against RB weight rows, four accumulators each (FMA latency needs independent
+// chains to keep both ports busy).
+template <int RB, int MT, class Walk>
+inline void Tile(const QuantMatmulArgs& a, Walk walk, int values, int bytes, int64_t r0,
+                 const float* const* xr) {
+  __m256 acc[RB][MT][4];
+  for (auto& r : acc)
+    for (auto& m : r)
+      for (auto& v : m) v = _mm256_setzero_ps();
+  const int64_t blocks = a.cols / values;
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    for (int rb = 0; rb < RB; ++rb) {
+      const uint8_t* b = a.w + (r0 + rb) * a.row_bytes + blk * bytes;
+      walk(b, [&](int v, __m256 w) {
+        for (int m = 0; m < MT; ++m) {
+          const __m256 x = _mm256_loadu_ps(xr[m] + blk * values + 8 * v);
+          acc[rb][m][v & 3] = _mm256_fmadd_ps(w, x, acc[rb][m][v & 3]);
+        }
+      });
+    }
+  }
+  for (int rb = 0; rb < RB; ++rb) {
+    for (int m = 0; m < MT; ++m) {
+      const __m256 sum = _mm256_add_ps(_mm256_add_ps(acc[rb][m][0], acc[rb][m][1]),
+                                       _mm256_add_ps(acc[rb][m][2], acc[rb][m][3]));
+      float s = HSum(sum);
+      const int64_t row = r0 + rb;
+      if (a.bias != nullptr) s += a.bias[row];
+      float* out = a.y + m * a.ldy + row;
+      *out = a.accumulate ? *out + s : s;
+    }
+  }
+}
+
+template <class Walk>
+void MatmulWith(const QuantMatmulArgs& a, Walk walk, int64_t row_begin, int64_t row_end) {
+  const QuantTraits t = Traits(a.type);
+  for (int64_t m0 = 0; m0 < a.m; m0 += 2) {
+    const int mt = a.m - m0 >= 2 ? 2 : 1;
+    const float* xr[2];
+    for (int i = 0; i < mt; ++i) {
+      const int64_t row = m0 + i;
+      xr[i] = a.x + (a.x_rows != nullptr ? a.x_rows[row] : row) * a.ldx;
+    }
+    QuantMatmulArgs sub = a;
+    sub.y = a.y + m0 * a.ldy;
+    int64_t r = row_begin;
+    if (mt == 1) {
+      for (; r + 2 <= row_end; r += 2) Tile<2, 1>(sub, walk, t.values, t.bytes, r, xr);
+      for (; r < row_end; ++r) Tile<1, 1>(sub, walk, t.values, t.bytes, r, xr);
+    } else {
+      for (; r < row_end; ++r) Tile<1, 2>(sub, walk, t.values, t.bytes, r, xr);
+    }
+  }
+}
+
+// Calls fn(walker) with the walker of `type`.
+template <class Fn>
+void WithWalker(QuantType type, Fn&& fn) {
+  switch (type) {
+    case QuantType::kQ8_0:
+      return fn([](const uint8_t* b, auto&& f) { WalkQ8_0(b, f); });
+    case QuantType::kQ4_0:
+      return fn([](const uint8_t* b, auto&& f) { WalkQ4_0(b, f); });
+    case QuantType::kQ4_K:
+      return fn([](const uint8_t* b, auto&& f) { WalkQ4_K(b, f); });
+    case QuantType::kQ5_K:
+      return fn([](const uint8_t* b, auto&& f) { WalkQ5_K(b, f); });
+    case QuantType::kQ6_K:
+      return fn([](const uint8_t* b, auto&& f) { WalkQ6_K(b, f); });
+    case QuantType::kNone:
+      break;
+  }
+  SY_CHECK(false);
+}
+
+}  // namespace
+
+void QuantMatmulRows(const QuantMatmulArgs& args, int64_t row_begin, int64_t row_end) {
+  WithWalker(args.type, [&](auto walk) { MatmulWith(args, walk, row_begin, row_end); });
+}
+
+void DequantizeRowFast(QuantType type, const uint8_t* src, float* dst, int64_t cols) {
+  const QuantTraits t = Traits(type);
+  WithWalker(
+      type, [&](auto walk) { DequantizeWith(walk, src, dst, cols / t.values, t.values, t.bytes); });
+}
+
+}  // namespace switchyard::cpu
