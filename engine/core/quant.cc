@@ -126,6 +126,8 @@ void DequantizeQ6_K(const uint8_t* b, float* y) {
   }
 }
 
+// llama.cpp's reference quantizers, step for step (the scale's reciprocal is taken before the
+// scale is rounded to F16; values round half away from zero), so files agree bit for bit.
 void QuantizeQ8_0(const float* x, uint8_t* b) {
   float amax = 0;
   for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[i]));
@@ -133,7 +135,7 @@ void QuantizeQ8_0(const float* x, uint8_t* b) {
   const float id = d != 0 ? 1.0f / d : 0.0f;
   StoreHalf(b, d);
   auto* q = reinterpret_cast<int8_t*>(b + 2);
-  for (int i = 0; i < 32; ++i) q[i] = static_cast<int8_t>(std::nearbyint(x[i] * id));
+  for (int i = 0; i < 32; ++i) q[i] = static_cast<int8_t>(std::round(x[i] * id));
 }
 
 // The value of largest magnitude maps to -8 (the 4-bit range is [-8, 7]).

@@ -6,7 +6,7 @@
 // the routing decisions and routing statistics of its prefill. With "crowd", the first prompt also
 // runs beside 31 others that each use a different adapter.
 //
-//   parity_driver --model DIR --request FILE.json
+//   parity_driver --model DIR|FILE.gguf [--quantization int8|int4] --request FILE.json
 //   FILE.json: {"prompts": [[ids...], ...], "max_new_tokens": 32, "chunk": 7,
 //               "adapters": {name: dir}, "prompt_adapters": [name | null, ...],
 //               "crowd": [name, ...]}
@@ -23,7 +23,8 @@
 #include "engine/kv/block_pool.h"
 #include "engine/sampling/sampler.h"
 
-ABSL_FLAG(std::string, model, "", "model folder");
+ABSL_FLAG(std::string, model, "", "model folder or .gguf file");
+ABSL_FLAG(std::string, quantization, "none", "none, int8 or int4 (quantize at load)");
 ABSL_FLAG(std::string, request, "", "request JSON file");
 
 namespace switchyard {
@@ -137,6 +138,9 @@ int Main() {
   if (!req.ok()) return Fail(req.status());
   EngineOptions options;
   options.model_dir = absl::GetFlag(FLAGS_model);
+  absl::StatusOr<QuantType> quantization = ParseQuantization(absl::GetFlag(FLAGS_quantization));
+  if (!quantization.ok()) return Fail(quantization.status());
+  options.quantization = *quantization;
   options.kv_cache_bytes = int64_t{64} << 20;
   options.block_size = 8;
   options.moe_lora.record_decisions = true;

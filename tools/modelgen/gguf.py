@@ -46,24 +46,30 @@ def _blocks(x, size):
     return x.reshape(-1, size)
 
 
+def _round_away(v):
+    return np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))
+
+
+def _inverse(d):
+    return np.divide(np.float32(1.0), d, out=np.zeros_like(d), where=d != 0)
+
+
+# Q8_0 and Q4_0 as llama.cpp's reference quantizers compute them (the reciprocal of the scale is
+# taken before the scale is rounded to F16), which Switchyard's --quantization reproduces.
 def quantize_q8_0(x):
     b = _blocks(x, 32)
-    d = _f16(np.abs(b).max(axis=1) / 127.0)
-    inv = np.divide(1.0, d.astype(np.float32), out=np.zeros(len(b), np.float32),
-                    where=d.astype(np.float32) != 0)
-    q = np.clip(np.rint(b * inv[:, None]), -127, 127).astype(np.int8)
-    return np.concatenate([d.view(np.uint8).reshape(-1, 2), q.view(np.uint8)], axis=1)
+    d = (np.abs(b).max(axis=1) / np.float32(127.0)).astype(np.float32)
+    q = _round_away(b * _inverse(d)[:, None]).astype(np.int8)
+    return np.concatenate([_f16(d).view(np.uint8).reshape(-1, 2), q.view(np.uint8)], axis=1)
 
 
 def quantize_q4_0(x):
     b = _blocks(x, 32)
     idx = np.abs(b).argmax(axis=1)
-    d = _f16(b[np.arange(len(b)), idx] / -8.0)
-    df = d.astype(np.float32)
-    inv = np.divide(1.0, df, out=np.zeros(len(b), np.float32), where=df != 0)
-    q = np.clip(np.rint(b * inv[:, None]) + 8, 0, 15).astype(np.uint8)
+    d = (b[np.arange(len(b)), idx] / np.float32(-8.0)).astype(np.float32)
+    q = np.minimum(15, np.trunc(b * _inverse(d)[:, None] + np.float32(8.5))).astype(np.uint8)
     packed = q[:, :16] | (q[:, 16:] << 4)
-    return np.concatenate([d.view(np.uint8).reshape(-1, 2), packed], axis=1)
+    return np.concatenate([_f16(d).view(np.uint8).reshape(-1, 2), packed], axis=1)
 
 
 def _pack_k_scales(sc, m):
@@ -287,7 +293,8 @@ def write(path, metadata, tensors):
 
 def read(path):
     """-> (metadata dict, list of (name, type name, shape, raw bytes))."""
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     pos = 0
 
     def take(fmt):
@@ -340,7 +347,8 @@ def read(path):
 # the tokenizer and chat template as metadata.
 
 def read_safetensors(path):
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     n = struct.unpack_from("<Q", data, 0)[0]
     header = json.loads(data[8:8 + n])
     base = 8 + n
@@ -407,9 +415,13 @@ def tokenizer_metadata(tokenizer_dir, pre):
     as model "llama" with per-token scores. tokenizer.json has no scores; Hugging Face derived its
     merges from them (ranked by the merged piece's score), so minus the rank of the first merge
     that makes a piece recovers their order; pieces no merge makes score below all of those."""
-    tok = json.load(open(os.path.join(tokenizer_dir, "tokenizer.json"), encoding="utf-8"))
+    with open(os.path.join(tokenizer_dir, "tokenizer.json"), encoding="utf-8") as f:
+        tok = json.load(f)
     cfg_path = os.path.join(tokenizer_dir, "tokenizer_config.json")
-    tok_cfg = json.load(open(cfg_path, encoding="utf-8")) if os.path.exists(cfg_path) else {}
+    tok_cfg = {}
+    if os.path.exists(cfg_path):
+        with open(cfg_path, encoding="utf-8") as f:
+            tok_cfg = json.load(f)
     model = tok["model"]
     assert model["type"] == "BPE", "only BPE tokenizers are converted here"
     spm = bool(model.get("byte_fallback"))
@@ -471,7 +483,8 @@ def tokenizer_metadata(tokenizer_dir, pre):
 
 
 def convert(model_dir, out, requested):
-    cfg = json.load(open(os.path.join(model_dir, "config.json")))
+    with open(os.path.join(model_dir, "config.json")) as f:
+        cfg = json.load(f)
     arch = "qwen2" if cfg.get("model_type") == "qwen2" else "llama"
     weights = read_safetensors(os.path.join(model_dir, "model.safetensors"))
     L, H, KV = cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["num_key_value_heads"]

@@ -1,0 +1,200 @@
+#!/usr/bin/python3
+"""GGUF files and quantized weights against independent references.
+
+- Our reader and both our dequantizers (the reference and the CPU kernels') against the numpy
+  dequantizer of tools/modelgen/gguf.py (written from the format's documentation), bit for bit,
+  on a file of random blocks of every type.
+- Models: an F32 model converted to GGUF in every type (and llama.cpp's Q4_K_M mix, whose fused
+  projections mix formats), for the llama (Q/K rows permuted by the converter) and qwen2
+  architectures; the engine's logits against the PyTorch reference run on the file's dequantized
+  weights (so only F32 rounding differs), and identical greedy continuations. The same for
+  in-situ quantization (--quantization int8|int4) against numpy's copy of llama.cpp's quantizers.
+
+  test_gguf.py --build-dir build
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "tools", "modelgen"))
+import gguf  # noqa: E402
+import reference  # noqa: E402
+
+BUILD_DIR = os.path.join(ROOT, "build")
+MAX_NEW = 16
+MODEL_ARGS = {
+    "llama": ["--preset", "tiny", "--arch", "llama", "--hidden", "256", "--ffn", "512",
+              "--heads", "4", "--kv-heads", "2", "--layers", "2"],
+    "qwen2": ["--preset", "tiny", "--arch", "qwen2", "--hidden", "256", "--ffn", "512",
+              "--heads", "4", "--kv-heads", "2", "--layers", "2", "--tie"],
+}
+HF_NAMES = {"token_embd.weight": "model.embed_tokens.weight",
+            "output_norm.weight": "model.norm.weight", "output.weight": "lm_head.weight"}
+HF_LAYER = {"attn_norm.weight": "input_layernorm.weight",
+            "ffn_norm.weight": "post_attention_layernorm.weight",
+            "attn_q.weight": "self_attn.q_proj.weight", "attn_k.weight": "self_attn.k_proj.weight",
+            "attn_v.weight": "self_attn.v_proj.weight",
+            "attn_output.weight": "self_attn.o_proj.weight",
+            "attn_q.bias": "self_attn.q_proj.bias", "attn_k.bias": "self_attn.k_proj.bias",
+            "attn_v.bias": "self_attn.v_proj.bias", "ffn_gate.weight": "mlp.gate_proj.weight",
+            "ffn_up.weight": "mlp.up_proj.weight", "ffn_down.weight": "mlp.down_proj.weight"}
+
+
+def unpermute(w, heads):
+    return w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(
+        w.shape)
+
+
+def write_f32_folder(src_folder, tensors, out):
+    """A Hugging Face folder with `tensors` (HF names) in F32 and src_folder's config."""
+    os.makedirs(out, exist_ok=True)
+    sys.path.insert(0, os.path.join(ROOT, "tools", "modelgen"))
+    import make_model  # noqa: E402
+    make_model.write_safetensors(os.path.join(out, "model.safetensors"),
+                                 [(n, np.ascontiguousarray(a, np.float32), "F32")
+                                  for n, a in tensors.items()])
+    with open(os.path.join(src_folder, "config.json")) as f:
+        config = json.load(f)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(config, f)
+
+
+def dequantized_gguf(path, config):
+    """The file's tensors dequantized by numpy, under Hugging Face names and layouts."""
+    _, tensors = gguf.read(path)
+    out = {}
+    for name, tname, shape, raw in tensors:
+        w = gguf.decode(raw, tname, shape)
+        if name.startswith("blk."):
+            _, layer, rest = name.split(".", 2)
+            hf = f"model.layers.{layer}." + HF_LAYER[rest]
+        else:
+            hf = HF_NAMES[name]
+        if config["model_type"] != "qwen2" and rest_is(name, "attn_q"):
+            w = unpermute(w, config["num_attention_heads"])
+        if config["model_type"] != "qwen2" and rest_is(name, "attn_k"):
+            w = unpermute(w, config["num_key_value_heads"])
+        out[hf] = w
+    return out
+
+
+def rest_is(name, what):
+    return name.endswith(what + ".weight") or name.endswith(what + ".bias")
+
+
+def run_driver(model, prompts, extra=()):
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump({"prompts": prompts, "max_new_tokens": MAX_NEW, "chunk": 7}, f)
+        request = f.name
+    try:
+        proc = subprocess.run([os.path.join(BUILD_DIR, "tests", "parity_driver"), "--model",
+                               model, "--request", request] + list(extra),
+                              capture_output=True, text=True)
+    finally:
+        os.unlink(request)
+    if proc.returncode != 0:
+        raise AssertionError(proc.stderr[-3000:])
+    return json.loads(proc.stdout)
+
+
+class GgufDequantizationTest(unittest.TestCase):
+    def test_reader_and_kernels_match_numpy_bit_for_bit(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            for seed in range(3):
+                path = os.path.join(tmp, f"random{seed}.gguf")
+                gguf.random_blocks(path, seed)
+                out = os.path.join(tmp, f"out{seed}")
+                os.makedirs(out)
+                subprocess.run([os.path.join(BUILD_DIR, "tests", "gguf_driver"), path, out],
+                               check=True)
+                _, tensors = gguf.read(path)
+                self.assertEqual(len(tensors), len(gguf.TYPES))
+                for name, tname, shape, raw in tensors:
+                    want = gguf.decode(raw, tname, shape).reshape(-1)
+                    for kind in ("ref", "fast"):
+                        got = np.fromfile(os.path.join(out, f"{name}.{kind}.f32"), np.float32)
+                        self.assertEqual(got.tobytes(), want.astype(np.float32).tobytes(),
+                                         f"{name} ({tname}) {kind}, seed {seed}")
+
+
+class GgufModelTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.folders = {}
+        for arch, args in MODEL_ARGS.items():
+            folder = os.path.join(cls.tmp.name, arch)
+            subprocess.run([sys.executable, os.path.join(ROOT, "tools", "modelgen",
+                                                         "make_model.py"),
+                            "--out", folder, "--dtype", "f32", "--seed", "3"] + args, check=True)
+            cls.folders[arch] = folder
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def check_against_reference(self, label, model, ref_tensors, src_folder, extra=()):
+        with open(os.path.join(src_folder, "config.json")) as f:
+            config = json.load(f)
+        ref_folder = os.path.join(self.tmp.name, label.replace("/", "_") + "-ref")
+        write_f32_folder(src_folder, ref_tensors, ref_folder)
+        ref = reference.ReferenceModel(ref_folder)
+        rng = np.random.default_rng(len(label))
+        prompts = [rng.integers(0, config["vocab_size"], size=n).tolist() for n in (6, 40)]
+        got = run_driver(model, prompts, extra)
+        for i, prompt in enumerate(prompts):
+            want = ref.forward(prompt)[-1].numpy()
+            logits = np.array(got["alone"][i]["first_logits"], np.float32)
+            diff = np.abs(logits - want).max()
+            self.assertLessEqual(diff, 2e-4 * max(1.0, np.abs(want).max()),
+                                 f"{label} prompt {i}: logits differ by {diff}")
+            self.assertEqual(got["alone"][i]["tokens"], ref.greedy(prompt, MAX_NEW),
+                             f"{label} prompt {i}: greedy")
+            self.assertEqual(got["batched"][i]["tokens"], got["alone"][i]["tokens"], label)
+
+    def check_file_type(self, arch, type_name):
+        folder = self.folders[arch]
+        path = os.path.join(self.tmp.name, f"{arch}-{type_name}.gguf")
+        gguf.convert(folder, path, type_name)
+        with open(os.path.join(folder, "config.json")) as f:
+            config = json.load(f)
+        self.check_against_reference(f"{arch}/{type_name}", path, dequantized_gguf(path, config),
+                                     folder)
+
+    def check_in_situ(self, arch, flag, type_name):
+        folder = self.folders[arch]
+        weights = gguf.read_safetensors(os.path.join(folder, "model.safetensors"))
+        tensors = {n: (gguf.decode(gguf.encode(w, type_name), type_name, w.shape)
+                       if w.ndim == 2 else w) for n, w in weights.items()}
+        self.check_against_reference(f"{arch}/--quantization {flag}", folder, tensors, folder,
+                                     ["--quantization", flag])
+
+
+def add_tests():
+    for arch in MODEL_ARGS:
+        for type_name in ("q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "q4_k_m", "f16", "bf16"):
+            setattr(GgufModelTest, f"test_{arch}_{type_name}",
+                    lambda self, a=arch, t=type_name: self.check_file_type(a, t))
+        for flag, type_name in (("int8", "q8_0"), ("int4", "q4_0")):
+            setattr(GgufModelTest, f"test_{arch}_in_situ_{flag}",
+                    lambda self, a=arch, f=flag, t=type_name: self.check_in_situ(a, f, t))
+
+
+add_tests()
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--build-dir", default=BUILD_DIR)
+    known, rest = parser.parse_known_args()
+    BUILD_DIR = os.path.abspath(known.build_dir)
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)

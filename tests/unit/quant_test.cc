@@ -1,0 +1,252 @@
+// Block-quantized weights on the CPU: the vectorized dequantizer equals the reference bit for bit
+// on random blocks of every format; Linear, GroupedLinear (with a row gather) and Embedding over
+// quantized weights against a double-precision product of the reference's dequantized values, on
+// both of Linear's paths and on stacks of differently quantized parts; the in-situ quantizers'
+// error bounds.
+
+#include "engine/core/quant.h"
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "engine/backends/cpu/cpu_backend.h"
+#include "engine/backends/cpu/packed_matmul.h"
+#include "engine/backends/cpu/quant_kernels.h"
+#include "gtest/gtest.h"
+
+namespace switchyard {
+namespace {
+
+constexpr QuantType kTypes[] = {QuantType::kQ8_0, QuantType::kQ4_0, QuantType::kQ4_K,
+                                QuantType::kQ5_K, QuantType::kQ6_K};
+
+uint16_t RandomFiniteHalf(std::mt19937& rng) {
+  std::normal_distribution<float> n(0.0f, 0.05f);
+  return F32ToF16(n(rng));
+}
+
+// Rows of random blocks: random bytes everywhere but the F16 scales, which are finite.
+std::vector<uint8_t> RandomBlocks(QuantType type, int64_t rows, int64_t cols, uint32_t seed) {
+  std::mt19937 rng(seed);
+  const QuantTraits t = Traits(type);
+  std::vector<uint8_t> out(QuantRowBytes(type, cols) * rows);
+  for (uint8_t& b : out) b = static_cast<uint8_t>(rng());
+  for (size_t off = 0; off < out.size(); off += t.bytes) {
+    uint8_t* b = out.data() + off;
+    std::vector<size_t> halves = {0};
+    if (type == QuantType::kQ4_K || type == QuantType::kQ5_K) halves = {0, 2};
+    if (type == QuantType::kQ6_K) halves = {208};
+    for (size_t h : halves) {
+      const uint16_t v = RandomFiniteHalf(rng);
+      std::memcpy(b + h, &v, 2);
+    }
+  }
+  return out;
+}
+
+std::vector<float> Dequantized(QuantType type, const std::vector<uint8_t>& blocks, int64_t rows,
+                               int64_t cols) {
+  std::vector<float> out(rows * cols);
+  const size_t rb = QuantRowBytes(type, cols);
+  for (int64_t r = 0; r < rows; ++r)
+    DequantizeRow(type, blocks.data() + r * rb, &out[r * cols], cols);
+  return out;
+}
+
+Tensor BlocksTensor(const std::vector<uint8_t>& blocks, int64_t rows) {
+  const int64_t rb = static_cast<int64_t>(blocks.size()) / rows;
+  Tensor t = Tensor::Empty(DType::kU8, {rows, rb});
+  std::memcpy(t.raw(), blocks.data(), blocks.size());
+  return t;
+}
+
+std::vector<float> RandomVector(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d;
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+// y = x w^T (+ bias) in double, with the scale of the sum of |terms| for the tolerance.
+void Reference(const std::vector<float>& x, int64_t m, const std::vector<float>& w, int64_t n,
+               int64_t k, const float* bias, std::vector<double>* y, std::vector<double>* mag) {
+  y->assign(m * n, 0);
+  mag->assign(m * n, 0);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t r = 0; r < n; ++r) {
+      double s = bias != nullptr ? bias[r] : 0, a = 0;
+      for (int64_t c = 0; c < k; ++c) {
+        s += static_cast<double>(x[i * k + c]) * w[r * k + c];
+        a += std::fabs(static_cast<double>(x[i * k + c]) * w[r * k + c]);
+      }
+      (*y)[i * n + r] = s;
+      (*mag)[i * n + r] = a + 1e-3;
+    }
+  }
+}
+
+TEST(QuantTest, VectorizedDequantizationIsBitIdenticalToTheReference) {
+  for (QuantType type : kTypes) {
+    const int64_t cols = 4 * Traits(type).values;
+    for (uint32_t seed = 0; seed < 20; ++seed) {
+      const std::vector<uint8_t> blocks = RandomBlocks(type, 1, cols, seed);
+      std::vector<float> ref(cols), fast(cols);
+      DequantizeRow(type, blocks.data(), ref.data(), cols);
+      cpu::DequantizeRowFast(type, blocks.data(), fast.data(), cols);
+      ASSERT_EQ(std::memcmp(ref.data(), fast.data(), cols * 4), 0)
+          << Traits(type).name << " seed " << seed;
+    }
+  }
+}
+
+TEST(QuantTest, LinearMatchesTheDequantizedProductOnBothPaths) {
+  std::unique_ptr<Backend> backend = CreateCpuBackend({});
+  for (QuantType type : kTypes) {
+    const int64_t n = 37, k = 2 * std::max(Traits(type).values, 128);
+    const std::vector<uint8_t> blocks = RandomBlocks(type, n, k, 7);
+    const std::vector<float> w = Dequantized(type, blocks, n, k);
+    absl::StatusOr<Weight> weight =
+        backend->PrepareQuantizedWeight(BlocksTensor(blocks, n), type, k);
+    ASSERT_TRUE(weight.ok()) << weight.status();
+    const std::vector<float> bias = RandomVector(n, 3);
+    for (int64_t m : {1, 2, 3, 5, 8, 9, 40}) {  // 9 and 40 take the dequantize-then-oneDNN path
+      for (bool accumulate : {false, true}) {
+        const std::vector<float> x = RandomVector(m * k, 11 + m);
+        Tensor xt = Tensor::Empty(DType::kF32, {m, k});
+        std::memcpy(xt.raw(), x.data(), x.size() * 4);
+        Tensor bt = Tensor::Empty(DType::kF32, {n});
+        std::memcpy(bt.raw(), bias.data(), n * 4);
+        Tensor y = Tensor::Empty(DType::kF32, {m, n});
+        for (int64_t i = 0; i < m * n; ++i) y.data<float>()[i] = accumulate ? 0.5f : 1e30f;
+        backend->Linear(xt, *weight, &bt, y, accumulate);
+        std::vector<double> want, mag;
+        Reference(x, m, w, n, k, bias.data(), &want, &mag);
+        for (int64_t i = 0; i < m * n; ++i) {
+          const double expect = want[i] + (accumulate ? 0.5 : 0.0);
+          ASSERT_NEAR(y.data<float>()[i], expect, 1e-5 * mag[i])
+              << Traits(type).name << " m=" << m << " accumulate=" << accumulate << " at " << i;
+        }
+      }
+    }
+  }
+}
+
+TEST(QuantTest, SmallBatchRowsDoNotDependOnTheirNeighbours) {
+  std::unique_ptr<Backend> backend = CreateCpuBackend({});
+  const int64_t n = 33, k = 512;
+  const std::vector<uint8_t> blocks = RandomBlocks(QuantType::kQ4_K, n, k, 5);
+  Weight w = *backend->PrepareQuantizedWeight(BlocksTensor(blocks, n), QuantType::kQ4_K, k);
+  const std::vector<float> x = RandomVector(5 * k, 2);
+  Tensor all = Tensor::Empty(DType::kF32, {5, k});
+  std::memcpy(all.raw(), x.data(), x.size() * 4);
+  Tensor y_all = Tensor::Empty(DType::kF32, {5, n});
+  backend->Linear(all, w, nullptr, y_all, false);
+  for (int64_t i = 0; i < 5; ++i) {
+    Tensor one = all.Rows(i, 1);
+    Tensor y_one = Tensor::Empty(DType::kF32, {1, n});
+    backend->Linear(one, w, nullptr, y_one, false);
+    ASSERT_EQ(std::memcmp(y_one.raw(), y_all.data<float>() + i * n, n * 4), 0) << "row " << i;
+  }
+}
+
+TEST(QuantTest, StacksOfDifferentFormatsWriteTheirRowRanges) {
+  // A Q4_K_M file's attn_q/attn_k (Q4_K) and attn_v (Q6_K), fused into one projection.
+  std::unique_ptr<Backend> backend = CreateCpuBackend({});
+  const int64_t k = 256;
+  const std::vector<std::pair<QuantType, int64_t>> parts = {
+      {QuantType::kQ4_K, 16}, {QuantType::kQ4_K, 8}, {QuantType::kQ6_K, 8}};
+  Weight stack;
+  std::vector<float> w;
+  for (size_t p = 0; p < parts.size(); ++p) {
+    const auto [type, rows] = parts[p];
+    const std::vector<uint8_t> blocks = RandomBlocks(type, rows, k, 40 + p);
+    const std::vector<float> d = Dequantized(type, blocks, rows, k);
+    w.insert(w.end(), d.begin(), d.end());
+    Weight part = *backend->PrepareQuantizedWeight(BlocksTensor(blocks, rows), type, k);
+    stack.rows += rows;
+    stack.cols = k;
+    stack.parts.push_back(part);
+  }
+  for (int64_t m : {1, 3, 20}) {
+    const std::vector<float> x = RandomVector(m * k, 9);
+    Tensor xt = Tensor::Empty(DType::kF32, {m, k});
+    std::memcpy(xt.raw(), x.data(), x.size() * 4);
+    Tensor y = Tensor::Empty(DType::kF32, {m, stack.rows});
+    backend->Linear(xt, stack, nullptr, y, false);
+    std::vector<double> want, mag;
+    Reference(x, m, w, stack.rows, k, nullptr, &want, &mag);
+    for (int64_t i = 0; i < m * stack.rows; ++i) {
+      ASSERT_NEAR(y.data<float>()[i], want[i], 1e-5 * mag[i]) << "m=" << m << " at " << i;
+    }
+  }
+}
+
+TEST(QuantTest, GroupedLinearGathersRowsAndEmbeddingDequantizesExactly) {
+  std::unique_ptr<Backend> backend = CreateCpuBackend({});
+  const int64_t n = 20, k = 256;
+  const std::vector<uint8_t> blocks = RandomBlocks(QuantType::kQ5_K, n, k, 12);
+  const std::vector<float> w = Dequantized(QuantType::kQ5_K, blocks, n, k);
+  Weight weight = *backend->PrepareQuantizedWeight(BlocksTensor(blocks, n), QuantType::kQ5_K, k);
+  const std::vector<float> x = RandomVector(6 * k, 4);
+  const std::vector<int32_t> rows = {5, 0, 3};
+  std::vector<float> y(3 * n, 0.0f);
+  LinearJob job{&weight, x.data(), k, 3, y.data(), n, false, rows.data()};
+  backend->GroupedLinear({&job, 1});
+  std::vector<float> gathered;
+  for (int32_t r : rows)
+    gathered.insert(gathered.end(), x.begin() + r * k, x.begin() + (r + 1) * k);
+  std::vector<double> want, mag;
+  Reference(gathered, 3, w, n, k, nullptr, &want, &mag);
+  for (int64_t i = 0; i < 3 * n; ++i) ASSERT_NEAR(y[i], want[i], 1e-5 * mag[i]) << i;
+
+  Tensor ids = Tensor::Empty(DType::kI32, {3});
+  ids.data<int32_t>()[0] = 19;
+  ids.data<int32_t>()[1] = 0;
+  ids.data<int32_t>()[2] = 7;
+  Tensor out = Tensor::Empty(DType::kF32, {3, k});
+  backend->Embedding(weight, ids, out);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(std::memcmp(out.data<float>() + i * k, &w[ids.data<int32_t>()[i] * k], k * 4), 0);
+  }
+}
+
+TEST(QuantTest, InSituQuantizersStayWithinHalfAStepAndTheScalesRounding) {
+  for (QuantType type : {QuantType::kQ8_0, QuantType::kQ4_0}) {
+    const int64_t k = 256;
+    std::vector<float> x = RandomVector(k, 21);
+    x[3] = 0;
+    std::fill(x.begin() + 64, x.begin() + 96, 0.0f);  // an all-zero block
+    std::vector<uint8_t> q(QuantRowBytes(type, k));
+    QuantizeRow(type, x.data(), q.data(), k);
+    std::vector<float> back(k);
+    DequantizeRow(type, q.data(), back.data(), k);
+    for (int64_t b = 0; b < k / 32; ++b) {
+      float amax = 0;
+      for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[b * 32 + i]));
+      // Q8_0: step amax/127; Q4_0: step amax/8 (the extreme value maps to -8). Half a step of
+      // rounding, plus the scale's own rounding to F16 (2^-11 relative) times |q|.
+      const float qmax = type == QuantType::kQ8_0 ? 127 : 8;
+      const float step = amax / qmax;
+      for (int i = 0; i < 32; ++i) {
+        ASSERT_LE(std::fabs(back[b * 32 + i] - x[b * 32 + i]),
+                  step * (0.5f + qmax / 2048.0f) * 1.001f + 1e-7f)
+            << Traits(type).name << " block " << b << " value " << i;
+      }
+    }
+  }
+}
+
+TEST(QuantTest, PrepareRefusesBlocksThatDoNotMatchTheirColumns) {
+  std::unique_ptr<Backend> backend = CreateCpuBackend({});
+  Tensor wrong = Tensor::Zeros(DType::kU8, {2, 100});
+  EXPECT_FALSE(backend->PrepareQuantizedWeight(wrong, QuantType::kQ8_0, 96).ok());
+  EXPECT_FALSE(backend->PrepareQuantizedWeight(wrong, QuantType::kQ4_K, 100).ok());
+  Tensor dense = Tensor::Zeros(DType::kF32, {2, 34});
+  EXPECT_FALSE(backend->PrepareQuantizedWeight(dense, QuantType::kQ8_0, 32).ok());
+}
+
+}  // namespace
+}  // namespace switchyard
