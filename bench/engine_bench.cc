@@ -2,6 +2,7 @@
 // machine's read bandwidth and FMA peaks measured in the same run. Prints a table (or --json).
 //
 //   bench_engine --models build/bench/models/llama-0.5b-bf16,build/bench/models/llama-0.5b-f32
+//   bench_engine --models M,M@int8,M@int4,build/bench/gguf/llama-0.5b-q4_k_m.gguf
 
 #include <algorithm>
 #include <chrono>
@@ -19,7 +20,9 @@
 #include "engine/kv/block_pool.h"
 #include "nlohmann/json.hpp"
 
-ABSL_FLAG(std::string, models, "", "comma-separated model folders");
+ABSL_FLAG(std::string, models, "",
+          "comma-separated models: folders or .gguf files; FOLDER@int8 or FOLDER@int4 quantizes "
+          "at load");
 ABSL_FLAG(int, decode_steps, 32, "timed decode steps per measurement");
 ABSL_FLAG(int, prefill_tokens, 512, "prompt length of the prefill measurement");
 ABSL_FLAG(int, batch, 16, "sequences of the batched decode measurement");
@@ -94,9 +97,20 @@ int Main() {
   nlohmann::json results = nlohmann::json::array();
   const std::vector<std::string> dirs =
       absl::StrSplit(absl::GetFlag(FLAGS_models), ',', absl::SkipEmpty());
-  for (const std::string& dir : dirs) {
+  double first_b1 = 0;
+  for (const std::string& spec : dirs) {
     EngineOptions options;
+    const std::vector<std::string> parts = absl::StrSplit(spec, '@');
+    const std::string& dir = parts[0];
     options.model_dir = dir;
+    if (parts.size() > 1) {
+      auto q = ParseQuantization(parts[1]);
+      if (!q.ok()) {
+        std::fprintf(stderr, "%s: %s\n", spec.c_str(), q.status().ToString().c_str());
+        return 1;
+      }
+      options.quantization = *q;
+    }
     options.max_batch_tokens = std::max(1024, absl::GetFlag(FLAGS_prefill_tokens));
     options.max_batch_seqs = 64;
     options.kv_cache_bytes = int64_t{1} << 30;
@@ -138,7 +152,9 @@ int Main() {
     const double prefill_flops = (matmul_flops + attn_flops) * P;
 
     nlohmann::json r;
-    r["model"] = dir;
+    r["model"] = spec;
+    if (first_b1 == 0) first_b1 = b1;
+    r["decode_b1_speedup_vs_first"] = first_b1 / b1;
     r["engine"] = engine.Describe();
     r["threads"] = threads;
     r["weight_bytes"] = bytes;
@@ -171,6 +187,8 @@ int Main() {
     std::printf("  %-38s %8.1f tok/s  (%.2f of the %.1f tok/s roofline)\n", "decode, batch 1",
                 r["decode_b1_tok_s"].get<double>(), r["decode_b1_roofline_fraction"].get<double>(),
                 r["decode_b1_roofline_tok_s"].get<double>());
+    std::printf("  %-38s %8.2fx\n", "decode, batch 1, speed vs the first model",
+                r["decode_b1_speedup_vs_first"].get<double>());
     std::printf("  %-38s %8.1f tok/s\n",
                 ("decode, batch " + std::to_string(r["decode_batch"].get<int>())).c_str(),
                 r["decode_batch_tok_s"].get<double>());

@@ -44,17 +44,6 @@ void DequantizeQ4_0(const uint8_t* b, float* y) {
 
 }  // namespace
 
-// The 6-bit scale and min of sub-block j of a Q4_K / Q5_K super-block's 12 scale bytes.
-void KQuantScaleMin(int j, const uint8_t* s, uint8_t* scale, uint8_t* min) {
-  if (j < 4) {
-    *scale = s[j] & 63;
-    *min = s[j + 4] & 63;
-  } else {
-    *scale = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
-    *min = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-  }
-}
-
 namespace {
 
 // Q4_K: F16 d, F16 dmin, 12 scale bytes, 128 bytes of nibbles. Eight sub-blocks of 32; sub-block

@@ -42,6 +42,15 @@ void QuantizeRow(QuantType type, const float* src, uint8_t* dst, int64_t cols);
 bool CanQuantize(QuantType type);
 
 // The 6-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K super-block's 12 scale bytes.
-void KQuantScaleMin(int j, const uint8_t* scales, uint8_t* scale, uint8_t* min);
+// Inline: the kernels call it per 32 weights.
+inline void KQuantScaleMin(int j, const uint8_t* s, uint8_t* scale, uint8_t* min) {
+  if (j < 4) {
+    *scale = s[j] & 63;
+    *min = s[j + 4] & 63;
+  } else {
+    *scale = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+    *min = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
 
 }  // namespace switchyard

@@ -49,20 +49,37 @@ inline void WalkQ4_0(const uint8_t* b, F&& f) {
   f(3, _mm256_mul_ps(cvt(_mm_srli_si128(hi, 8)), d));
 }
 
-// Q4_K and Q5_K share the scales; `high` (Q5_K's fifth bits) is null for Q4_K.
+// Q4_K and Q5_K share the scales; `qh` (Q5_K's fifth bits) is null for Q4_K. The eight
+// sub-blocks' scales and mins are converted in one vector each (a scalar int-to-float per
+// sub-block stalled on its false register dependency).
 template <class F>
 inline void WalkKAffine(const uint8_t* b, const uint8_t* qh, const uint8_t* ql, F&& f) {
-  const float d = Half(b), dmin = Half(b + 2);
+  alignas(32) int32_t sc_i[8], m_i[8];
+  for (int j = 0; j < 8; ++j) {
+    uint8_t sc, m;
+    KQuantScaleMin(j, b + 4, &sc, &m);
+    sc_i[j] = sc;
+    m_i[j] = m;
+  }
+  alignas(32) float scales[8], mins[8];
+  _mm256_store_ps(
+      scales,
+      _mm256_mul_ps(_mm256_set1_ps(Half(b)),
+                    _mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(sc_i)))));
+  _mm256_store_ps(
+      mins,
+      _mm256_mul_ps(_mm256_set1_ps(Half(b + 2)),
+                    _mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(m_i)))));
   const __m128i mask = _mm_set1_epi8(0xF);
   for (int pair = 0; pair < 4; ++pair) {
-    for (int half = 0; half < 2; ++half) {
-      const int sub = 2 * pair + half;
-      uint8_t sc, m;
-      KQuantScaleMin(sub, b + 4, &sc, &m);
-      const __m256 scale = _mm256_set1_ps(d * sc), min = _mm256_set1_ps(dmin * m);
-      for (int part = 0; part < 2; ++part) {
-        __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ql + 32 * pair + 16 * part));
-        q = half == 0 ? _mm_and_si128(q, mask) : _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+    for (int part = 0; part < 2; ++part) {
+      const __m128i bytes =
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(ql + 32 * pair + 16 * part));
+      for (int half = 0; half < 2; ++half) {
+        const int sub = 2 * pair + half;
+        const __m256 scale = _mm256_set1_ps(scales[sub]), min = _mm256_set1_ps(mins[sub]);
+        __m128i q =
+            half == 0 ? _mm_and_si128(bytes, mask) : _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
         if (qh != nullptr) {
           const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qh + 16 * part));
           const __m128i bit = _mm_set1_epi8(static_cast<char>(1 << sub));
@@ -92,7 +109,12 @@ inline void WalkQ6_K(const uint8_t* b, F&& f) {
   const uint8_t* ql = b;
   const uint8_t* qh = b + 128;
   const auto* sc = reinterpret_cast<const int8_t*>(b + 192);
-  const float d = Half(b + 208);
+  alignas(32) float scales[16];
+  const __m256 d = _mm256_set1_ps(Half(b + 208));
+  for (int h = 0; h < 2; ++h) {
+    const __m128i s8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc + 8 * h));
+    _mm256_store_ps(scales + 8 * h, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(s8))));
+  }
   const __m128i mask = _mm_set1_epi8(0xF), three = _mm_set1_epi8(3), bias = _mm_set1_epi8(32);
   for (int half = 0; half < 2; ++half) {
     // Quarter j of this half's 128 weights: low nibbles of ql[0..32) / ql[32..64) (j = 0, 1) or
@@ -106,7 +128,7 @@ inline void WalkQ6_K(const uint8_t* b, F&& f) {
         __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qh + 32 * half + l0));
         hi = _mm_and_si128(_mm_srl_epi16(hi, _mm_cvtsi32_si128(2 * j)), three);
         const __m128i q = _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), bias);
-        const __m256 scale = _mm256_set1_ps(d * sc[8 * half + 2 * j + part]);
+        const __m256 scale = _mm256_set1_ps(scales[8 * half + 2 * j + part]);
         const int v = 16 * half + 4 * j + 2 * part;
         f(v, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q))));
         f(v + 1,
@@ -125,6 +147,8 @@ void DequantizeWith(Walk walk, const uint8_t* src, float* dst, int64_t blocks, i
   }
 }
 
+constexpr int kPrefetchBytes = 1024;
+
 inline float HSum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -133,10 +157,13 @@ inline float HSum(__m256 v) {
 }
 
 // MT rows of x against RB weight rows, four accumulators each (FMA latency needs independent
-// chains to keep both ports busy).
+// chains to keep both ports busy). Each block is dequantized into a small buffer first: the
+// walkers produce vectors in loops the compiler does not always unroll, and accumulating inside
+// them would index the accumulators dynamically (through memory); the buffer stays in L1.
 template <int RB, int MT, class Walk>
 inline void Tile(const QuantMatmulArgs& a, Walk walk, int values, int bytes, int64_t r0,
                  const float* const* xr) {
+  alignas(32) float wbuf[RB][256];
   __m256 acc[RB][MT][4];
   for (auto& r : acc)
     for (auto& m : r)
@@ -144,13 +171,22 @@ inline void Tile(const QuantMatmulArgs& a, Walk walk, int values, int bytes, int
   const int64_t blocks = a.cols / values;
   for (int64_t blk = 0; blk < blocks; ++blk) {
     for (int rb = 0; rb < RB; ++rb) {
+      float* out = wbuf[rb];
+      // The hardware prefetchers do not run far enough ahead of a stream read this slowly
+      // (measured: 4 GB/s without, see docs/quantization.md): ask for the bytes a few blocks on.
       const uint8_t* b = a.w + (r0 + rb) * a.row_bytes + blk * bytes;
-      walk(b, [&](int v, __m256 w) {
-        for (int m = 0; m < MT; ++m) {
-          const __m256 x = _mm256_loadu_ps(xr[m] + blk * values + 8 * v);
-          acc[rb][m][v & 3] = _mm256_fmadd_ps(w, x, acc[rb][m][v & 3]);
+      _mm_prefetch(reinterpret_cast<const char*>(b) + kPrefetchBytes, _MM_HINT_T0);
+      walk(b, [out](int v, __m256 w) { _mm256_store_ps(out + 8 * v, w); });
+    }
+    for (int v = 0; v < values / 8; v += 4) {
+      for (int u = 0; u < 4; ++u) {
+        __m256 x[MT];
+        for (int m = 0; m < MT; ++m) x[m] = _mm256_loadu_ps(xr[m] + blk * values + 8 * (v + u));
+        for (int rb = 0; rb < RB; ++rb) {
+          const __m256 w = _mm256_load_ps(wbuf[rb] + 8 * (v + u));
+          for (int m = 0; m < MT; ++m) acc[rb][m][u] = _mm256_fmadd_ps(w, x[m], acc[rb][m][u]);
         }
-      });
+      }
     }
   }
   for (int rb = 0; rb < RB; ++rb) {
