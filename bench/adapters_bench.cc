@@ -26,7 +26,8 @@
 #include "engine/kv/block_pool.h"
 #include "nlohmann/json.hpp"
 
-ABSL_FLAG(std::string, model, "", "base model folder");
+ABSL_FLAG(std::string, model, "", "base model folder or .gguf file");
+ABSL_FLAG(std::string, quantization, "none", "none, int8 or int4: quantize the base at load");
 ABSL_FLAG(std::string, adapters, "", "comma-separated adapter folders (one per sequence for (c))");
 ABSL_FLAG(int, batch, 32, "sequences per step");
 ABSL_FLAG(int, steps, 8, "timed decode steps per scenario and round");
@@ -78,6 +79,12 @@ int Main() {
   options.max_batch_seqs = std::max(64, absl::GetFlag(FLAGS_batch));
   options.kv_cache_bytes = int64_t{512} << 20;
   options.device = absl::GetFlag(FLAGS_device) == "cuda" ? Device::kCuda : Device::kCpu;
+  auto quantization = ParseQuantization(absl::GetFlag(FLAGS_quantization));
+  if (!quantization.ok()) {
+    std::fprintf(stderr, "%s\n", quantization.status().ToString().c_str());
+    return 1;
+  }
+  options.quantization = *quantization;
   auto engine_or = Engine::Create(options);
   if (!engine_or.ok()) {
     std::fprintf(stderr, "%s\n", engine_or.status().ToString().c_str());

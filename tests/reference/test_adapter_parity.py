@@ -23,7 +23,9 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "tools", "modelgen"))
 import adapters  # noqa: E402
+import gguf  # noqa: E402
 import reference  # noqa: E402
 
 BUILD_DIR = os.path.join(ROOT, "build")
@@ -76,6 +78,7 @@ class ParityBase(unittest.TestCase):
     LOGIT_TOL = 1e-4
     FACTOR_DTYPE = None  # how the engine holds LoRA factors on this base model
     TIE = 1e-6  # rows whose selection is this close to flipping may go either way
+    QUANTIZATION = None  # (--quantization value, tools/modelgen/gguf.py type) of the base
 
     @classmethod
     def setUpClass(cls):
@@ -85,6 +88,18 @@ class ParityBase(unittest.TestCase):
                         "--out", cls.model, "--preset", "tiny", "--dtype", cls.DTYPE, "--seed", "3",
                         "--kv-heads", "2", "--head-dim", "16", "--hidden", "64"], check=True)
         cls.ref = reference.ReferenceModel(cls.model)
+        driver_flags = []
+        if cls.QUANTIZATION:
+            # The engine quantizes the base at load; the reference runs on the same values,
+            # quantized and dequantized by numpy's copy of the quantizer.
+            flag, type_name = cls.QUANTIZATION
+            driver_flags = ["--quantization", flag]
+            for name, w in list(cls.ref.w.items()):
+                if w.dim() == 2:
+                    q = gguf.decode(gguf.encode(w.numpy(), type_name), type_name, tuple(w.shape))
+                    cls.ref.w[name] = torch.from_numpy(np.ascontiguousarray(q))
+            cls.ref.lm_head = cls.ref.w["model.embed_tokens.weight"] if cls.ref.config.get(
+                "tie_word_embeddings") else cls.ref.w["lm_head.weight"]
         base = cls.ref.config
         cls.dirs = {}
         for i, (name, family, fmt, opts) in enumerate(cls.FIXTURE_SET):
@@ -108,7 +123,8 @@ class ParityBase(unittest.TestCase):
                        "adapters": cls.dirs, "max_new_tokens": MAX_NEW, "chunk": 5,
                        **({"crowd": crowd} if crowd else {})}, f)
         proc = subprocess.run([os.path.join(BUILD_DIR, "tests", "parity_driver"), "--model",
-                               cls.model, "--request", job], capture_output=True, text=True)
+                               cls.model, "--request", job] + driver_flags,
+                              capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError("parity_driver failed: " + proc.stderr[-3000:])
         cls.got = json.loads(proc.stdout)
@@ -223,7 +239,14 @@ class F16ModelParityTest(Bf16ModelParityTest):
     DTYPE = "f16"
 
 
-for _cls in (AdapterParityTest, Bf16ModelParityTest, F16ModelParityTest):
+class Int8BaseParityTest(Bf16ModelParityTest):
+    """An F32 model quantized to Q8_0 at load: adapters (BF16 factors) ride on the quantized
+    projections, MixLoRA's shared down projection included."""
+    DTYPE = "f32"
+    QUANTIZATION = ("int8", "q8_0")
+
+
+for _cls in (AdapterParityTest, Bf16ModelParityTest, F16ModelParityTest, Int8BaseParityTest):
     for _i, _f in enumerate(_cls.FIXTURE_SET + [("base", None, None, None)]):
         setattr(_cls, f"test_{_f[0]}", lambda self, i=_i: self.check(i))
 AdapterParityTest.test_crowd_of_31_other_adapters_changes_nothing = ParityBase.check_crowd
