@@ -174,8 +174,11 @@ inline void Tile(const QuantMatmulArgs& a, Walk walk, int values, int bytes, int
       float* out = wbuf[rb];
       // The hardware prefetchers do not run far enough ahead of a stream read this slowly
       // (measured: 4 GB/s without, see docs/quantization.md): ask for the bytes a few blocks on.
+      // Every cache line of the block a few blocks on (a K-quant block spans three or four).
       const uint8_t* b = a.w + (r0 + rb) * a.row_bytes + blk * bytes;
-      _mm_prefetch(reinterpret_cast<const char*>(b) + kPrefetchBytes, _MM_HINT_T0);
+      for (int off = 0; off < bytes; off += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(b) + kPrefetchBytes + off, _MM_HINT_T0);
+      }
       walk(b, [out](int v, __m256 w) { _mm256_store_ps(out + 8 * v, w); });
     }
     for (int v = 0; v < values / 8; v += 4) {
