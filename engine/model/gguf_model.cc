@@ -257,6 +257,8 @@ json BosTemplate(const std::string& bos, int32_t bos_id) {
           {"special_tokens", {{bos, {{"id", bos}, {"ids", {bos_id}}, {"tokens", {bos}}}}}}};
 }
 
+constexpr size_t kMaxMergedPieceBytes = 256;
+
 // SentencePiece BPE keeps scores, not merges: every split of a piece into two pieces is a merge,
 // ranked by the piece's score (ties by id), then by the ids of the halves, as Hugging Face's
 // SentencePieceExtractor ranks them.
@@ -270,6 +272,9 @@ json MergesFromScores(const std::vector<std::string>& tokens, const std::vector<
   std::vector<std::pair<int32_t, int32_t>> local;
   for (int32_t id : order) {
     const std::string& piece = tokens[id];
+    // Splitting a piece costs its length squared; SentencePiece pieces are at most 16 characters
+    // by default, so longer ones (a crafted file's megabyte token) take part in no merge.
+    if (piece.size() > kMaxMergedPieceBytes) continue;
     local.clear();
     for (size_t i = 1; i < piece.size(); ++i) {
       auto l = vocab.find(piece.substr(0, i));

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/model/gguf_model.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "gtest/gtest.h"
 
 namespace switchyard {
@@ -162,6 +163,33 @@ TEST(GgufTest, HostileHeadersAreRefusedWithTheirReason) {
     EXPECT_FALSE(s.ok()) << c.name;
     EXPECT_NE(s.message().find(c.reason), absl::string_view::npos) << c.name << ": " << s;
   }
+}
+
+TEST(GgufTest, SentencePieceMergesComeFromScoresAndHugePiecesCannotStallTheLoad) {
+  const std::vector<std::string> tokens = {
+      "<unk>", "<s>", "</s>", "\u2581", "a", "b", "ab", "\u2581ab", std::string(4 << 20, 'x')};
+  const std::vector<float> scores = {0, 0, 0, -1, -2, -3, -4, -5, -6};
+  const std::vector<int32_t> types = {2, 3, 3, 1, 1, 1, 1, 1, 1};
+  Builder b;
+  b.Header(0, 6).KvStr("tokenizer.ggml.model", "llama");
+  b.Str("tokenizer.ggml.tokens").U32(9).U32(8).U64(tokens.size());
+  for (const std::string& t : tokens) b.Str(t);
+  b.Str("tokenizer.ggml.scores").U32(9).U32(6).U64(scores.size());
+  for (float f : scores) b.Raw(&f, 4);
+  b.Str("tokenizer.ggml.token_type").U32(9).U32(5).U64(types.size());
+  for (int32_t t : types) b.Raw(&t, 4);
+  b.KvU32("tokenizer.ggml.bos_token_id", 1).KvU32("tokenizer.ggml.eos_token_id", 2);
+  auto file = GgufFile::FromBytes(b.bytes(), "spm.gguf");
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto files = GgufTokenizerFiles(**file);  // a 4 MiB piece split every way would take hours
+  ASSERT_TRUE(files.ok()) << files.status();
+  auto tokenizer = Tokenizer::FromJson(files->tokenizer_json, files->tokenizer_config_json);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  // "ab" is normalized to "\u2581ab"; the merges recovered from the scores, (a b) then
+  // (\u2581 ab), make it one piece. "ba" has no merge.
+  EXPECT_EQ(*(*tokenizer)->Encode("ab"), (std::vector<int32_t>{1, 7}));
+  EXPECT_EQ(*(*tokenizer)->Encode("ba", {.add_special_tokens = false}),
+            (std::vector<int32_t>{3, 5, 4}));
 }
 
 TEST(GgufTest, ModelTranslationNamesWhatIsMissingOrUnsupported) {
