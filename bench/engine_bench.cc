@@ -14,6 +14,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_split.h"
 #include "bench/ceilings.h"
+#include "bench/model_spec.h"
 #include "bench/stats.h"
 #include "engine/core/threads.h"
 #include "engine/engine.h"
@@ -100,17 +101,11 @@ int Main() {
   double first_b1 = 0;
   for (const std::string& spec : dirs) {
     EngineOptions options;
-    const std::vector<std::string> parts = absl::StrSplit(spec, '@');
-    const std::string& dir = parts[0];
-    options.model_dir = dir;
-    if (parts.size() > 1) {
-      auto q = ParseQuantization(parts[1]);
-      if (!q.ok()) {
-        std::fprintf(stderr, "%s: %s\n", spec.c_str(), q.status().ToString().c_str());
-        return 1;
-      }
-      options.quantization = *q;
+    if (absl::Status s = ApplyModelSpec(spec, &options); !s.ok()) {
+      std::fprintf(stderr, "%s: %s\n", spec.c_str(), s.ToString().c_str());
+      return 1;
     }
+    const std::string& dir = options.model_dir;
     options.max_batch_tokens = std::max(1024, absl::GetFlag(FLAGS_prefill_tokens));
     options.max_batch_seqs = 64;
     options.kv_cache_bytes = int64_t{1} << 30;

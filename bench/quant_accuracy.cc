@@ -16,6 +16,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_split.h"
+#include "bench/model_spec.h"
 #include "engine/core/json_util.h"
 #include "engine/core/status_macros.h"
 #include "engine/engine.h"
@@ -35,12 +36,8 @@ namespace {
 
 absl::StatusOr<std::unique_ptr<Engine>> Open(const std::string& spec, int sequences,
                                              int positions) {
-  const std::vector<std::string> parts = absl::StrSplit(spec, '@');
   EngineOptions options;
-  options.model_dir = parts[0];
-  if (parts.size() > 1) {
-    SY_ASSIGN_OR_RETURN(options.quantization, ParseQuantization(parts[1]));
-  }
+  SY_RETURN_IF_ERROR(ApplyModelSpec(spec, &options));
   options.max_batch_seqs = sequences;
   options.max_batch_tokens = std::max(sequences, 64);
   options.kv_cache_blocks = sequences * ((positions + 15) / 16 + 1);

@@ -41,7 +41,9 @@ Device DefaultDevice() {
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadModelTokenizer(const std::string& model_path) {
-  SY_ASSIGN_OR_RETURN(TokenizerFiles files, ModelTokenizerFiles(model_path));
+  if (!IsGgufPath(model_path)) return Tokenizer::Load(model_path);
+  SY_ASSIGN_OR_RETURN(std::shared_ptr<const GgufFile> file, GgufFile::Open(model_path));
+  SY_ASSIGN_OR_RETURN(TokenizerFiles files, GgufTokenizerFiles(*file));
   return Tokenizer::FromJson(files.tokenizer_json, files.tokenizer_config_json);
 }
 

@@ -2,13 +2,11 @@
 
 #include <algorithm>
 #include <cstring>
-#include <filesystem>
 #include <numeric>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "engine/core/json_util.h"
 #include "engine/core/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -425,20 +423,6 @@ absl::StatusOr<TokenizerFiles> GgufTokenizerFiles(const GgufFile& f) {
   // Invalid UTF-8 in a token must not throw: replace it, as a JSON encoder must.
   return TokenizerFiles{t.dump(-1, ' ', false, json::error_handler_t::replace),
                         config.dump(-1, ' ', false, json::error_handler_t::replace)};
-}
-
-absl::StatusOr<TokenizerFiles> ModelTokenizerFiles(const std::string& model_path) {
-  if (IsGgufPath(model_path)) {
-    SY_ASSIGN_OR_RETURN(std::shared_ptr<const GgufFile> file, GgufFile::Open(model_path));
-    return GgufTokenizerFiles(*file);
-  }
-  TokenizerFiles files;
-  SY_ASSIGN_OR_RETURN(files.tokenizer_json, ReadFile(model_path + "/tokenizer.json"));
-  if (std::filesystem::exists(model_path + "/tokenizer_config.json")) {
-    SY_ASSIGN_OR_RETURN(files.tokenizer_config_json,
-                        ReadFile(model_path + "/tokenizer_config.json"));
-  }
-  return files;
 }
 
 }  // namespace switchyard

@@ -37,8 +37,4 @@ struct TokenizerFiles {
 // tokenizer.chat_template.
 absl::StatusOr<TokenizerFiles> GgufTokenizerFiles(const GgufFile& file);
 
-// The tokenizer files of a model path: a folder's tokenizer.json (and tokenizer_config.json when
-// present), or a .gguf file's translation.
-absl::StatusOr<TokenizerFiles> ModelTokenizerFiles(const std::string& model_path);
-
 }  // namespace switchyard
