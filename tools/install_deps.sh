@@ -10,7 +10,7 @@ packages=(
   prometheus-cpp-dev libboost-dev libssl-dev openssl curl
   prometheus docker-compose yamllint
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3-torch python3-numpy
+  python3-torch python3-numpy python3-jinja2
 )
 
 # `install_deps.sh --fuzz` adds what the libFuzzer build needs.
