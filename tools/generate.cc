@@ -59,14 +59,16 @@ int Main() {
   std::vector<int32_t> prompt;
   std::string text = absl::GetFlag(FLAGS_prompt);
   if (absl::GetFlag(FLAGS_chat)) {
-    auto tmpl = ChatTemplate::FromTemplateText(
-        (*tokenizer)->chat_template(), (*tokenizer)->bos_token(), (*tokenizer)->eos_token());
-    if (!tmpl.ok()) {
-      std::fprintf(stderr, "switchyard-generate: %s\n", tmpl.status().ToString().c_str());
+    auto tmpl = ChatTemplate::Compile((*tokenizer)->chat_template(), (*tokenizer)->bos_token(),
+                                      (*tokenizer)->eos_token());
+    const std::vector<ChatMessage> messages = {{"user", text}};
+    absl::StatusOr<std::string> rendered =
+        tmpl.ok() ? tmpl->Render(ChatInput::FromMessages(messages)) : tmpl.status();
+    if (!rendered.ok()) {
+      std::fprintf(stderr, "switchyard-generate: %s\n", rendered.status().ToString().c_str());
       return 1;
     }
-    const std::vector<ChatMessage> messages = {{"user", text}};
-    text = *tmpl->Render(messages, {});
+    text = std::move(*rendered);
   }
   if (!text.empty()) {
     // A chat template writes its own special tokens.

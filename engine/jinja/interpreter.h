@@ -17,7 +17,7 @@
 namespace switchyard::jinja {
 
 struct RenderLimits {
-  int64_t max_steps = 20'000'000;        // expression evaluations and loop iterations
+  int64_t max_steps = 5'000'000;         // expression evaluations and loop iterations
   int max_call_depth = 64;               // nested macro calls
   size_t max_output_bytes = 32u << 20;   // the rendered text
   size_t max_value_bytes = 32u << 20;    // one string built by the template

@@ -152,7 +152,7 @@ std::string FormatNumber(const Value& v, char type, const std::string& flags, in
   }
   std::string spec = "%" + flags;
   if (width >= 0) spec += std::to_string(std::min(width, 1000));
-  if (precision >= 0) spec += "." + std::to_string(std::min(precision, 100));
+  if (precision >= 0) absl::StrAppend(&spec, ".", std::min(precision, 100));
   char buf[1200];
   switch (type) {
     case 'd':
@@ -169,10 +169,10 @@ std::string FormatNumber(const Value& v, char type, const std::string& flags, in
     case 'o': {
       if (v.kind() == Value::Kind::kFloat) Fail("%x format: an integer is required, not float");
       const int64_t i = v.as_int();
-      std::string s;
-      std::snprintf(buf, sizeof(buf), (spec + "ll" + type).c_str(),
-                    static_cast<unsigned long long>(i < 0 ? -i : i));
-      if (i < 0) return "-" + std::string(buf);
+      std::snprintf(
+          buf, sizeof(buf), (spec + "ll" + type).c_str(),
+          i < 0 ? 0ULL - static_cast<unsigned long long>(i) : static_cast<unsigned long long>(i));
+      if (i < 0) return absl::StrCat("-", buf);
       break;
     }
     default:

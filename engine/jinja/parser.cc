@@ -103,8 +103,10 @@ class Parser {
     while (true) {
       const Token& t = Peek();
       if (t.type == Token::Type::kEof) {
-        if (ends.size() > 0)
-          Error(absl::StrCat("unexpected end of template; expected '{% ", *ends.begin(), " %}'"));
+        if (ends.size() > 0) {
+          Error(
+              absl::StrCat("unexpected end of template; expected '{% ", *(ends.end() - 1), " %}'"));
+        }
         return body;
       }
       if (t.type == Token::Type::kText) {
@@ -611,7 +613,7 @@ class Parser {
       need_bar = true;
       auto f = MakeExpr(Expr::Kind::kFilter);
       f->name = ExpectName();
-      while (AcceptOp(".")) f->name += "." + ExpectName();
+      while (AcceptOp(".")) absl::StrAppend(&f->name, ".", ExpectName());
       if (!IsKnownFilter(f->name)) Error(absl::StrCat("no filter named '", f->name, "'"));
       f->children.push_back(std::move(e));
       if (IsOp("(")) Arguments(f.get());

@@ -271,16 +271,16 @@ std::string FloatRepr(double d) {
   std::string out = negative ? "-" : "";
   if (exponent >= -4 && exponent < 16) {
     if (exponent < 0) {
-      out += "0." + std::string(-exponent - 1, '0') + digits;
+      absl::StrAppend(&out, "0.", std::string(-exponent - 1, '0'), digits);
     } else if (static_cast<size_t>(exponent) + 1 >= digits.size()) {
-      out += digits + std::string(exponent + 1 - digits.size(), '0') + ".0";
+      absl::StrAppend(&out, digits, std::string(exponent + 1 - digits.size(), '0'), ".0");
     } else {
-      out += digits.substr(0, exponent + 1) + "." + digits.substr(exponent + 1);
+      absl::StrAppend(&out, digits.substr(0, exponent + 1), ".", digits.substr(exponent + 1));
     }
     return out;
   }
   out += digits.substr(0, 1);
-  if (digits.size() > 1) out += "." + digits.substr(1);
+  if (digits.size() > 1) absl::StrAppend(&out, ".", digits.substr(1));
   char exp[16];
   std::snprintf(exp, sizeof(exp), "e%c%02d", exponent < 0 ? '-' : '+', std::abs(exponent));
   return out + exp;
@@ -555,7 +555,10 @@ std::string ToJson(const Value& v, const JsonOptions& options) {
   return out;
 }
 
-Value FromJson(const nlohmann::ordered_json& j) {
+namespace {
+
+Value ConvertJson(const nlohmann::ordered_json& j, int depth_left) {
+  if (depth_left < 0) throw Error(Error::Kind::kLimit, "nested too deeply");
   switch (j.type()) {
     case nlohmann::ordered_json::value_t::null:
       return Value::None();
@@ -575,17 +578,28 @@ Value FromJson(const nlohmann::ordered_json& j) {
     case nlohmann::ordered_json::value_t::array: {
       std::vector<Value> items;
       items.reserve(j.size());
-      for (const auto& e : j) items.push_back(FromJson(e));
+      for (const auto& e : j) items.push_back(ConvertJson(e, depth_left - 1));
       return Value::List(std::move(items));
     }
     case nlohmann::ordered_json::value_t::object: {
       std::vector<std::pair<std::string, Value>> items;
       items.reserve(j.size());
-      for (const auto& [k, e] : j.items()) items.emplace_back(k, FromJson(e));
+      for (const auto& [k, e] : j.items()) items.emplace_back(k, ConvertJson(e, depth_left - 1));
       return Value::Dict(std::move(items));
     }
     default:
       return Value::None();
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<Value> FromJson(const nlohmann::ordered_json& j, int max_depth) {
+  try {
+    return ConvertJson(j, max_depth);
+  } catch (const Error&) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("JSON nested deeper than ", max_depth, " levels"));
   }
 }
 

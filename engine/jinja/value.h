@@ -13,6 +13,7 @@
 #include <variant>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
 
@@ -140,7 +141,9 @@ struct JsonOptions {
 // json.dumps(v, ...) as Hugging Face's tojson calls it.
 std::string ToJson(const Value& v, const JsonOptions& options);
 
-Value FromJson(const nlohmann::ordered_json& j);
+// JSON (key order kept) as template values; fails past `max_depth` levels of nesting (the
+// conversion recurses, and client JSON may nest arbitrarily).
+absl::StatusOr<Value> FromJson(const nlohmann::ordered_json& j, int max_depth = 256);
 
 // Strings index by code point, as Python's do.
 std::vector<std::string> CodePoints(absl::string_view s);

@@ -1,287 +1,183 @@
 #include "engine/tokenizer/chat_template.h"
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include "engine/core/json_util.h"
+#include "engine/core/status_macros.h"
 
 namespace switchyard {
 namespace {
 
-// Python's str.strip() / lstrip / rstrip over ASCII whitespace and the common Unicode spaces, as
-// Jinja's trim filter and .strip() see them (contents are UTF-8).
-bool IsStripSpace(absl::string_view s, size_t pos, size_t* len) {
-  static const absl::string_view kMulti[] = {"\u00a0", "\u1680", "\u2000", "\u2001", "\u2002",
-                                             "\u2003", "\u2004", "\u2005", "\u2006", "\u2007",
-                                             "\u2008", "\u2009", "\u200a", "\u2028", "\u2029",
-                                             "\u202f", "\u205f", "\u3000", "\u0085"};
-  const unsigned char c = static_cast<unsigned char>(s[pos]);
-  if (c == ' ' || (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x1F)) {
-    *len = 1;
-    return true;
-  }
-  for (absl::string_view m : kMulti) {
-    if (s.substr(pos, m.size()) == m) {
-      *len = m.size();
+using ojson = nlohmann::ordered_json;
+
+constexpr absl::string_view kChatML =
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+// vLLM's content-format detection, by its most common signal: a loop `for x in m['content']`
+// (or m.content) over a message's content.
+bool IteratesContentParts(absl::string_view source) {
+  const auto skip_space = [&](size_t i) {
+    while (i < source.size() && absl::ascii_isspace(static_cast<unsigned char>(source[i]))) ++i;
+    return i;
+  };
+  const auto skip_name = [&](size_t i) {
+    const size_t start = i;
+    while (i < source.size() &&
+           (absl::ascii_isalnum(static_cast<unsigned char>(source[i])) || source[i] == '_')) {
+      ++i;
+    }
+    return i > start ? i : absl::string_view::npos;
+  };
+  for (size_t at = source.find("for"); at != absl::string_view::npos;
+       at = source.find("for", at + 3)) {
+    if (at > 0 && (absl::ascii_isalnum(static_cast<unsigned char>(source[at - 1])) ||
+                   source[at - 1] == '_')) {
+      continue;
+    }
+    size_t i = skip_space(at + 3);
+    if (i == at + 3 || (i = skip_name(i)) == absl::string_view::npos) continue;
+    i = skip_space(i);
+    if (source.substr(i, 2) != "in") continue;
+    const size_t after_in = i + 2;
+    i = skip_space(after_in);
+    if (i == after_in || (i = skip_name(i)) == absl::string_view::npos) continue;
+    const absl::string_view rest = source.substr(i, 12);
+    if (absl::StartsWith(rest, ".content") || absl::StartsWith(rest, "['content']") ||
+        absl::StartsWith(rest, "[\"content\"]")) {
       return true;
     }
   }
   return false;
 }
 
-std::string Strip(absl::string_view s, bool left = true, bool right = true) {
-  size_t b = 0, e = s.size(), len = 0;
-  while (left && b < e && IsStripSpace(s, b, &len)) b += len;
-  if (right) {
-    while (e > b) {
-      size_t start = e - 1;
-      while (start > b && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
-      if (!IsStripSpace(s, start, &len) || start + len != e) break;
-      e = start;
+absl::Status Bad(size_t index, absl::string_view field, absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat("messages[", index, "]", field, ": ", why));
+}
+
+// Content parts [{"type": "text", "text": ...}] joined by newlines, as vLLM's "string" format.
+absl::StatusOr<ojson> JoinTextParts(const ojson& parts, size_t index) {
+  std::string text;
+  bool first = true;
+  for (const ojson& part : parts) {
+    if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+        !part["text"].is_string()) {
+      return Bad(index, ".content", "only parts of type \"text\" are supported");
     }
+    if (!first) text += "\n";
+    first = false;
+    text += part["text"].get<std::string>();
   }
-  return std::string(s.substr(b, e - b));
+  return ojson(text);
 }
 
-// Strips only the given character, as Python's str.strip('\n').
-std::string StripChar(absl::string_view s, char c, bool left, bool right) {
-  size_t b = 0, e = s.size();
-  while (left && b < e && s[b] == c) ++b;
-  while (right && e > b && s[e - 1] == c) --e;
-  return std::string(s.substr(b, e - b));
-}
-
-absl::Status Alternate() {
-  return absl::InvalidArgumentError(
-      "this chat template requires roles to alternate user/assistant/user/assistant/...");
-}
-
-absl::Status UnknownRole(absl::string_view format, absl::string_view role) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("chat template ", format, " does not accept role \"", role, "\""));
-}
-
-// Every literal must appear in the template for a fingerprint to count; each is a piece of the
-// exact output our renderer writes.
-bool HasAll(absl::string_view text, std::initializer_list<absl::string_view> literals) {
-  for (absl::string_view l : literals) {
-    if (!absl::StrContains(text, l)) return false;
+// A tool call's arguments as the object templates expect (OpenAI sends a JSON string).
+void ParseToolCallArguments(ojson& message) {
+  auto calls = message.find("tool_calls");
+  if (calls == message.end() || !calls->is_array()) return;
+  for (ojson& call : *calls) {
+    if (!call.is_object()) continue;
+    auto fn = call.find("function");
+    if (fn == call.end() || !fn->is_object()) continue;
+    auto args = fn->find("arguments");
+    if (args == fn->end() || !args->is_string()) continue;
+    ojson parsed = ojson::parse(args->get<std::string>(), nullptr, /*allow_exceptions=*/false);
+    if (!parsed.is_discarded()) *args = std::move(parsed);
   }
-  return true;
+}
+
+absl::StatusOr<ojson> PrepareMessages(const ojson& messages, bool content_parts) {
+  if (!messages.is_array()) return absl::InvalidArgumentError("messages: must be an array");
+  ojson out = ojson::array();
+  for (size_t i = 0; i < messages.size(); ++i) {
+    ojson m = messages[i];
+    if (!m.is_object()) return Bad(i, "", "must be an object");
+    auto role = m.find("role");
+    if (role == m.end() || !role->is_string()) return Bad(i, ".role", "must be a string");
+    auto content = m.find("content");
+    if (content != m.end() && content->is_array() && !content_parts) {
+      SY_ASSIGN_OR_RETURN(*content, JoinTextParts(*content, i));
+    }
+    ParseToolCallArguments(m);
+    out.push_back(std::move(m));
+  }
+  return out;
 }
 
 }  // namespace
 
-absl::StatusOr<ChatTemplate> ChatTemplate::FromName(absl::string_view name,
-                                                    absl::string_view bos_token,
-                                                    absl::string_view eos_token) {
-  Format f;
-  if (name == "llama3") {
-    f = Format::kLlama3;
-  } else if (name == "chatml") {
-    f = Format::kChatML;
-  } else if (name == "qwen3") {
-    f = Format::kQwen3;
-  } else if (name == "llama2") {
-    f = Format::kLlama2;
-  } else if (name == "mistral") {
-    f = Format::kMistral;
-  } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown chat template format \"", name, "\" (known: ", kFormats, ")"));
+ChatInput ChatInput::FromMessages(std::span<const ChatMessage> messages) {
+  ChatInput in;
+  for (const ChatMessage& m : messages) {
+    in.messages.push_back(ojson{{"role", m.role}, {"content", m.content}});
   }
-  return ChatTemplate(f, std::string(name), std::string(bos_token), std::string(eos_token));
+  return in;
 }
 
-absl::StatusOr<ChatTemplate> ChatTemplate::FromTemplateText(absl::string_view text,
-                                                            absl::string_view bos_token,
-                                                            absl::string_view eos_token) {
-  const auto refuse = [&](absl::string_view why) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the model's chat_template is not one Switchyard renders (", why,
-                     "); choose a format by name with --chat-template (", kFormats, ")"));
-  };
-  if (text.empty()) return refuse("the tokenizer has none");
-  absl::StatusOr<ChatTemplate> t = absl::InternalError("unset");
-  if (absl::StrContains(text, "<|start_header_id|>")) {
-    if (absl::StrContains(text, "Cutting Knowledge Date") || absl::StrContains(text, "tools")) {
-      return refuse("a Llama 3.1+ template with a dated system block or tools");
-    }
-    if (!HasAll(text, {"<|eot_id|>", "<|end_header_id|>", "bos_token", "trim",
-                       "'<|start_header_id|>assistant<|end_header_id|>"})) {
-      return refuse("a Llama 3 variant");
-    }
-    t = FromName("llama3", bos_token, eos_token);
-    t->generation_prompt_always_ = !absl::StrContains(text, "add_generation_prompt");
-    return t;
-  }
-  if (absl::StrContains(text, "<|im_start|>")) {
-    if (absl::StrContains(text, "<think>")) {
-      if (!HasAll(text, {"last_query_index", "enable_thinking", "'<|im_start|>assistant\\n'",
-                         "<tool_response>"})) {
-        return refuse("a ChatML variant with thinking blocks");
-      }
-      return FromName("qwen3", bos_token, eos_token);
-    }
-    if (!HasAll(text, {"<|im_end|>", "'<|im_start|>' + message"})) {
-      return refuse("a ChatML variant");
-    }
-    t = FromName("chatml", bos_token, eos_token);
-    t->tool_responses_ = absl::StrContains(text, "<tool_response>");
-    // Qwen2/2.5 write a default system message when the conversation brings none.
-    const absl::string_view marker = "<|im_start|>system\\n";
-    for (size_t pos = text.find(marker); pos != absl::string_view::npos;
-         pos = text.find(marker, pos + 1)) {
-      const size_t start = pos + marker.size();
-      const size_t end = text.find("<|im_end|>", start);
-      if (end == absl::string_view::npos) break;
-      const absl::string_view literal = text.substr(start, end - start);
-      if (!literal.empty() && literal.find_first_of("'\"{}+") == absl::string_view::npos) {
-        t->default_system_ = std::string(literal);
-        break;
-      }
-    }
-    return t;
-  }
-  if (absl::StrContains(text, "[INST]")) {
-    if (absl::StrContains(text, "<<SYS>>")) {
-      if (!HasAll(text,
-                  {"'[INST] '", "' [/INST]'", "<<SYS>>\\n", "\\n<</SYS>>\\n\\n", "eos_token"})) {
-        return refuse("a Llama 2 variant");
-      }
-      return FromName("llama2", bos_token, eos_token);
-    }
-    if (!HasAll(text, {"'[INST] '", "' [/INST]'", "eos_token"}) ||
-        absl::StrContains(text, "system") || absl::StrContains(text, "tools")) {
-      return refuse("a Mistral variant");
-    }
-    return FromName("mistral", bos_token, eos_token);
-  }
-  return refuse("no known format matches it");
+ChatTemplate::ChatTemplate(jinja::Template t, std::string source, std::string bos, std::string eos)
+    : template_(std::move(t)),
+      source_(std::move(source)),
+      bos_(std::move(bos)),
+      eos_(std::move(eos)),
+      takes_content_parts_(IteratesContentParts(source_)) {}
+
+absl::StatusOr<ChatTemplate> ChatTemplate::Compile(absl::string_view source,
+                                                   absl::string_view bos_token,
+                                                   absl::string_view eos_token) {
+  if (source.empty()) return absl::InvalidArgumentError("the chat template is empty");
+  SY_ASSIGN_OR_RETURN(jinja::Template t, jinja::Template::Parse(source));
+  return ChatTemplate(std::move(t), std::string(source), std::string(bos_token),
+                      std::string(eos_token));
 }
 
-absl::StatusOr<std::string> ChatTemplate::Render(std::span<const ChatMessage> messages,
-                                                 const ChatRenderOptions& options) const {
-  std::string out;
-  switch (format_) {
-    case Format::kLlama3: {
-      for (size_t i = 0; i < messages.size(); ++i) {
-        if (i == 0) out += bos_;
-        absl::StrAppend(&out, "<|start_header_id|>", messages[i].role, "<|end_header_id|>\n\n",
-                        Strip(messages[i].content), "<|eot_id|>");
-      }
-      if (options.add_generation_prompt || generation_prompt_always_) {
-        out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
-      }
-      return out;
-    }
-    case Format::kChatML: {
-      if (!default_system_.empty() && (messages.empty() || messages[0].role != "system")) {
-        absl::StrAppend(&out, "<|im_start|>system\n", default_system_, "<|im_end|>\n");
-      }
-      for (size_t i = 0; i < messages.size(); ++i) {
-        const ChatMessage& m = messages[i];
-        if (tool_responses_ && m.role == "tool") {
-          if (i == 0 || messages[i - 1].role != "tool") out += "<|im_start|>user";
-          absl::StrAppend(&out, "\n<tool_response>\n", m.content, "\n</tool_response>");
-          if (i + 1 == messages.size() || messages[i + 1].role != "tool") out += "<|im_end|>\n";
-          continue;
-        }
-        absl::StrAppend(&out, "<|im_start|>", m.role, "\n", m.content, "<|im_end|>\n");
-      }
-      if (options.add_generation_prompt) out += "<|im_start|>assistant\n";
-      return out;
-    }
-    case Format::kQwen3: {
-      const size_t n = messages.size();
-      if (n > 0 && messages[0].role == "system") {
-        absl::StrAppend(&out, "<|im_start|>system\n", messages[0].content, "<|im_end|>\n");
-      }
-      // The last user message that is not a tool response.
-      size_t last_query = n == 0 ? 0 : n - 1;
-      for (size_t k = n; k-- > 0;) {
-        const ChatMessage& m = messages[k];
-        if (m.role == "user" && !(absl::StartsWith(m.content, "<tool_response>") &&
-                                  absl::EndsWith(m.content, "</tool_response>"))) {
-          last_query = k;
-          break;
-        }
-      }
-      for (size_t i = 0; i < n; ++i) {
-        const ChatMessage& m = messages[i];
-        if (m.role == "user" || (m.role == "system" && i > 0)) {
-          absl::StrAppend(&out, "<|im_start|>", m.role, "\n", m.content, "<|im_end|>\n");
-        } else if (m.role == "assistant") {
-          std::string content = m.content, reasoning;
-          const size_t close = m.content.rfind("</think>");
-          if (close != std::string::npos) {
-            content = StripChar(m.content.substr(close + 8), '\n', true, false);
-            std::string before =
-                StripChar(m.content.substr(0, m.content.find("</think>")), '\n', false, true);
-            const size_t open = before.rfind("<think>");
-            if (open != std::string::npos) before = before.substr(open + 7);
-            reasoning = StripChar(before, '\n', true, false);
-          }
-          const bool last = i + 1 == n;
-          if (i > last_query && (last || !reasoning.empty())) {
-            absl::StrAppend(&out, "<|im_start|>assistant\n<think>\n",
-                            StripChar(reasoning, '\n', true, true), "\n</think>\n\n",
-                            StripChar(content, '\n', true, false));
-          } else {
-            absl::StrAppend(&out, "<|im_start|>assistant\n", content);
-          }
-          out += "<|im_end|>\n";
-        } else if (m.role == "tool") {
-          if (i == 0 || messages[i - 1].role != "tool") out += "<|im_start|>user";
-          absl::StrAppend(&out, "\n<tool_response>\n", m.content, "\n</tool_response>");
-          if (i + 1 == n || messages[i + 1].role != "tool") out += "<|im_end|>\n";
-        } else if (m.role != "system") {
-          return UnknownRole(name_, m.role);
-        }
-      }
-      if (options.add_generation_prompt) {
-        out += "<|im_start|>assistant\n";
-        if (!options.enable_thinking) out += "<think>\n\n</think>\n\n";
-      }
-      return out;
-    }
-    case Format::kLlama2: {
-      std::span<const ChatMessage> loop = messages;
-      const ChatMessage* system = nullptr;
-      if (!messages.empty() && messages[0].role == "system") {
-        system = &messages[0];
-        loop = messages.subspan(1);
-      }
-      for (size_t i = 0; i < loop.size(); ++i) {
-        if ((loop[i].role == "user") != (i % 2 == 0)) return Alternate();
-        std::string content = loop[i].content;
-        if (i == 0 && system != nullptr) {
-          content = absl::StrCat("<<SYS>>\n", system->content, "\n<</SYS>>\n\n", content);
-        }
-        if (loop[i].role == "user") {
-          absl::StrAppend(&out, bos_, "[INST] ", Strip(content), " [/INST]");
-        } else if (loop[i].role == "assistant") {
-          absl::StrAppend(&out, " ", Strip(content), " ", eos_);
-        }
-      }
-      return out;
-    }
-    case Format::kMistral: {
-      out += bos_;
-      for (size_t i = 0; i < messages.size(); ++i) {
-        if ((messages[i].role == "user") != (i % 2 == 0)) return Alternate();
-        if (messages[i].role == "user") {
-          absl::StrAppend(&out, "[INST] ", messages[i].content, " [/INST]");
-        } else if (messages[i].role == "assistant") {
-          absl::StrAppend(&out, messages[i].content, eos_);
-        } else {
-          return absl::InvalidArgumentError(
-              "this chat template accepts only the user and assistant roles");
-        }
-      }
-      return out;
-    }
+absl::StatusOr<std::string> ChatTemplate::ResolveSource(absl::string_view flag_value) {
+  if (flag_value == "chatml") return std::string(kChatML);
+  if (absl::StrContains(flag_value, "{{") || absl::StrContains(flag_value, "{%")) {
+    return std::string(flag_value);
   }
-  return out;
+  absl::StatusOr<std::string> text = ReadFile(std::string(flag_value));
+  if (!text.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--chat-template: \"", flag_value,
+                     "\" is neither a readable file, a template (no {{ or {% in it), nor "
+                     "\"chatml\": ",
+                     text.status().message()));
+  }
+  return text;
+}
+
+absl::StatusOr<std::string> ChatTemplate::Render(const ChatInput& input) const {
+  SY_ASSIGN_OR_RETURN(ojson messages, PrepareMessages(input.messages, takes_content_parts_));
+  if (!input.tools.is_null() && !input.tools.is_array()) {
+    return absl::InvalidArgumentError("tools: must be an array");
+  }
+  if (!input.template_kwargs.is_object()) {
+    return absl::InvalidArgumentError("chat_template_kwargs: must be an object");
+  }
+  // Hugging Face's order: special tokens, then the caller's kwargs (which may override them),
+  // then the conversation itself, which kwargs may not replace.
+  std::vector<std::pair<std::string, jinja::Value>> vars;
+  if (!bos_.empty()) vars.emplace_back("bos_token", jinja::Value::Str(bos_));
+  if (!eos_.empty()) vars.emplace_back("eos_token", jinja::Value::Str(eos_));
+  for (const auto& [key, value] : input.template_kwargs.items()) {
+    if (key == "messages" || key == "tools" || key == "add_generation_prompt") {
+      return absl::InvalidArgumentError(absl::StrCat("chat_template_kwargs: \"", key,
+                                                     "\" is set by the request itself, not here"));
+    }
+    SY_ASSIGN_OR_RETURN(jinja::Value v, jinja::FromJson(value));
+    vars.emplace_back(key, std::move(v));
+  }
+  SY_ASSIGN_OR_RETURN(jinja::Value messages_value, jinja::FromJson(messages));
+  vars.emplace_back("messages", std::move(messages_value));
+  jinja::Value tools = jinja::Value::None();
+  if (!input.tools.is_null()) {
+    SY_ASSIGN_OR_RETURN(tools, jinja::FromJson(input.tools));
+  }
+  vars.emplace_back("tools", std::move(tools));
+  vars.emplace_back("add_generation_prompt", jinja::Value::Bool(input.add_generation_prompt));
+  return template_.Render(std::move(vars));
 }
 
 }  // namespace switchyard

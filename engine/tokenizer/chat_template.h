@@ -1,14 +1,9 @@
-// Chat templates: the formats in common use, rendered by built-in code rather than a Jinja
-// engine. A model's template text selects its format by fingerprint (distinctive literals that
-// must all be present, features that must be absent); a template that matches none is refused
-// with a message naming the option that picks a format by name. Each renderer is checked against
-// Hugging Face's Jinja (@huggingface/jinja) on the real templates (tests/tokenizer).
-//
-//   llama3   Llama 3 / 3.1 Instruct (header-per-message, <|eot_id|>)
-//   chatml   ChatML; Qwen2/2.5 (their default system prompt is read from the template)
-//   qwen3    Qwen3 (ChatML with <think> blocks; enable_thinking)
-//   llama2   Llama 2 chat ([INST] with <<SYS>>)
-//   mistral  Mistral Instruct v0.1/v0.2 ([INST] without a system role)
+// A model's chat template, rendered by our Jinja engine (engine/jinja) exactly as Hugging Face's
+// apply_chat_template renders it: `messages`, `tools`, `add_generation_prompt`, the special
+// tokens `bos_token` / `eos_token`, and extra variables (chat_template_kwargs, e.g.
+// enable_thinking). Messages are prepared as vLLM prepares them: a tool call's `arguments`
+// string becomes the object templates expect, and content given as parts is joined into a
+// string unless the template itself iterates over content parts.
 #pragma once
 
 #include <span>
@@ -17,46 +12,54 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "engine/jinja/template.h"
+#include "nlohmann/json.hpp"
 
 namespace switchyard {
 
+// A role and a text: what callers without tools or content parts send (gRPC, the CLI).
 struct ChatMessage {
-  std::string role;  // system, user, assistant (tool for qwen3)
+  std::string role;
   std::string content;
 };
 
-struct ChatRenderOptions {
+// A conversation as OpenAI's API carries it, key order kept (templates print in that order).
+struct ChatInput {
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+  nlohmann::ordered_json tools;  // null: none; else an array of {"type": "function", ...}
   bool add_generation_prompt = true;
-  bool enable_thinking = true;  // qwen3
+  // Extra template variables (vLLM's chat_template_kwargs), e.g. {"enable_thinking": false}.
+  nlohmann::ordered_json template_kwargs = nlohmann::ordered_json::object();
+
+  static ChatInput FromMessages(std::span<const ChatMessage> messages);
 };
 
 class ChatTemplate {
  public:
-  static constexpr absl::string_view kFormats = "llama3, chatml, qwen3, llama2, mistral";
+  // Compiles template text; bos/eos empty: left undefined, as Hugging Face leaves tokens a
+  // tokenizer does not have.
+  static absl::StatusOr<ChatTemplate> Compile(absl::string_view source, absl::string_view bos_token,
+                                              absl::string_view eos_token);
 
-  // Recognises the format of a tokenizer_config.json chat_template.
-  static absl::StatusOr<ChatTemplate> FromTemplateText(absl::string_view text,
-                                                       absl::string_view bos_token,
-                                                       absl::string_view eos_token);
-  static absl::StatusOr<ChatTemplate> FromName(absl::string_view name, absl::string_view bos_token,
-                                               absl::string_view eos_token);
+  // What --chat-template names: a file (read here), the template text itself (anything with a
+  // Jinja tag), or "chatml" (a plain ChatML template for models that ship none).
+  static absl::StatusOr<std::string> ResolveSource(absl::string_view flag_value);
 
-  const std::string& name() const { return name_; }
-  // Refuses conversations the template would refuse (roles out of order, unknown roles).
-  absl::StatusOr<std::string> Render(std::span<const ChatMessage> messages,
-                                     const ChatRenderOptions& options) const;
+  // INVALID_ARGUMENT naming the problem: a malformed conversation, a template error, or the
+  // template's own raise_exception message.
+  absl::StatusOr<std::string> Render(const ChatInput& input) const;
+
+  const std::string& source() const { return source_; }
+  // Whether the template iterates over message content parts (vLLM's "openai" content format).
+  bool takes_content_parts() const { return takes_content_parts_; }
 
  private:
-  enum class Format { kLlama3, kChatML, kQwen3, kLlama2, kMistral };
-  ChatTemplate(Format f, std::string name, std::string bos, std::string eos)
-      : format_(f), name_(std::move(name)), bos_(std::move(bos)), eos_(std::move(eos)) {}
+  ChatTemplate(jinja::Template t, std::string source, std::string bos, std::string eos);
 
-  Format format_;
-  std::string name_;
+  jinja::Template template_;
+  std::string source_;
   std::string bos_, eos_;
-  bool generation_prompt_always_ = false;  // llama3 templates that ignore add_generation_prompt
-  std::string default_system_;             // chatml: the system prompt used when none is given
-  bool tool_responses_ = false;            // chatml: tool messages go in a user turn (Qwen2.5)
+  bool takes_content_parts_ = false;
 };
 
 }  // namespace switchyard

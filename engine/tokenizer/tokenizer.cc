@@ -58,7 +58,12 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& di
   if (std::filesystem::exists(dir + "/tokenizer_config.json")) {
     SY_ASSIGN_OR_RETURN(config, ReadFile(dir + "/tokenizer_config.json"));
   }
-  return FromJson(tokenizer, config);
+  SY_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, FromJson(tokenizer, config));
+  // transformers saves the template beside the config since 4.43 and prefers that file.
+  if (std::filesystem::exists(dir + "/chat_template.jinja")) {
+    SY_ASSIGN_OR_RETURN(tok->chat_template_, ReadFile(dir + "/chat_template.jinja"));
+  }
+  return tok;
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view tokenizer_json,

@@ -51,8 +51,9 @@ class Tokenizer final : public TokenSource {
   std::optional<int32_t> bos_id() const { return bos_id_; }
   std::optional<int32_t> eos_id() const { return eos_id_; }
   bool IsSpecial(int32_t id) const { return special_ids_.contains(id); }
-  // The tokenizer_config.json chat_template (the default one when several are named); empty
-  // when there is none.
+  // The model's chat template: chat_template.jinja beside the config when present, else the
+  // tokenizer_config.json chat_template (the default one when several are named); empty when
+  // there is none.
   const std::string& chat_template() const { return chat_template_; }
   const std::string& bos_token() const { return bos_token_; }
   const std::string& eos_token() const { return eos_token_; }

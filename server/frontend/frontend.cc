@@ -161,17 +161,21 @@ absl::StatusOr<std::unique_ptr<Frontend>> Frontend::Create(Engine* engine, Sched
                                                            FrontendOptions options) {
   std::optional<ChatTemplate> chat;
   if (!options.chat_template.empty()) {
-    SY_ASSIGN_OR_RETURN(ChatTemplate t,
-                        ChatTemplate::FromName(options.chat_template, tokenizer->bos_token(),
-                                               tokenizer->eos_token()));
-    chat = std::move(t);
+    SY_ASSIGN_OR_RETURN(std::string source, ChatTemplate::ResolveSource(options.chat_template));
+    absl::StatusOr<ChatTemplate> t =
+        ChatTemplate::Compile(source, tokenizer->bos_token(), tokenizer->eos_token());
+    if (!t.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--chat-template: ", t.status().message()));
+    }
+    chat = std::move(*t);
   } else if (!tokenizer->chat_template().empty()) {
-    absl::StatusOr<ChatTemplate> t = ChatTemplate::FromTemplateText(
+    absl::StatusOr<ChatTemplate> t = ChatTemplate::Compile(
         tokenizer->chat_template(), tokenizer->bos_token(), tokenizer->eos_token());
     if (t.ok()) {
       chat = std::move(*t);
     } else {
-      SY_LOG(kWarning, "chat requests will be refused: %s", t.status().message());
+      SY_LOG(kWarning, "chat requests will be refused: the model's chat template: %s",
+             t.status().message());
     }
   }
   return std::unique_ptr<Frontend>(
@@ -195,15 +199,14 @@ absl::StatusOr<std::string> Frontend::Detokenize(std::span<const int32_t> ids,
   return tokenizer_->Decode(ids, skip_special_tokens);
 }
 
-absl::StatusOr<std::string> Frontend::RenderChat(std::span<const ChatMessage> messages) const {
+absl::StatusOr<std::string> Frontend::RenderChat(const ChatInput& chat) const {
   if (!chat_template_.has_value()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "messages: the model has no chat template this server recognises; start the server with "
-        "--chat_template=NAME (one of ",
-        ChatTemplate::kFormats, ") or send a text prompt"));
+    return absl::InvalidArgumentError(
+        "messages: the model has no usable chat template; start the server with "
+        "--chat-template=FILE (a Jinja template, or chatml) or send a text prompt");
   }
-  if (messages.empty()) return absl::InvalidArgumentError("messages: empty");
-  return chat_template_->Render(messages, {});
+  if (chat.messages.empty()) return absl::InvalidArgumentError("messages: empty");
+  return chat_template_->Render(chat);
 }
 
 absl::StatusOr<Submitted> Frontend::Submit(GenerateInput input, std::shared_ptr<RequestSink> sink) {
@@ -225,7 +228,7 @@ absl::StatusOr<Submitted> Frontend::SubmitUnobserved(GenerateInput input,
 }
 
 absl::StatusOr<PreparedRequest> Frontend::Prepare(GenerateInput input) const {
-  const int given = (input.text ? 1 : 0) + (input.token_ids ? 1 : 0) + (input.messages ? 1 : 0);
+  const int given = (input.text ? 1 : 0) + (input.token_ids ? 1 : 0) + (input.chat ? 1 : 0);
   if (given != 1) {
     return absl::InvalidArgumentError("prompt: give exactly one of text, token_ids or messages");
   }
@@ -236,8 +239,8 @@ absl::StatusOr<PreparedRequest> Frontend::Prepare(GenerateInput input) const {
   } else {
     std::string text;
     bool add_special = input.add_special_tokens.value_or(true);
-    if (input.messages) {
-      SY_ASSIGN_OR_RETURN(text, RenderChat(*input.messages));
+    if (input.chat) {
+      SY_ASSIGN_OR_RETURN(text, RenderChat(*input.chat));
       add_special = input.add_special_tokens.value_or(false);  // the template wrote them
     } else {
       text = std::move(*input.text);
@@ -338,7 +341,7 @@ ServerInfo Frontend::Info() const {
   info.model = options_.served_model_name;
   info.model_path = options_.model_dir;
   info.engine = engine_->Describe();
-  info.chat_template = chat_template_ ? chat_template_->name() : "";
+  info.chat_template = chat_template_ ? chat_template_->source() : "";
   info.max_model_len = scheduler_->max_model_len();
   info.scheduler = scheduler_->options();
   info.kv_blocks = engine_->num_kv_blocks();

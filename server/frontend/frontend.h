@@ -30,7 +30,9 @@ struct FrontendOptions {
   // Without a token: admin calls are refused unless this is set (main sets it when the server
   // listens on loopback only, or with --insecure-admin).
   bool admin_open_without_token = false;
-  std::string chat_template;  // a format name overriding the model's template; empty: detect
+  // --chat-template: a file, template text, or "chatml", overriding the model's; empty: the
+  // model's own.
+  std::string chat_template;
   // Admin loads queued or running at once (they run one at a time); more: RESOURCE_EXHAUSTED.
   int max_pending_adapter_loads = 4;
 };
@@ -39,7 +41,7 @@ struct FrontendOptions {
 struct GenerateInput {
   std::optional<std::string> text;
   std::optional<std::vector<int32_t>> token_ids;
-  std::optional<std::vector<ChatMessage>> messages;
+  std::optional<ChatInput> chat;
   // Text prompts: BOS and the like (chat prompts: the template decides); default true.
   std::optional<bool> add_special_tokens;
   std::string adapter;  // empty: the base model
@@ -112,7 +114,7 @@ class Frontend {
                                          bool skip_special_tokens) const;
   // Renders a conversation with the model's chat template (INVALID_ARGUMENT without one: the
   // request must come as text instead).
-  absl::StatusOr<std::string> RenderChat(std::span<const ChatMessage> messages) const;
+  absl::StatusOr<std::string> RenderChat(const ChatInput& chat) const;
 
   // OK when admin calls are open or `presented` is the admin token; UNAUTHENTICATED when none was
   // presented, PERMISSION_DENIED when a wrong one was, or when admin is off (no token configured

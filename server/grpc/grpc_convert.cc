@@ -16,11 +16,21 @@ absl::StatusOr<GenerateInput> GenerateInputFromProto(const v1::GenerateRequest& 
       in.token_ids.emplace(req.token_ids().ids().begin(), req.token_ids().ids().end());
       break;
     case v1::GenerateRequest::kMessages: {
+      const v1::ChatMessages& chat = req.messages();
       std::vector<ChatMessage> messages;
-      for (const v1::ChatMessage& m : req.messages().messages()) {
-        messages.push_back({m.role(), m.content()});
+      for (const v1::ChatMessage& m : chat.messages()) messages.push_back({m.role(), m.content()});
+      in.chat = ChatInput::FromMessages(messages);
+      if (chat.has_add_generation_prompt()) {
+        in.chat->add_generation_prompt = chat.add_generation_prompt();
       }
-      in.messages = std::move(messages);
+      if (!chat.chat_template_kwargs_json().empty()) {
+        in.chat->template_kwargs = nlohmann::ordered_json::parse(
+            chat.chat_template_kwargs_json(), nullptr, /*allow_exceptions=*/false);
+        if (!in.chat->template_kwargs.is_object()) {
+          return absl::InvalidArgumentError(
+              "messages.chat_template_kwargs_json: must be a JSON object");
+        }
+      }
       break;
     }
     default:

@@ -75,12 +75,11 @@ absl::StatusOr<std::string> MessageText(const json& content, size_t index) {
   return text;
 }
 
-absl::StatusOr<std::vector<ChatMessage>> ParseMessages(const json& body) {
+absl::Status CheckMessages(const json& body) {
   auto it = body.find("messages");
   if (it == body.end() || !it->is_array() || it->empty()) {
     return Bad("messages", "must be a non-empty array");
   }
-  std::vector<ChatMessage> out;
   for (size_t i = 0; i < it->size(); ++i) {
     const json& m = (*it)[i];
     if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
@@ -92,10 +91,49 @@ absl::StatusOr<std::vector<ChatMessage>> ParseMessages(const json& body) {
     if (content.is_null() && role != "assistant") {
       return Bad(absl::StrCat("messages[", i, "].content"), "is required");
     }
-    SY_ASSIGN_OR_RETURN(std::string text, MessageText(content, i));
-    out.push_back({role, std::move(text)});
+    SY_RETURN_IF_ERROR(MessageText(content, i).status());
+    if (auto calls = m.find("tool_calls"); calls != m.end() && !calls->is_null()) {
+      if (!calls->is_array())
+        return Bad(absl::StrCat("messages[", i, "].tool_calls"), "must be an array");
+    }
   }
-  return out;
+  return absl::OkStatus();
+}
+
+absl::Status CheckTools(const json& body) {
+  auto it = body.find("tools");
+  if (it == body.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_array()) return Bad("tools", "must be an array");
+  for (size_t i = 0; i < it->size(); ++i) {
+    const json& t = (*it)[i];
+    const std::string where = absl::StrCat("tools[", i, "]");
+    if (!t.is_object() || t.value("type", "") != "function") {
+      return Bad(where, "must be {\"type\": \"function\", \"function\": {...}}");
+    }
+    auto fn = t.find("function");
+    if (fn == t.end() || !fn->is_object() || !fn->contains("name") || !(*fn)["name"].is_string()) {
+      return Bad(absl::StrCat(where, ".function.name"), "must be a string");
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The conversation, tools and template variables of a chat request. `body` has been checked
+// to be an object; `text` is parsed again keeping key order, which templates print in.
+absl::StatusOr<ChatInput> ParseChat(absl::string_view text, const json& body) {
+  SY_RETURN_IF_ERROR(CheckMessages(body));
+  SY_RETURN_IF_ERROR(CheckTools(body));
+  const nlohmann::ordered_json ordered = nlohmann::ordered_json::parse(text, nullptr, false);
+  if (!ordered.is_object()) return Bad("body", "must be a JSON object");
+  ChatInput chat;
+  chat.messages = ordered["messages"];
+  if (auto it = ordered.find("tools"); it != ordered.end() && !it->is_null()) chat.tools = *it;
+  SY_RETURN_IF_ERROR(GetBool(body, "add_generation_prompt", &chat.add_generation_prompt));
+  if (auto it = ordered.find("chat_template_kwargs"); it != ordered.end() && !it->is_null()) {
+    if (!it->is_object()) return Bad("chat_template_kwargs", "must be an object");
+    chat.template_kwargs = *it;
+  }
+  return chat;
 }
 
 // Completions prompts: a string, an array of strings, an array of token ids, or an array of
@@ -289,7 +327,16 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, absl::string_view 
     SY_RETURN_IF_ERROR(GetBool(*it, "include_usage", &req.include_usage));
   }
   SY_RETURN_IF_ERROR(RefuseIfSet(body, "logit_bias", "is not supported"));
-  SY_RETURN_IF_ERROR(RefuseIfSet(body, "tools", "tool calling is not supported"));
+  // Tools render into the prompt (the template decides how); parsing the model's calls back
+  // out is not implemented yet, so only tool_choice "none" is accepted with them.
+  if (auto it = body.find("tools"); it != body.end() && !it->is_null() && !it->empty()) {
+    if (endpoint != Endpoint::kChat) return Bad("tools", "are for chat completions");
+    if (body.value("tool_choice", json("auto")) != json("none")) {
+      return Bad("tool_choice",
+                 "only \"none\" is supported: tools are rendered into the prompt, but tool "
+                 "calls are not parsed from the output yet");
+    }
+  }
   SY_RETURN_IF_ERROR(RefuseIfSet(body, "functions", "function calling is not supported"));
   SY_RETURN_IF_ERROR(RefuseIfSet(body, "suffix", "is not supported"));
   if (auto it = body.find("response_format"); it != body.end() && !it->is_null()) {
@@ -313,8 +360,8 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, absl::string_view 
       req.logprobs = static_cast<int>(lp);
     }
   } else {
-    SY_ASSIGN_OR_RETURN(std::vector<ChatMessage> messages, ParseMessages(body));
-    prompts.emplace_back().messages = std::move(messages);
+    SY_ASSIGN_OR_RETURN(ChatInput chat, ParseChat(text, body));
+    prompts.emplace_back().chat = std::move(chat);
     bool logprobs = false;
     SY_RETURN_IF_ERROR(GetBool(body, "logprobs", &logprobs));
     int64_t top = 0;
@@ -347,8 +394,8 @@ absl::StatusOr<json> Tokenize(absl::string_view text, const Frontend& frontend) 
   const bool chat = body.contains("messages");
   std::string prompt;
   if (chat) {
-    SY_ASSIGN_OR_RETURN(std::vector<ChatMessage> messages, ParseMessages(body));
-    SY_ASSIGN_OR_RETURN(prompt, frontend.RenderChat(messages));
+    SY_ASSIGN_OR_RETURN(ChatInput input, ParseChat(text, body));
+    SY_ASSIGN_OR_RETURN(prompt, frontend.RenderChat(input));
   } else {
     auto it = body.find("prompt");
     if (it == body.end() || !it->is_string()) return Bad("prompt", "a string is required");

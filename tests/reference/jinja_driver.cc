@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
     }
     std::vector<std::pair<std::string, switchyard::jinja::Value>> vars;
     for (const auto& [k, v] : c["context"].items()) {
-      vars.emplace_back(k, switchyard::jinja::FromJson(v));
+      vars.emplace_back(k, *switchyard::jinja::FromJson(v));
     }
     auto out = t->Render(std::move(vars), options);
     if (out.ok()) {

@@ -19,7 +19,6 @@ with its message; where jinja2 fails otherwise, we must fail too.
 """
 
 import argparse
-import datetime
 import json
 import os
 import random
@@ -27,69 +26,14 @@ import subprocess
 import sys
 import tempfile
 import unittest
-import warnings
-
-import jinja2
-from jinja2 import nodes
-from jinja2.ext import Extension, loopcontrols
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 NODE_MODULES = os.path.join(ROOT, "tests", "js", "node_modules")
-NOW = 1752148800  # 2025-07-10 12:00 UTC, for strftime_now
+sys.path.insert(0, HERE)
+from jinja_reference import NOW, reference_render  # noqa: E402
+
 ARGS = None
-
-
-class RaisedByTemplate(Exception):
-    pass
-
-
-class GenerationTracker(Extension):
-    """transformers' AssistantTracker: {% generation %} ... {% endgeneration %} renders its body."""
-    tags = {"generation"}
-
-    def parse(self, parser):
-        lineno = next(parser.stream).lineno
-        body = parser.parse_statements(["name:endgeneration"], drop_needle=True)
-        return nodes.Scope(body).set_lineno(lineno)
-
-
-def reference_environment():
-    """transformers.utils.chat_template_utils._compile_jinja_template's environment."""
-    def raise_exception(message):
-        raise RaisedByTemplate(message)
-
-    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                          sort_keys=sort_keys)
-
-    def strftime_now(fmt):
-        return datetime.datetime.fromtimestamp(NOW, tz=datetime.timezone.utc).strftime(fmt)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[GenerationTracker, loopcontrols])
-    env.filters["tojson"] = tojson
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = strftime_now
-    return env
-
-
-ENV = reference_environment()
-COMPILED = {}
-# jinja2's compiler warns about subscripts of constants the random expressions contain.
-warnings.filterwarnings("ignore", category=SyntaxWarning)
-
-
-def reference_render(template, context):
-    try:
-        if template not in COMPILED:
-            COMPILED[template] = ENV.from_string(template)
-        return {"ok": True, "text": COMPILED[template].render(**context)}
-    except RaisedByTemplate as e:
-        return {"ok": False, "raised": True, "error": str(e)}
-    except Exception as e:  # noqa: BLE001 - any failure of jinja2 is a failure we must match
-        return {"ok": False, "raised": False, "error": f"{type(e).__name__}: {e}"}
 
 
 def our_render(cases):

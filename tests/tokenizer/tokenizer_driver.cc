@@ -11,7 +11,6 @@
 #include "absl/strings/escaping.h"
 #include "engine/core/json_util.h"
 #include "engine/engine.h"
-#include "engine/tokenizer/chat_template.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/tokenizer/utf8.h"
 
@@ -44,45 +43,8 @@ std::string StreamCheck(const Tokenizer& tok, const std::vector<int32_t>& ids, b
   return full;
 }
 
-// --chat JOB: renders conversations with our chat templates (tests/js/chat_reference.mjs format).
-int Chat(const nlohmann::json& job) {
-  nlohmann::json result = nlohmann::json::object();
-  for (const auto& t : job["templates"]) {
-    const std::string name = t["name"].get<std::string>();
-    auto tmpl = ChatTemplate::FromTemplateText(
-        t["text"].get<std::string>(), t["bos"].get<std::string>(), t["eos"].get<std::string>());
-    if (!tmpl.ok()) return Fail(name + ": " + tmpl.status().ToString());
-    nlohmann::json renders = nlohmann::json::array();
-    for (const auto& conv : job["conversations"]) {
-      std::vector<ChatMessage> messages;
-      for (const auto& m : conv) {
-        messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
-      }
-      nlohmann::json out;
-      for (const auto& [key, opts] : std::vector<std::pair<const char*, ChatRenderOptions>>{
-               {"prompt", {.add_generation_prompt = true}},
-               {"no_prompt", {.add_generation_prompt = false}},
-               {"no_thinking", {.add_generation_prompt = true, .enable_thinking = false}}}) {
-        auto text = tmpl->Render(messages, opts);
-        out[key] = text.ok() ? nlohmann::json(*text) : nlohmann::json();
-      }
-      renders.push_back(out);
-    }
-    result[name] = {{"format", tmpl->name()}, {"renders", renders}};
-  }
-  std::printf("%s", result.dump().c_str());
-  return 0;
-}
-
 int Main(int argc, char** argv) {
-  if (argc == 3 && std::string(argv[1]) == "--chat") {
-    auto text = ReadFile(argv[2]);
-    if (!text.ok()) return Fail(text.status().ToString());
-    auto job = json_util::Parse(*text, "job");
-    if (!job.ok()) return Fail(job.status().ToString());
-    return Chat(*job);
-  }
-  if (argc != 2) return Fail("usage: tokenizer_driver JOB.json | --chat JOB.json");
+  if (argc != 2) return Fail("usage: tokenizer_driver JOB.json");
   auto text = ReadFile(argv[1]);
   if (!text.ok()) return Fail(text.status().ToString());
   auto job = json_util::Parse(*text, "job");

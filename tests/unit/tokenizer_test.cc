@@ -1,6 +1,10 @@
 // Tokenizer behaviour beyond the parity suite (tests/tokenizer): refusals with clear messages,
-// invalid UTF-8, streaming edge cases, chat template selection.
+// invalid UTF-8, streaming edge cases, chat templates (rendering parity is
+// tests/reference/test_chat_templates.py).
 #include "engine/tokenizer/tokenizer.h"
+
+#include <cstdio>
+#include <filesystem>
 
 #include "engine/tokenizer/chat_template.h"
 #include "engine/tokenizer/utf8.h"
@@ -123,40 +127,110 @@ TEST(TokenizerTest, LoadsTheDemoModelTokenizer) {
   ASSERT_TRUE(ids.ok());
   EXPECT_EQ(ids->front(), *(*tok)->bos_id());
   EXPECT_EQ((*tok)->Decode(*ids, true), "Hello world");
-  auto chat = ChatTemplate::FromTemplateText((*tok)->chat_template(), (*tok)->bos_token(),
-                                             (*tok)->eos_token());
+  auto chat =
+      ChatTemplate::Compile((*tok)->chat_template(), (*tok)->bos_token(), (*tok)->eos_token());
   ASSERT_TRUE(chat.ok()) << chat.status();
-  EXPECT_EQ(chat->name(), "llama3");
+  const std::vector<ChatMessage> hello = {{"user", "Hello"}};
+  auto prompt = chat->Render(ChatInput::FromMessages(hello));
+  ASSERT_TRUE(prompt.ok()) << prompt.status();
+  EXPECT_EQ(*prompt,
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n");
 }
 
-TEST(ChatTemplateTest, RefusesUnknownTemplatesPointingAtTheNameOption) {
-  auto t = ChatTemplate::FromTemplateText("{{ messages }}", "<s>", "</s>");
-  ASSERT_FALSE(t.ok());
-  EXPECT_THAT(std::string(t.status().message()), HasSubstr("--chat-template"));
-  auto dated = ChatTemplate::FromTemplateText(
-      "{{- bos_token }}<|start_header_id|>system<|end_header_id|>Cutting Knowledge Date", "", "");
-  ASSERT_FALSE(dated.ok());
-  EXPECT_THAT(std::string(dated.status().message()), HasSubstr("Llama 3.1"));
-  auto none = ChatTemplate::FromTemplateText("", "", "");
-  ASSERT_FALSE(none.ok());
-  auto name = ChatTemplate::FromName("vicuna", "", "");
-  ASSERT_FALSE(name.ok());
-  EXPECT_THAT(std::string(name.status().message()), HasSubstr("llama3, chatml"));
+std::string RenderOrError(const ChatTemplate& t, const ChatInput& in) {
+  absl::StatusOr<std::string> r = t.Render(in);
+  return r.ok() ? *r : "error: " + std::string(r.status().message());
 }
 
-TEST(ChatTemplateTest, NamedFormatsRenderAndCheckRoles) {
-  auto mistral = ChatTemplate::FromName("mistral", "<s>", "</s>");
-  ASSERT_TRUE(mistral.ok());
-  std::vector<ChatMessage> conv = {{"user", "hi"}, {"assistant", "yo"}, {"user", "q"}};
-  EXPECT_EQ(*mistral->Render(conv, {}), "<s>[INST] hi [/INST]yo</s>[INST] q [/INST]");
-  std::vector<ChatMessage> bad = {{"assistant", "first"}};
-  auto r = mistral->Render(bad, {});
-  ASSERT_FALSE(r.ok());
-  EXPECT_THAT(std::string(r.status().message()), HasSubstr("alternate"));
-  auto chatml = ChatTemplate::FromName("chatml", "", "");
-  EXPECT_EQ(*chatml->Render(conv, {.add_generation_prompt = true}),
-            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nyo<|im_end|>\n"
-            "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n");
+TEST(ChatTemplateTest, PreparesMessagesAsVllmDoes) {
+  // Tool-call arguments arrive as a JSON string and reach the template as an object; content
+  // parts are joined with newlines for a template that expects strings.
+  auto t = ChatTemplate::Compile(
+      "{% for m in messages %}{{ m.role }}:{{ m.content }}"
+      "{% for c in m.tool_calls or [] %}[{{ c.function.arguments.city }}]{% endfor %};"
+      "{% endfor %}",
+      "", "");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_FALSE(t->takes_content_parts());
+  ChatInput in;
+  in.messages = nlohmann::ordered_json::parse(R"([
+    {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+    {"role": "assistant", "content": null, "tool_calls": [
+      {"type": "function", "function": {"name": "w", "arguments": "{\"city\": \"Hanoi\"}"}}]}
+  ])");
+  EXPECT_EQ(RenderOrError(*t, in), "user:a\nb;assistant:None[Hanoi];");
+  in.messages[0]["content"].push_back({{"type", "image_url"}, {"image_url", "x"}});
+  EXPECT_THAT(RenderOrError(*t, in), HasSubstr("messages[0].content: only parts of type"));
+
+  auto parts = ChatTemplate::Compile(
+      "{% for m in messages %}{% for p in m['content'] %}<{{ p.text }}>{% endfor %}{% endfor %}",
+      "", "");
+  ASSERT_TRUE(parts.ok());
+  EXPECT_TRUE(parts->takes_content_parts());
+  in.messages.erase(1);
+  in.messages[0]["content"].erase(2);
+  EXPECT_EQ(RenderOrError(*parts, in), "<a><b>");
+}
+
+TEST(ChatTemplateTest, VariablesToolsAndKwargs) {
+  auto t = ChatTemplate::Compile(
+      "{{ bos_token }}|{{ eos_token is defined }}|{{ tools | tojson }}|{{ add_generation_prompt }}"
+      "|{{ enable_thinking }}",
+      "<s>", "");
+  ASSERT_TRUE(t.ok());
+  ChatInput in = ChatInput::FromMessages(std::vector<ChatMessage>{{"user", "x"}});
+  EXPECT_EQ(RenderOrError(*t, in), "<s>|False|null|True|");
+  in.tools = nlohmann::ordered_json::parse(R"([{"type": "function", "function": {"name": "f"}}])");
+  in.add_generation_prompt = false;
+  in.template_kwargs = {{"enable_thinking", false}};
+  EXPECT_EQ(RenderOrError(*t, in),
+            R"(<s>|False|[{"type": "function", "function": {"name": "f"}}]|False|False)");
+  in.template_kwargs = {{"messages", 1}};
+  EXPECT_THAT(RenderOrError(*t, in), HasSubstr("set by the request itself"));
+}
+
+TEST(ChatTemplateTest, ErrorsNameTheirCause) {
+  auto broken = ChatTemplate::Compile("{% for m in messages %}", "", "");
+  ASSERT_FALSE(broken.ok());
+  EXPECT_THAT(std::string(broken.status().message()), HasSubstr("endfor"));
+  EXPECT_FALSE(ChatTemplate::Compile("", "", "").ok());
+  auto strict = ChatTemplate::Compile(
+      "{% if messages[0].role != 'user' %}{{ raise_exception('first must be user') }}{% endif %}",
+      "", "");
+  ASSERT_TRUE(strict.ok());
+  ChatInput in = ChatInput::FromMessages(std::vector<ChatMessage>{{"assistant", "x"}});
+  EXPECT_THAT(RenderOrError(*strict, in), HasSubstr("first must be user"));
+}
+
+TEST(ChatTemplateTest, ResolvesTheFlagValue) {
+  auto chatml = ChatTemplate::ResolveSource("chatml");
+  ASSERT_TRUE(chatml.ok());
+  EXPECT_THAT(*chatml, HasSubstr("<|im_start|>"));
+  EXPECT_EQ(*ChatTemplate::ResolveSource("{{ messages }}"), "{{ messages }}");
+  const std::string path = ::testing::TempDir() + "/template.jinja";
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  std::fputs("{% for m in messages %}{{ m.content }}{% endfor %}", f);
+  std::fclose(f);
+  EXPECT_THAT(*ChatTemplate::ResolveSource(path), HasSubstr("m.content"));
+  auto missing = ChatTemplate::ResolveSource("/nonexistent/template.jinja");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("--chat-template"));
+}
+
+TEST(ChatTemplateTest, ChatTemplateJinjaBesideTheConfigWins) {
+  const std::string dir = ::testing::TempDir() + "/tok_with_jinja";
+  std::filesystem::create_directories(dir);
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json"}) {
+    std::filesystem::copy_file(TinyModelDir() + "/" + name, dir + "/" + name,
+                               std::filesystem::copy_options::overwrite_existing);
+  }
+  std::FILE* f = std::fopen((dir + "/chat_template.jinja").c_str(), "w");
+  std::fputs("from the file", f);
+  std::fclose(f);
+  auto tok = Tokenizer::Load(dir);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ((*tok)->chat_template(), "from the file");
 }
 
 }  // namespace
