@@ -43,6 +43,14 @@ absl::Status SamplingParams::Validate() const {
   if (!(frequency_penalty >= -2.0f && frequency_penalty <= 2.0f)) {
     return Bad("frequency_penalty", "in [-2, 2]", frequency_penalty);
   }
+  if (logit_bias.size() > kMaxLogitBias) {
+    return Bad("logit_bias", absl::StrCat("at most ", kMaxLogitBias, " entries"),
+               static_cast<double>(logit_bias.size()));
+  }
+  for (const auto& [token, bias] : logit_bias) {
+    if (token < 0) return Bad("logit_bias", "keyed by token ids >= 0", token);
+    if (!(bias >= -100.0f && bias <= 100.0f)) return Bad("logit_bias", "in [-100, 100]", bias);
+  }
   if (logprobs < -1 || logprobs > Sampler::kMaxLogprobs) {
     return Bad("logprobs", absl::StrCat("in [0, ", Sampler::kMaxLogprobs, "]"), logprobs);
   }
@@ -71,6 +79,9 @@ SampledToken Sampler::Sample(std::span<const float> logits) {
     for (const auto& [t, n] : output_counts_) {
       work_[t] -= params_.presence_penalty + params_.frequency_penalty * static_cast<float>(n);
     }
+  }
+  for (const auto& [t, bias] : params_.logit_bias) {
+    if (t >= 0 && t < V) work_[t] += bias;
   }
 
   if (params_.greedy()) {

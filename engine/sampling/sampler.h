@@ -24,6 +24,11 @@ struct SamplingParams {
   float frequency_penalty = 0.0f;   // [-2, 2]; generated tokens (as OpenAI)
   std::optional<uint64_t> seed;     // same seed, same output
   int32_t logprobs = -1;            // -1: none; n >= 0: the chosen token's and the top n
+  // OpenAI's logit_bias: added to a token's logit before sampling, after the penalties; a bias
+  // of -100 bans the token, +100 all but forces it. Ids beyond the logits are ignored here (the
+  // frontend refuses them).
+  std::vector<std::pair<int32_t, float>> logit_bias;
+  static constexpr size_t kMaxLogitBias = 1024;
 
   // Refuses out-of-range values with a message naming the field.
   absl::Status Validate() const;

@@ -234,6 +234,13 @@ absl::StatusOr<PreparedRequest> Frontend::Prepare(GenerateInput input) const {
   }
   Submitted out;
   GenerationRequest& r = input.request;
+  for (const auto& [token, bias] : r.sampling.logit_bias) {
+    if (token < 0 || token >= tokenizer_->vocab_size()) {
+      return absl::InvalidArgumentError(absl::StrCat("logit_bias: token id ", token,
+                                                     " is outside the vocabulary [0, ",
+                                                     tokenizer_->vocab_size(), ")"));
+    }
+  }
   if (input.token_ids) {
     r.prompt = std::move(*input.token_ids);
   } else {

@@ -1,5 +1,6 @@
 #include "server/grpc/grpc_convert.h"
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -48,6 +49,9 @@ absl::StatusOr<GenerateInput> GenerateInputFromProto(const v1::GenerateRequest& 
   if (s.has_repetition_penalty()) r.sampling.repetition_penalty = s.repetition_penalty();
   r.sampling.presence_penalty = s.presence_penalty();
   r.sampling.frequency_penalty = s.frequency_penalty();
+  for (const auto& [token, bias] : s.logit_bias()) r.sampling.logit_bias.emplace_back(token, bias);
+  // Map order is unspecified; sort so equal requests sample alike.
+  std::sort(r.sampling.logit_bias.begin(), r.sampling.logit_bias.end());
   if (s.has_seed()) r.sampling.seed = s.seed();
   if (req.has_logprobs()) r.sampling.logprobs = req.logprobs();
   if (req.has_max_tokens()) r.max_tokens = req.max_tokens();

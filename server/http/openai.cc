@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/core/status_macros.h"
 
@@ -134,6 +135,22 @@ absl::StatusOr<ChatInput> ParseChat(absl::string_view text, const json& body) {
     chat.template_kwargs = *it;
   }
   return chat;
+}
+
+// OpenAI's {"token id": bias} map.
+absl::Status ParseLogitBias(const json& body, std::vector<std::pair<int32_t, float>>* out) {
+  auto it = body.find("logit_bias");
+  if (it == body.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_object()) return Bad("logit_bias", "must be an object of token ids to biases");
+  for (const auto& [key, value] : it->items()) {
+    int32_t id = -1;
+    if (!absl::SimpleAtoi(key, &id) || id < 0) {
+      return Bad("logit_bias", absl::StrCat("keys must be token ids, got \"", key, "\""));
+    }
+    if (!value.is_number()) return Bad("logit_bias", "values must be numbers");
+    out->emplace_back(id, value.get<float>());
+  }
+  return absl::OkStatus();
 }
 
 // Completions prompts: a string, an array of strings, an array of token ids, or an array of
@@ -326,7 +343,7 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, absl::string_view 
     if (!it->is_object()) return Bad("stream_options", "must be an object");
     SY_RETURN_IF_ERROR(GetBool(*it, "include_usage", &req.include_usage));
   }
-  SY_RETURN_IF_ERROR(RefuseIfSet(body, "logit_bias", "is not supported"));
+  SY_RETURN_IF_ERROR(ParseLogitBias(body, &base.sampling.logit_bias));
   // Tools render into the prompt (the template decides how); parsing the model's calls back
   // out is not implemented yet, so only tool_choice "none" is accepted with them.
   if (auto it = body.find("tools"); it != body.end() && !it->is_null() && !it->empty()) {

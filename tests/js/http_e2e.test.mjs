@@ -210,6 +210,30 @@ describe("the OpenAI SDK against switchyard-server", () => {
     assert.deepEqual(chat.choices.map((c) => c.index), [0, 1]);
   });
 
+  test("logit_bias steers sampling as OpenAI's does", async () => {
+    const base = { model: BASE, prompt: PROMPT, max_tokens: 6, temperature: 0 };
+    // Banning the greedy first token changes it, over gRPC and HTTP alike.
+    const greedy = await unary(server.client, "Generate", {
+      text: PROMPT, sampling: { temperature: 0 }, max_tokens: 1 });
+    const firstId = greedy.token_ids[0];
+    const banned = await unary(server.client, "Generate", {
+      text: PROMPT, sampling: { temperature: 0, logit_bias: { [firstId]: -100 } }, max_tokens: 1 });
+    assert.notEqual(banned.token_ids[0], firstId);
+    const bannedHttp = await openai.completions.create({
+      ...base, max_tokens: 1, logit_bias: { [firstId]: -100 } });
+    const bannedText = (await call(server, "POST", "/detokenize",
+                                   { tokens: banned.token_ids })).json.prompt;
+    assert.equal(bannedHttp.choices[0].text, bannedText);
+    // Forcing a token repeats it.
+    const forced = await openai.completions.create({ ...base, logit_bias: { 42: 100 }, temperature: 1,
+                                                     seed: 7 });
+    const text42 = (await call(server, "POST", "/detokenize", { tokens: [42] })).json.prompt;
+    assert.equal(forced.choices[0].text, text42.repeat(6));
+    const chat = await openai.chat.completions.create({
+      model: BASE, messages: [{ role: "user", content: "hi" }], max_tokens: 3, logit_bias: { 42: 100 } });
+    assert.equal(chat.choices[0].message.content, text42.repeat(3));
+  });
+
   test("stop strings end the text before them", async () => {
     const params = { model: "mixlora", prompt: PROMPT, max_tokens: 24, temperature: 0,
                      ignore_eos: true };
@@ -306,9 +330,10 @@ describe("the OpenAI SDK against switchyard-server", () => {
                                { model: BASE, prompt: [999999] }), 400, /vocabulary/);
     assertErrorBody(await call(server, "POST", "/v1/chat/completions",
                                { model: BASE, messages: [{ role: "user" }] }), 400, /content/);
-    assertErrorBody(await call(server, "POST", "/v1/completions",
-                               { model: BASE, prompt: "x", logit_bias: { 5: 10 } }), 400,
-                    /logit_bias/);
+    for (const logit_bias of [{ 5: 101 }, { x: 1 }, { 5: "1" }, [1], { 999999: 1 }]) {
+      assertErrorBody(await call(server, "POST", "/v1/completions",
+                                 { model: BASE, prompt: "x", logit_bias }), 400, /logit_bias/);
+    }
     e = assertErrorBody(await call(server, "POST", "/v1/completions",
                                    { model: "nope", prompt: "x" }), 404, /nope/);
     assert.equal(e.code, "model_not_found");

@@ -31,7 +31,35 @@ TEST(SamplingParamsTest, RefusesOutOfRangeValuesNamingTheField) {
   EXPECT_THAT(error([](auto& p) { p.presence_penalty = 3; }), HasSubstr("presence_penalty"));
   EXPECT_THAT(error([](auto& p) { p.frequency_penalty = -3; }), HasSubstr("frequency_penalty"));
   EXPECT_THAT(error([](auto& p) { p.logprobs = 21; }), HasSubstr("logprobs"));
+  EXPECT_THAT(error([](auto& p) {
+                p.logit_bias = {{1, 101.0f}};
+              }),
+              HasSubstr("logit_bias must be in [-100, 100]"));
+  EXPECT_THAT(error([](auto& p) { p.logit_bias = {{1, NAN}}; }), HasSubstr("logit_bias"));
+  EXPECT_THAT(error([](auto& p) { p.logit_bias = {{-1, 1.0f}}; }), HasSubstr("token ids"));
+  EXPECT_THAT(error([](auto& p) {
+                p.logit_bias.assign(1025, {1, 1.0f});
+              }),
+              HasSubstr("at most 1024"));
   EXPECT_TRUE(SamplingParams().Validate().ok());
+}
+
+TEST(SamplerTest, LogitBiasShiftsTokensBeforeSampling) {
+  SamplingParams p;
+  p.temperature = 0;
+  p.logit_bias = {{1, -100.0f}, {3, 2.0f}};  // ban the argmax; 0.5 + 2 = 2.5 < 2.9
+  EXPECT_EQ(Sampler(p, {}, 0).Sample(Logits()).token, 4);
+  p.logit_bias = {{0, 100.0f}, {99, 5.0f}};  // out-of-vocabulary ids are ignored here
+  EXPECT_EQ(Sampler(p, {}, 0).Sample(Logits()).token, 0);
+  // Sampled, a banned token never appears; log-probs stay those of the raw logits.
+  SamplingParams q;
+  q.logit_bias = {{1, -100.0f}, {2, -100.0f}, {4, -100.0f}};
+  q.logprobs = 0;
+  for (uint64_t seed = 0; seed < 200; ++seed) {
+    q.seed = seed;
+    const SampledToken t = Sampler(q, {}, 0).Sample(Logits());
+    EXPECT_TRUE(t.token == 0 || t.token == 3) << t.token;
+  }
 }
 
 TEST(SamplerTest, GreedyPicksTheArgmax) {
