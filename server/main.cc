@@ -81,8 +81,10 @@ ABSL_FLAG(std::string, matmul_precision, "f32", "f32 (exact) or bf16 (faster, BF
 ABSL_FLAG(std::string, device, "auto",
           "cpu, cuda, or auto (cuda when this build has it and a GPU is visible; docs/cuda.md)");
 ABSL_FLAG(std::string, chat_template, "",
-          "chat format overriding the model's template: llama3, "
-          "chatml, qwen3, llama2 or mistral");
+          "Jinja chat template overriding the model's: a file, the template text, or chatml");
+ABSL_FLAG(std::string, tool_call_parser, "auto",
+          "how tool calls are read from output: auto (by the chat template), hermes, "
+          "llama3_json, mistral or none");
 ABSL_FLAG(std::string, admin_token, "",
           "token admin calls must present (default: $SWITCHYARD_ADMIN_TOKEN; empty: admin is open "
           "on a loopback --host only, unless --insecure-admin)");
@@ -319,6 +321,7 @@ int Main() {
   }
   ApplyAdminPolicy(absl::GetFlag(FLAGS_host), absl::GetFlag(FLAGS_insecure_admin), &fo);
   fo.chat_template = absl::GetFlag(FLAGS_chat_template);
+  fo.tool_call_parser = absl::GetFlag(FLAGS_tool_call_parser);
   fo.max_pending_adapter_loads = absl::GetFlag(FLAGS_max_pending_adapter_loads);
   absl::StatusOr<std::unique_ptr<Frontend>> frontend =
       Frontend::Create(engine->get(), scheduler->get(), &registry, tokenizer->get(), fo);

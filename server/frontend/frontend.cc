@@ -178,8 +178,13 @@ absl::StatusOr<std::unique_ptr<Frontend>> Frontend::Create(Engine* engine, Sched
              t.status().message());
     }
   }
-  return std::unique_ptr<Frontend>(
+  SY_ASSIGN_OR_RETURN(
+      const ToolCallFormat tools,
+      ParseToolCallFormat(options.tool_call_parser, chat ? chat->source() : std::string()));
+  auto frontend = std::unique_ptr<Frontend>(
       new Frontend(engine, scheduler, registry, tokenizer, std::move(options), std::move(chat)));
+  frontend->tool_call_format_ = tools;
+  return frontend;
 }
 
 absl::StatusOr<std::vector<int32_t>> Frontend::Tokenize(absl::string_view text,

@@ -19,6 +19,7 @@
 #include "engine/engine.h"
 #include "engine/tokenizer/chat_template.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "server/frontend/tool_calls.h"
 #include "server/scheduler/scheduler.h"
 
 namespace switchyard {
@@ -33,6 +34,8 @@ struct FrontendOptions {
   // --chat-template: a file, template text, or "chatml", overriding the model's; empty: the
   // model's own.
   std::string chat_template;
+  // --tool-call-parser: auto (by the chat template), hermes, llama3_json, mistral or none.
+  std::string tool_call_parser = "auto";
   // Admin loads queued or running at once (they run one at a time); more: RESOURCE_EXHAUSTED.
   int max_pending_adapter_loads = 4;
 };
@@ -136,6 +139,8 @@ class Frontend {
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   const std::string& served_model_name() const { return options_.served_model_name; }
   bool has_chat_template() const { return chat_template_.has_value(); }
+  // How this model's tool calls are read back from its output (kNone: they are not).
+  ToolCallFormat tool_call_format() const { return tool_call_format_; }
 
  private:
   Frontend(Engine* engine, Scheduler* scheduler, AdapterRegistry* registry,
@@ -148,6 +153,7 @@ class Frontend {
   const Tokenizer* const tokenizer_;
   const FrontendOptions options_;
   const std::optional<ChatTemplate> chat_template_;
+  ToolCallFormat tool_call_format_ = ToolCallFormat::kNone;
   FrontendObserver observer_;
   absl::StatusOr<Submitted> SubmitUnobserved(GenerateInput input,
                                              std::shared_ptr<RequestSink> sink);

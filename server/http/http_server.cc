@@ -538,11 +538,31 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     if (g.req.stream) {
       const bool first = !g.started[index];
       g.started[index] = true;
-      if (normal && (first || e.finished() || !e.text.empty() || !e.logprobs.empty())) {
-        const int64_t sent = static_cast<int64_t>(c.text.size() - e.text.size()) +
-                             (first ? 0 : static_cast<int64_t>(c.prompt_text.size()));
+      // Completions' log-probs give each token's offset in the whole text.
+      const int64_t sent = static_cast<int64_t>(c.text.size() - e.text.size()) +
+                           (first ? 0 : static_cast<int64_t>(c.prompt_text.size()));
+      std::vector<ToolCall> calls;
+      if (g.req.tool_format != ToolCallFormat::kNone) {
+        // The text goes through the tool-call parser: what may be part of a call is held back.
+        if (!c.tool_stream) c.tool_stream = std::make_shared<ToolCallStream>(g.req.tool_format);
+        ToolCallStream::Delta d = c.tool_stream->Push(e.text);
+        if (e.finished()) {
+          ToolCallStream::Delta rest = c.tool_stream->Finish();
+          d.content += rest.content;
+          d.calls.insert(d.calls.end(), rest.calls.begin(), rest.calls.end());
+        }
+        e.text = std::move(d.content);
+        calls = std::move(d.calls);
+        if (!g.req.parallel_tool_calls) {
+          calls.resize(std::min<size_t>(calls.size(), c.tool_calls_sent == 0 ? 1 : 0));
+        }
+      }
+      if (normal &&
+          (first || e.finished() || !e.text.empty() || !e.logprobs.empty() || !calls.empty())) {
         Queue(openai::BuildChunk(g.req, g.id, g.created, index, e, first, c.prompt_text, sent,
-                                 frontend()->tokenizer()));
+                                 frontend()->tokenizer(), calls, c.tool_calls_sent,
+                                 c.tool_calls_sent + static_cast<int>(calls.size()) > 0));
+        c.tool_calls_sent += static_cast<int>(calls.size());
       }
       if (g.remaining == 0) {
         if (!g.failure.ok()) Queue(openai::ErrorBody(g.failure));

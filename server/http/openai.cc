@@ -137,6 +137,60 @@ absl::StatusOr<ChatInput> ParseChat(absl::string_view text, const json& body) {
   return chat;
 }
 
+// tools / tool_choice / parallel_tool_calls. Tools always render into the prompt; with
+// tool_choice "auto" (the default with tools) calls are parsed from the output in the model's
+// format. "required" and a named function need constrained decoding, which is not implemented.
+absl::Status ParseToolChoice(Endpoint endpoint, const json& body, const Frontend& frontend,
+                             ParsedRequest* req) {
+  auto tools = body.find("tools");
+  const bool has_tools = tools != body.end() && !tools->is_null() && !tools->empty();
+  auto choice = body.find("tool_choice");
+  const bool has_choice = choice != body.end() && !choice->is_null();
+  SY_RETURN_IF_ERROR(GetBool(body, "parallel_tool_calls", &req->parallel_tool_calls));
+  if (!has_tools) {
+    if (has_choice && *choice != json("none")) {
+      return Bad("tool_choice", "is only allowed when tools are given");
+    }
+    return absl::OkStatus();
+  }
+  if (endpoint != Endpoint::kChat) return Bad("tools", "are for chat completions");
+  const json mode = has_choice ? *choice : json("auto");
+  if (mode == json("none")) return absl::OkStatus();
+  if (mode != json("auto")) {
+    if (mode == json("required") || mode.is_object()) {
+      return Bad("tool_choice",
+                 "\"required\" and a named function need constrained decoding, which this "
+                 "server does not implement yet; use \"auto\" or \"none\"");
+    }
+    return Bad("tool_choice", "must be \"none\", \"auto\", \"required\" or a function");
+  }
+  if (frontend.tool_call_format() == ToolCallFormat::kNone) {
+    return Bad("tool_choice",
+               "the model's chat template shows no tool-call format this server parses; start "
+               "it with --tool-call-parser (hermes, llama3_json, mistral) or send "
+               "tool_choice \"none\"");
+  }
+  req->tool_format = frontend.tool_call_format();
+  return absl::OkStatus();
+}
+
+// A choice that called a tool and then stopped reports "tool_calls", as OpenAI's do.
+bool EndedByStop(FinishReason r) {
+  return r == FinishReason::kStop || r == FinishReason::kStopString;
+}
+
+json ToolCallsJson(const std::vector<ToolCall>& calls, int first_index, bool with_index) {
+  json out = json::array();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    json call = {{"id", calls[i].id},
+                 {"type", "function"},
+                 {"function", {{"name", calls[i].name}, {"arguments", calls[i].arguments}}}};
+    if (with_index) call["index"] = first_index + static_cast<int>(i);
+    out.push_back(std::move(call));
+  }
+  return out;
+}
+
 // OpenAI's {"token id": bias} map.
 absl::Status ParseLogitBias(const json& body, std::vector<std::pair<int32_t, float>>* out) {
   auto it = body.find("logit_bias");
@@ -344,18 +398,12 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, absl::string_view 
     SY_RETURN_IF_ERROR(GetBool(*it, "include_usage", &req.include_usage));
   }
   SY_RETURN_IF_ERROR(ParseLogitBias(body, &base.sampling.logit_bias));
-  // Tools render into the prompt (the template decides how); parsing the model's calls back
-  // out is not implemented yet, so only tool_choice "none" is accepted with them.
-  if (auto it = body.find("tools"); it != body.end() && !it->is_null() && !it->empty()) {
-    if (endpoint != Endpoint::kChat) return Bad("tools", "are for chat completions");
-    if (body.value("tool_choice", json("auto")) != json("none")) {
-      return Bad("tool_choice",
-                 "only \"none\" is supported: tools are rendered into the prompt, but tool "
-                 "calls are not parsed from the output yet");
-    }
-  }
-  SY_RETURN_IF_ERROR(RefuseIfSet(body, "functions", "function calling is not supported"));
+  SY_RETURN_IF_ERROR(RefuseIfSet(body, "functions", "is deprecated by OpenAI; send tools"));
   SY_RETURN_IF_ERROR(RefuseIfSet(body, "suffix", "is not supported"));
+  SY_RETURN_IF_ERROR(ParseToolChoice(endpoint, body, frontend, &req));
+  if (req.tool_format == ToolCallFormat::kMistral) {
+    base.skip_special_tokens = false;  // [TOOL_CALLS] is a control token
+  }
   if (auto it = body.find("response_format"); it != body.end() && !it->is_null()) {
     if (!it->is_object() || it->value("type", "") != "text") {
       return Bad("response_format", "only {\"type\": \"text\"} is supported");
@@ -475,6 +523,16 @@ json BuildResponse(const ParsedRequest& req, const std::string& id, int64_t crea
       choice["logprobs"] = req.logprobs >= 0
                                ? CompletionLogprobs(c.logprobs, tokenizer, c.prompt_text.size())
                                : json();
+    } else if (req.tool_format != ToolCallFormat::kNone) {
+      ParsedToolOutput parsed = ParseToolCalls(req.tool_format, c.text);
+      if (!req.parallel_tool_calls && parsed.calls.size() > 1) parsed.calls.resize(1);
+      choice["message"] = {{"role", "assistant"},
+                           {"content", parsed.content ? json(*parsed.content) : json()}};
+      if (!parsed.calls.empty()) {
+        choice["message"]["tool_calls"] = ToolCallsJson(parsed.calls, 0, false);
+        if (EndedByStop(c.finish)) choice["finish_reason"] = "tool_calls";
+      }
+      choice["logprobs"] = req.logprobs >= 0 ? ChatLogprobs(c.logprobs, tokenizer) : json();
     } else {
       choice["message"] = {{"role", "assistant"}, {"content", c.text}};
       choice["logprobs"] = req.logprobs >= 0 ? ChatLogprobs(c.logprobs, tokenizer) : json();
@@ -492,13 +550,18 @@ json BuildResponse(const ParsedRequest& req, const std::string& id, int64_t crea
 
 json BuildChunk(const ParsedRequest& req, const std::string& id, int64_t created, int index,
                 const RequestEvent& event, bool first, const std::string& echo_text,
-                int64_t text_offset, const Tokenizer& tokenizer) {
+                int64_t text_offset, const Tokenizer& tokenizer, const std::vector<ToolCall>& calls,
+                int first_call_index, bool called) {
   const bool chat = req.endpoint == Endpoint::kChat;
   json choice = {{"index", index}, {"finish_reason", FinishReasonJson(event.finish)}};
+  if (called && EndedByStop(event.finish)) {
+    choice["finish_reason"] = "tool_calls";
+  }
   if (chat) {
     json delta = json::object();
     if (first) delta["role"] = "assistant";
     if (!event.text.empty() || first) delta["content"] = event.text;
+    if (!calls.empty()) delta["tool_calls"] = ToolCallsJson(calls, first_call_index, true);
     choice["delta"] = delta;
     choice["logprobs"] = req.logprobs >= 0 ? ChatLogprobs(event.logprobs, tokenizer) : json();
   } else {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,9 @@ struct ParsedRequest {
   bool include_usage = false;  // stream_options.include_usage
   bool echo = false;           // completions
   int logprobs = -1;           // top alternatives per token (-1: no logprobs)
+  // Chat with tools and tool_choice "auto": how calls are read from the output.
+  ToolCallFormat tool_format = ToolCallFormat::kNone;
+  bool parallel_tool_calls = true;
 };
 
 // INVALID_ARGUMENT naming the parameter for wrong types and values (unknown fields are ignored);
@@ -40,6 +44,9 @@ struct ChoiceState {
   FinishReason finish = FinishReason::kNone;
   RequestUsage usage;
   std::string prompt_text;  // echo
+  // Streamed chat with tool parsing: the parser's state and the calls already sent.
+  std::shared_ptr<ToolCallStream> tool_stream;
+  int tool_calls_sent = 0;
 };
 
 // "stop" or "length" for finish reasons that end a choice normally, "abort" for the others,
@@ -55,10 +62,13 @@ nlohmann::json BuildResponse(const ParsedRequest& req, const std::string& id, in
 // event of the choice, its finish_reason. `first` adds the chat role (and echo text).
 // `text_offset`: the length of the choice's text sent before this chunk (completions' log-probs
 // give each token's offset in the whole text).
+// `calls`: tool calls completed with this event (numbered from `first_call_index`); `called`:
+// whether the choice has called a tool (its finish_reason is then "tool_calls").
 nlohmann::json BuildChunk(const ParsedRequest& req, const std::string& id, int64_t created,
                           int index, const RequestEvent& event, bool first,
                           const std::string& echo_text, int64_t text_offset,
-                          const Tokenizer& tokenizer);
+                          const Tokenizer& tokenizer, const std::vector<ToolCall>& calls = {},
+                          int first_call_index = 0, bool called = false);
 
 // The final usage chunk (stream_options.include_usage).
 nlohmann::json BuildUsageChunk(const ParsedRequest& req, const std::string& id, int64_t created,

@@ -153,9 +153,27 @@ describe("chat templates", () => {
       assert.equal(r.status, 400, JSON.stringify(body));
       assert.match(r.json.error.message, pattern);
     }
-    await assert.rejects(openai.chat.completions.create({
-      model: "tiny", messages, tools: [WEATHER] }),
+    for (const tool_choice of ["required", { type: "function", function: { name: "get_weather" } }]) {
+      await assert.rejects(openai.chat.completions.create({
+        model: "tiny", messages, tools: [WEATHER], tool_choice }),
+        (e) => e.status === 400 && /tool_choice/.test(e.message) && /constrained decoding/.test(e.message));
+    }
+    await assert.rejects(openai.chat.completions.create({ model: "tiny", messages, tool_choice: "auto" }),
       (e) => e.status === 400 && /tool_choice/.test(e.message));
+  });
+
+  test("tool_choice auto: output is parsed in the template's format (llama3_json here)", async () => {
+    // The demo model is random: it writes no call, so its text comes back as content, streamed
+    // and not alike (the parser holds back nothing that is not a call).
+    const messages = [{ role: "user", content: "Weather in Hanoi?" }];
+    const params = { model: "tiny", messages, tools: [WEATHER], max_tokens: 8, temperature: 0 };
+    const plain = await openai.chat.completions.create(params);
+    assert.equal(plain.choices[0].message.tool_calls, undefined);
+    assert.equal(typeof plain.choices[0].message.content, "string");
+    const stream = await openai.chat.completions.create({ ...params, stream: true });
+    let text = "";
+    for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? "";
+    assert.equal(text, plain.choices[0].message.content);
   });
 });
 
