@@ -76,36 +76,50 @@ std::optional<std::vector<ToolCall>> CallsFromJsonText(absl::string_view text,
   return calls;
 }
 
+// The end (one past) of the JSON object starting at text[0] == '{', by brace depth outside
+// strings; npos when it does not close. Linear, so splitting a long output costs one pass.
+size_t ObjectEnd(absl::string_view text) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      ++depth;
+    } else if ((c == '}' || c == ']') && --depth == 0) {
+      return i + 1;
+    }
+  }
+  return absl::string_view::npos;
+}
+
 // Llama 3.x: after an optional <|python_tag|>, one or more call objects separated by ';'.
 std::optional<std::vector<ToolCall>> Llama3Calls(absl::string_view text) {
   absl::string_view body = absl::StripLeadingAsciiWhitespace(text);
   absl::ConsumePrefix(&body, kPythonTag);
   body = absl::StripAsciiWhitespace(body);
-  if (!absl::StartsWith(body, "{")) return std::nullopt;
-  // Split on ';' between objects: parse greedily by trying each ';' boundary.
   std::vector<ToolCall> calls;
-  size_t start = 0;
-  while (start < body.size()) {
-    size_t end = body.size();
-    std::optional<std::vector<ToolCall>> one;
-    for (size_t semi = body.find(';', start); semi != absl::string_view::npos;
-         semi = body.find(';', semi + 1)) {
-      one = CallsFromJsonText(body.substr(start, semi - start), ToolCallFormat::kLlama3Json);
-      if (one && one->size() == 1) {
-        end = semi;
-        break;
-      }
-      one.reset();
-    }
-    if (!one) {
-      one = CallsFromJsonText(body.substr(start), ToolCallFormat::kLlama3Json);
-      if (!one || one->size() != 1) return std::nullopt;
-    }
+  while (!body.empty()) {
+    if (body[0] != '{') return std::nullopt;
+    const size_t end = ObjectEnd(body);
+    if (end == absl::string_view::npos) return std::nullopt;
+    std::optional<std::vector<ToolCall>> one =
+        CallsFromJsonText(body.substr(0, end), ToolCallFormat::kLlama3Json);
+    if (!one || one->size() != 1) return std::nullopt;
     calls.push_back(std::move(one->front()));
-    start = end + 1;
-    while (start < body.size() && absl::ascii_isspace(static_cast<unsigned char>(body[start]))) {
-      ++start;
-    }
+    body = absl::StripLeadingAsciiWhitespace(body.substr(end));
+    if (body.empty()) break;
+    if (!absl::ConsumePrefix(&body, ";")) return std::nullopt;
+    body = absl::StripLeadingAsciiWhitespace(body);
   }
   if (calls.empty()) return std::nullopt;
   return calls;
@@ -224,8 +238,15 @@ ToolCallStream::Delta ToolCallStream::Push(absl::string_view text) {
       pending_.erase(0, at);
       in_call_ = true;
     }
-    const size_t close = pending_.find(kHermesClose.data(), 0, kHermesClose.size());
-    if (close == std::string::npos) return d;
+    // Resume the search for the closing tag where the last push left it (a long call arrives in
+    // many pushes).
+    const size_t from = scanned_ > kHermesClose.size() ? scanned_ - kHermesClose.size() : 0;
+    const size_t close = pending_.find(kHermesClose.data(), from, kHermesClose.size());
+    if (close == std::string::npos) {
+      scanned_ = pending_.size();
+      return d;
+    }
+    scanned_ = 0;
     const absl::string_view body =
         absl::string_view(pending_).substr(kHermesOpen.size(), close - kHermesOpen.size());
     std::optional<std::vector<ToolCall>> calls = CallsFromJsonText(body, format_);

@@ -60,6 +60,7 @@ class ToolCallStream {
   ToolCallFormat format_;
   std::string pending_;   // text held back: a possible marker prefix, or an open call
   bool in_call_ = false;  // hermes: inside <tool_call>; others: buffering to the end
+  size_t scanned_ = 0;    // hermes: how much of an open call was searched for its end
   bool decided_ = false;  // llama3_json: whether the output starts like a call is known
   bool called_ = false;
 };

@@ -81,6 +81,13 @@ TEST(ToolCallsTest, Hermes) {
     EXPECT_TRUE(p.calls.empty()) << kept;
     EXPECT_EQ(p.content, kept);
   }
+  // A long call streamed in small pieces: the end tag is searched for once overall.
+  ToolCallStream long_call(ToolCallFormat::kHermes);
+  long_call.Push("<tool_call>{\"name\": \"a\", \"arguments\": {\"s\": \"");
+  for (int i = 0; i < 100000; ++i) EXPECT_TRUE(long_call.Push("xy").content.empty());
+  ToolCallStream::Delta end = long_call.Push("\"}}</tool_call>");
+  ASSERT_EQ(end.calls.size(), 1u);
+  EXPECT_EQ(end.calls[0].arguments.size(), 200000u + 8);
   for (const std::string& t : {one, two, std::string("a <tool_call>{bad}</tool_call> b <tool_")}) {
     ExpectStreamingAgrees(ToolCallFormat::kHermes, t);
   }
@@ -99,6 +106,17 @@ TEST(ToolCallsTest, Llama3Json) {
                      "{\"name\": \"b\", \"arguments\": {}}");
   EXPECT_THAT(Names(p.calls), ElementsAre("a", "b"));
   EXPECT_THAT(Arguments(p.calls), ElementsAre(R"({"s":"x;y"})", "{}"));
+
+  p = ParseToolCalls(ToolCallFormat::kLlama3Json,
+                     "{\"name\": \"a\", \"parameters\": {\"s\": \"};{\\\"\"}} ; {\"name\": \"b\"}");
+  EXPECT_THAT(Names(p.calls), ElementsAre("a", "b"));
+  EXPECT_THAT(Arguments(p.calls), ElementsAre(R"({"s":"};{\""})", "{}"));
+  // A long output full of separators parses in one pass (a quadratic split would not finish).
+  const std::string many =
+      "{\"name\": \"a\", \"parameters\": {\"s\": \"" + std::string(200000, ';') + "\"}}";
+  EXPECT_THAT(Names(ParseToolCalls(ToolCallFormat::kLlama3Json, many).calls), ElementsAre("a"));
+  EXPECT_TRUE(ParseToolCalls(ToolCallFormat::kLlama3Json, "{\"x\": \"" + std::string(200000, ';'))
+                  .calls.empty());
 
   for (const std::string& kept :
        {std::string("The weather is fine."), std::string("{\"answer\": 42}"),
