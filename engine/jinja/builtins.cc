@@ -51,6 +51,15 @@ Value GetPath(Interpreter& in, Value v, const std::string& path) {
   return v;
 }
 
+// A required argument: absent is an error naming it, as Python's missing positional argument.
+Value Required(CallArgs& a, size_t index, absl::string_view name, absl::string_view function) {
+  const bool given =
+      index < a.positional.size() || std::any_of(a.keywords.begin(), a.keywords.end(),
+                                                 [&](const auto& kw) { return kw.first == name; });
+  if (!given) Fail(absl::StrCat(function, "() missing required argument '", name, "'"));
+  return a.Get(index, name);
+}
+
 // ---- filters ----
 
 Value FilterDefault(Interpreter&, const Value& v, CallArgs& a) {
@@ -668,7 +677,7 @@ const absl::flat_hash_map<std::string, FilterFn>& Filters() {
 bool IsInt(const Value& v) { return v.kind() == Value::Kind::kInt; }
 
 bool TestCompare(Interpreter&, const Value& v, CallArgs& a, const char* name, int want) {
-  Value other = a.Get(0, "b");
+  Value other = Required(a, 0, "b", name);
   a.ExpectConsumed(name);
   if (want == 0) return Equals(v, other);
   if (want == 9) return !Equals(v, other);
@@ -742,17 +751,17 @@ bool TestEven(Interpreter&, const Value& v, CallArgs& a) {
   return RequireInt(v, "even") % 2 == 0;
 }
 bool TestDivisibleBy(Interpreter& in, const Value& v, CallArgs& a) {
-  Value n = a.Get(0, "num");
+  Value n = Required(a, 0, "num", "divisibleby");
   a.ExpectConsumed("divisibleby");
   return Truthy(Arithmetic(in, "%", v, n)) == false;
 }
 bool TestSameAs(Interpreter&, const Value& v, CallArgs& a) {
-  Value other = a.Get(0, "other");
+  Value other = Required(a, 0, "other", "sameas");
   a.ExpectConsumed("sameas");
   return v.SameObject(other);
 }
 bool TestIn(Interpreter&, const Value& v, CallArgs& a) {
-  Value seq = a.Get(0, "seq");
+  Value seq = Required(a, 0, "seq", "in");
   a.ExpectConsumed("in");
   return Contains(seq, v);
 }

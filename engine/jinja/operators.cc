@@ -253,7 +253,13 @@ std::string PercentFormat(Interpreter& in, absl::string_view format, const Value
         break;
       }
       case 'c':
-        piece = arg.is_string() ? arg.str() : std::string(1, static_cast<char>(arg.as_int()));
+        if (arg.is_string() && CodePointCount(arg.str()) == 1) {
+          piece = arg.str();
+        } else if (arg.kind() == Value::Kind::kInt && arg.as_int() >= 0 && arg.as_int() < 128) {
+          piece = std::string(1, static_cast<char>(arg.as_int()));
+        } else {
+          Fail("%c requires an ASCII code or a single character");
+        }
         break;
       case 'd':
       case 'i':

@@ -34,6 +34,9 @@ absl::StatusOr<Template> Template::Parse(absl::string_view source) {
     return ToStatus(e);
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError("chat template: out of memory while parsing");
+  } catch (const std::exception& e) {
+    // A defect of ours, not of the template: fail the one request, never the server.
+    return absl::InternalError(absl::StrCat("chat template: internal error: ", e.what()));
   }
 }
 
@@ -48,6 +51,8 @@ absl::StatusOr<std::string> Template::Render(std::vector<std::pair<std::string, 
     return ToStatus(e);
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError("chat template: out of memory while rendering");
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("chat template: internal error: ", e.what()));
   }
 }
 

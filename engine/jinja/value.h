@@ -82,7 +82,11 @@ class Value {
   DictObject& mutable_dict() const { return *std::get<std::shared_ptr<DictObject>>(data_); }
   const Callable& callable() const { return *std::get<std::shared_ptr<Callable>>(data_); }
   // The name an undefined value was looked up by ("" when it has none).
-  const std::string& undefined_name() const { return std::get<std::string>(data_); }
+  const std::string& undefined_name() const {
+    static const std::string kNone;
+    const std::string* s = std::get_if<std::string>(&data_);
+    return s != nullptr ? *s : kNone;
+  }
 
   // Python's identity for the `sameas` test: the same object, or equal immutable scalars.
   bool SameObject(const Value& other) const;

@@ -257,6 +257,14 @@ FEATURES = [
     "{{ 'unterminated }}",
     "{% include 'other.jinja' %}",
     "{{ 1 +* 2 }}",
+    "{{ 1 is lt }}",
+    "{{ x is sameas }}",
+    "{{ 4 is divisibleby }}",
+    "{{ 'a' is in }}",
+    "{{ '%c' % 65 }}{{ '%c' % 'x' }}",
+    "{{ '%c' % 1.5 }}",
+    "{{ range() }}",
+    "{{ 'a'.split(1) }}",
 ]
 
 FEATURE_CONTEXT = {

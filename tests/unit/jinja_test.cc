@@ -61,6 +61,14 @@ TEST(JinjaTest, UndefinedValuesFailOnlyWhereJinjaFails) {
   EXPECT_THAT(Error(Render("{{ missing + 1 }}")), HasSubstr("'missing' is undefined"));
 }
 
+TEST(JinjaTest, MissingArgumentsAreErrorsNotCrashes) {
+  // These once reached an unchecked variant access (a process abort).
+  EXPECT_THAT(Error(Render("{{ 1 is lt }}")), HasSubstr("missing required argument 'b'"));
+  EXPECT_THAT(Error(Render("{{ x is sameas }}")), HasSubstr("'other'"));
+  EXPECT_THAT(Error(Render("{{ '%c' % [1] }}")), HasSubstr("%c"));
+  EXPECT_THAT(Error(Render("{{ 1 is divisibleby }}")), HasSubstr("'num'"));
+}
+
 TEST(JinjaTest, MutatingMethodsAreRefusedAsInTheSandbox) {
   EXPECT_THAT(Error(Render("{% set l = [1] %}{{ l.append(2) }}")), HasSubstr("unsafe"));
   EXPECT_THAT(Error(Render("{% set d = {} %}{{ d.update({'a': 1}) }}")), HasSubstr("unsafe"));
