@@ -3,8 +3,10 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "engine/core/json_util.h"
 #include "engine/core/status_macros.h"
+#include "engine/jinja/py_string.h"
 
 namespace switchyard {
 namespace {
@@ -106,6 +108,34 @@ absl::StatusOr<ojson> PrepareMessages(const ojson& messages, bool content_parts)
   return out;
 }
 
+// transformers' continue_final_message: the rendered prompt, cut right after the last place the
+// final message's content appears (stripped when templates trimmed it).
+absl::Status CutAfterFinalMessage(const ojson& messages, std::string* prompt) {
+  if (messages.empty()) return absl::InvalidArgumentError("continue_final_message: no messages");
+  const ojson& last = messages.back();
+  std::string content;
+  if (auto c = last.find("content"); c != last.end()) {
+    if (c->is_string()) {
+      content = c->get<std::string>();
+    } else if (c->is_array() && !c->empty() && c->back().is_object() &&
+               c->back().value("text", ojson()).is_string()) {
+      content = c->back()["text"].get<std::string>();
+    }
+  }
+  size_t at = prompt->rfind(content);
+  if (at == std::string::npos) {
+    content = jinja::py::Strip(content, std::nullopt, true, true);  // Python's str.strip()
+    at = prompt->rfind(content);
+  }
+  if (at == std::string::npos) {
+    return absl::InvalidArgumentError(
+        "continue_final_message: the final message's content does not appear in the rendered "
+        "prompt, so it cannot be continued");
+  }
+  prompt->resize(at + content.size());
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 ChatInput ChatInput::FromMessages(std::span<const ChatMessage> messages) {
@@ -149,6 +179,10 @@ absl::StatusOr<std::string> ChatTemplate::ResolveSource(absl::string_view flag_v
 }
 
 absl::StatusOr<std::string> ChatTemplate::Render(const ChatInput& input) const {
+  if (input.continue_final_message && input.add_generation_prompt) {
+    return absl::InvalidArgumentError(
+        "continue_final_message: cannot be combined with add_generation_prompt (set it false)");
+  }
   SY_ASSIGN_OR_RETURN(ojson messages, PrepareMessages(input.messages, takes_content_parts_));
   if (!input.tools.is_null() && !input.tools.is_array()) {
     return absl::InvalidArgumentError("tools: must be an array");
@@ -177,7 +211,11 @@ absl::StatusOr<std::string> ChatTemplate::Render(const ChatInput& input) const {
   }
   vars.emplace_back("tools", std::move(tools));
   vars.emplace_back("add_generation_prompt", jinja::Value::Bool(input.add_generation_prompt));
-  return template_.Render(std::move(vars));
+  SY_ASSIGN_OR_RETURN(std::string prompt, template_.Render(std::move(vars)));
+  if (input.continue_final_message) {
+    SY_RETURN_IF_ERROR(CutAfterFinalMessage(messages, &prompt));
+  }
+  return prompt;
 }
 
 }  // namespace switchyard

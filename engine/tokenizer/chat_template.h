@@ -28,6 +28,10 @@ struct ChatInput {
   nlohmann::ordered_json messages = nlohmann::ordered_json::array();
   nlohmann::ordered_json tools;  // null: none; else an array of {"type": "function", ...}
   bool add_generation_prompt = true;
+  // Leave the final message open for the model to continue (an assistant "prefill"), as
+  // transformers' continue_final_message: the prompt ends where that message's content ends.
+  // Exclusive with add_generation_prompt.
+  bool continue_final_message = false;
   // Extra template variables (vLLM's chat_template_kwargs), e.g. {"enable_thinking": false}.
   nlohmann::ordered_json template_kwargs = nlohmann::ordered_json::object();
 

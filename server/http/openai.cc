@@ -130,6 +130,7 @@ absl::StatusOr<ChatInput> ParseChat(absl::string_view text, const json& body) {
   chat.messages = ordered["messages"];
   if (auto it = ordered.find("tools"); it != ordered.end() && !it->is_null()) chat.tools = *it;
   SY_RETURN_IF_ERROR(GetBool(body, "add_generation_prompt", &chat.add_generation_prompt));
+  SY_RETURN_IF_ERROR(GetBool(body, "continue_final_message", &chat.continue_final_message));
   if (auto it = ordered.find("chat_template_kwargs"); it != ordered.end() && !it->is_null()) {
     if (!it->is_object()) return Bad("chat_template_kwargs", "must be an object");
     chat.template_kwargs = *it;

@@ -105,6 +105,13 @@ describe("chat templates", () => {
       const want = reference(context);
       assert.deepEqual(await tokenizeChat(body), await idsOf(want), JSON.stringify(body));
     }
+    // continue_final_message: transformers' cut after the final message's (stripped) content.
+    const prefill = [...messages.slice(0, 2), { role: "assistant", content: "  It is " }];
+    const full = reference({ messages: prefill.map((m, i) => i === 2 ? m : asTemplateSees[i]),
+                             add_generation_prompt: false });
+    const cut = full.slice(0, full.lastIndexOf("It is") + "It is".length);
+    assert.deepEqual(await tokenizeChat({ messages: prefill, add_generation_prompt: false,
+                                          continue_final_message: true }), await idsOf(cut));
     const dated = await call(server, "POST", "/detokenize", {
       tokens: await tokenizeChat(cases[2][0]) });
     assert.match(dated.json.prompt, /Today Date: 01 Jan 2030/);
@@ -143,6 +150,7 @@ describe("chat templates", () => {
       [{ messages, chat_template_kwargs: 5 }, /chat_template_kwargs/],
       [{ messages, chat_template_kwargs: { messages: [] } }, /set by the request itself/],
       [{ messages, add_generation_prompt: "yes" }, /add_generation_prompt/],
+      [{ messages, continue_final_message: true }, /cannot be combined with add_generation_prompt/],
       [{ messages, tools: { type: "function" } }, /tools/],
       [{ messages, tools: [{ type: "function", function: {} }] }, /tools\[0\]\.function\.name/],
       [{ messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "x" } }] }] },

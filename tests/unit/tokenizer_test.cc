@@ -190,6 +190,26 @@ TEST(ChatTemplateTest, VariablesToolsAndKwargs) {
   EXPECT_THAT(RenderOrError(*t, in), HasSubstr("set by the request itself"));
 }
 
+TEST(ChatTemplateTest, ContinueFinalMessageLeavesItOpen) {
+  // Trims contents as Llama 3.1's does, so the cut falls back to the stripped content.
+  auto t = ChatTemplate::Compile(
+      "{% for m in messages %}<{{ m.role }}>{{ m.content | trim }}</{{ m.role }}>{% endfor %}"
+      "{% if add_generation_prompt %}<assistant>{% endif %}",
+      "", "");
+  ASSERT_TRUE(t.ok());
+  ChatInput in = ChatInput::FromMessages(
+      std::vector<ChatMessage>{{"user", "Name a colour"}, {"assistant", "The colour is "}});
+  in.add_generation_prompt = false;
+  in.continue_final_message = true;
+  EXPECT_EQ(RenderOrError(*t, in), "<user>Name a colour</user><assistant>The colour is");
+  in.add_generation_prompt = true;
+  EXPECT_THAT(RenderOrError(*t, in), HasSubstr("cannot be combined with add_generation_prompt"));
+  auto hides = ChatTemplate::Compile("{% for m in messages %}[{{ m.role }}]{% endfor %}", "", "");
+  ASSERT_TRUE(hides.ok());
+  in.add_generation_prompt = false;
+  EXPECT_THAT(RenderOrError(*hides, in), HasSubstr("does not appear in the rendered prompt"));
+}
+
 TEST(ChatTemplateTest, ErrorsNameTheirCause) {
   auto broken = ChatTemplate::Compile("{% for m in messages %}", "", "");
   ASSERT_FALSE(broken.ok());
