@@ -1,5 +1,7 @@
 #include "engine/jinja/py_string.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "engine/jinja/value.h"
 #include "utf8proc.h"
@@ -75,20 +77,40 @@ bool IsSpace(char32_t cp) {
 
 std::string Strip(absl::string_view s, const std::optional<std::string>& chars, bool left,
                   bool right) {
-  const std::vector<char32_t> cps = Decode(s);
+  // Only the ends are decoded: templates trim every message, and contents can be long.
   std::vector<char32_t> set;
   if (chars) set = Decode(*chars);
   const auto strip = [&](char32_t cp) {
     if (!chars) return IsSpace(cp);
-    for (char32_t c : set) {
-      if (c == cp) return true;
-    }
-    return false;
+    return std::find(set.begin(), set.end(), cp) != set.end();
   };
-  size_t b = 0, e = cps.size();
-  while (left && b < e && strip(cps[b])) ++b;
-  while (right && e > b && strip(cps[e - 1])) --e;
-  return Encode(cps, b, e);
+  const auto at = [&](size_t pos, size_t* len) {
+    utf8proc_int32_t cp = -1;
+    const utf8proc_ssize_t n = utf8proc_iterate(
+        reinterpret_cast<const utf8proc_uint8_t*>(s.data()) + pos, s.size() - pos, &cp);
+    if (n <= 0) {
+      *len = 1;
+      return static_cast<char32_t>(static_cast<unsigned char>(s[pos]));
+    }
+    *len = static_cast<size_t>(n);
+    return static_cast<char32_t>(cp);
+  };
+  size_t b = 0, e = s.size(), len = 0;
+  while (left && b < e && strip(at(b, &len))) b += len;
+  while (right && e > b) {
+    size_t start = e - 1;
+    while (start > b && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
+    const char32_t cp = at(start, &len);
+    if (start + len != e) {
+      // An invalid tail: Decode takes each of its bytes as one code point.
+      start = e - 1;
+      if (!strip(static_cast<unsigned char>(s[start]))) break;
+    } else if (!strip(cp)) {
+      break;
+    }
+    e = start;
+  }
+  return std::string(s.substr(b, e - b));
 }
 
 std::vector<std::string> Split(absl::string_view s, const std::optional<std::string>& sep,
