@@ -270,6 +270,8 @@ FEATURES = [
     "{{ '%c' % 1.5 }}",
     "{{ range() }}",
     "{{ 'a'.split(1) }}",
+    "[{{ '\u00a0 x \u2028' | trim }}][{{ '\u3000é\u3000'.strip() }}][{{ 'éxé'.strip('é') }}]",
+    "[{{ ' \t\n\u0085' | trim }}][{{ 'ab\u2029'.rstrip() }}][{{ '\u2000ab'.lstrip() }}]",
 ]
 
 FEATURE_CONTEXT = {
