@@ -72,6 +72,7 @@ struct Node {
   std::vector<std::string> targets;
   bool attribute_target = false;
   bool recursive = false;
+  bool uses_loop = true;  // for: whether anything inside may read `loop` (else it is not built)
   std::vector<std::pair<std::string, ExprPtr>> params;  // macro / call block parameters
 };
 

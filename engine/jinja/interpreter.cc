@@ -254,7 +254,7 @@ Interpreter::Flow Interpreter::ExecFor(const Node& node, const ScopePtr& scope, 
     Step();
     ScopePtr s = Child(scope);
     Bind(*s, node.targets, items[i]);
-    s->vars["loop"] = LoopObject(items, i);
+    if (node.uses_loop) s->vars["loop"] = LoopObject(items, i);
     if (Exec(node.bodies[0], s, out) == Flow::kBreak) break;
   }
   return Flow::kNormal;

@@ -220,7 +220,42 @@ class Parser {
       n->else_body = Statements({"endfor"});
     }
     EndTag("endfor");
+    n->uses_loop = MentionsName(n->bodies[0], "loop") || MentionsName(n->else_body, "loop") ||
+                   (n->condition && MentionsName(*n->condition, "loop"));
     return n;
+  }
+
+  // Whether `name` is read anywhere in the tree (conservatively: any Name node with it).
+  static bool MentionsName(const Expr& e, absl::string_view name) {
+    if (e.kind == Expr::Kind::kName && e.name == name) return true;
+    for (const ExprPtr& c : e.children) {
+      if (c && MentionsName(*c, name)) return true;
+    }
+    for (const ExprPtr& k : e.keys) {
+      if (k && MentionsName(*k, name)) return true;
+    }
+    for (const auto& [unused, v] : e.kwargs) {
+      if (v && MentionsName(*v, name)) return true;
+    }
+    return false;
+  }
+  static bool MentionsName(const Body& body, absl::string_view name) {
+    for (const NodePtr& n : body) {
+      for (const ExprPtr* e : {&n->expr, &n->condition}) {
+        if (*e && MentionsName(**e, name)) return true;
+      }
+      for (const ExprPtr& c : n->conditions) {
+        if (MentionsName(*c, name)) return true;
+      }
+      for (const auto& [unused, v] : n->params) {
+        if (v && MentionsName(*v, name)) return true;
+      }
+      for (const Body& b : n->bodies) {
+        if (MentionsName(b, name)) return true;
+      }
+      if (MentionsName(n->else_body, name)) return true;
+    }
+    return false;
   }
 
   NodePtr Set() {

@@ -271,6 +271,9 @@ FEATURES = [
     "{{ range() }}",
     "{{ 'a'.split(1) }}",
     "[{{ '\u00a0 x \u2028' | trim }}][{{ '\u3000é\u3000'.strip() }}][{{ 'éxé'.strip('é') }}]",
+    "{% for a in [1, 2] %}{% for b in [3, 4] %}{{ loop.index }}{{ b }}{% endfor %}{{ loop.index }}"
+    "{% endfor %}{% for c in 'ab' %}{% for d in [0] %}{{ c }}{% endfor %}{% endfor %}",
+    "{% for x in [1, 2, 3] if loop.index > 1 %}{{ x }}{% endfor %}",
     "[{{ ' \t\n\u0085' | trim }}][{{ 'ab\u2029'.rstrip() }}][{{ '\u2000ab'.lstrip() }}]",
 ]
 
