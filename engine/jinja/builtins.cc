@@ -24,12 +24,6 @@ std::optional<std::string> OptString(const Value& v) {
   return ToString(v);
 }
 
-int64_t IntArg(const Value& v, int64_t fallback) {
-  if (v.is_undefined() || v.is_none()) return fallback;
-  if (v.kind() == Value::Kind::kInt || v.kind() == Value::Kind::kBool) return v.as_int();
-  Fail(absl::StrCat("an integer is required, got ", TypeName(v)));
-}
-
 bool BoolArg(const Value& v, bool fallback) {
   if (v.is_undefined()) return fallback;
   return Truthy(v);
@@ -819,6 +813,12 @@ const absl::flat_hash_map<std::string, TestFn>& Tests() {
 }
 
 }  // namespace
+
+int64_t IntArg(const Value& v, int64_t fallback) {
+  if (v.is_undefined() || v.is_none()) return fallback;
+  if (v.kind() == Value::Kind::kInt || v.kind() == Value::Kind::kBool) return v.as_int();
+  Fail(absl::StrCat("an integer is required, got ", TypeName(v)));
+}
 
 bool IsKnownFilter(absl::string_view name) { return Filters().contains(name); }
 bool IsKnownTest(absl::string_view name) { return Tests().contains(name); }

@@ -14,6 +14,9 @@ namespace switchyard::jinja {
 // The variable a filter block's or set block's rendered body is bound to.
 inline constexpr absl::string_view kBlockPlaceholder = "\x01block";
 
+// An integer argument (bools count, as in Python); `fallback` when absent or none.
+int64_t IntArg(const Value& v, int64_t fallback);
+
 bool IsKnownFilter(absl::string_view name);
 bool IsKnownTest(absl::string_view name);
 Value ApplyFilter(Interpreter& in, const std::string& name, const Value& input, CallArgs& args);

@@ -26,14 +26,6 @@ std::string StringArg(const Value& v, absl::string_view method) {
   return v.str();
 }
 
-int64_t IntOr(const Value& v, int64_t fallback) {
-  if (v.is_undefined() || v.is_none()) return fallback;
-  if (v.kind() != Value::Kind::kInt && v.kind() != Value::Kind::kBool) {
-    Fail(absl::StrCat("an integer is required, got ", TypeName(v)));
-  }
-  return v.as_int();
-}
-
 std::vector<Value> Strings(const std::vector<std::string>& parts) {
   std::vector<Value> out;
   out.reserve(parts.size());
@@ -60,7 +52,7 @@ Value StrRStrip(Interpreter&, const Value& s, CallArgs& a) {
 
 Value StrSplitImpl(const Value& self, CallArgs& a, bool right, const char* name) {
   std::optional<std::string> sep = OptStringArg(a.Get(0, "sep"));
-  const int64_t maxsplit = IntOr(a.Get(1, "maxsplit"), -1);
+  const int64_t maxsplit = IntArg(a.Get(1, "maxsplit"), -1);
   a.ExpectConsumed(name);
   return Value::List(Strings(py::Split(self.str(), sep, maxsplit, right)));
 }
@@ -87,7 +79,7 @@ std::string Window(const std::string& s, const Value& start_v, const Value& end_
   const auto clamp = [n](int64_t i) {
     return i < 0 ? std::max<int64_t>(0, i + n) : std::min(i, n);
   };
-  const int64_t b = clamp(IntOr(start_v, 0)), e = clamp(IntOr(end_v, n));
+  const int64_t b = clamp(IntArg(start_v, 0)), e = clamp(IntArg(end_v, n));
   std::string out;
   for (int64_t i = b; i < e; ++i) out += cps[static_cast<size_t>(i)];
   return out;
@@ -121,7 +113,7 @@ Value StrEndsWith(Interpreter&, const Value& s, CallArgs& a) {
 Value StrReplace(Interpreter& in, const Value& s, CallArgs& a) {
   const std::string old = StringArg(a.Get(0, "old"), "replace");
   const std::string replacement = StringArg(a.Get(1, "new"), "replace");
-  const int64_t count = IntOr(a.Get(2, "count"), -1);
+  const int64_t count = IntArg(a.Get(2, "count"), -1);
   a.ExpectConsumed("replace");
   const int64_t n =
       old.empty() ? static_cast<int64_t>(CodePointCount(s.str())) + 1 : py::Count(s.str(), old);
@@ -198,7 +190,7 @@ SY_CLASS_METHOD(StrIsLower, "islower")
 #undef SY_CLASS_METHOD
 
 Value StrJustify(Interpreter& in, const Value& s, CallArgs& a, int where, const char* name) {
-  const int64_t width = IntOr(a.Get(0, "width"), 0);
+  const int64_t width = IntArg(a.Get(0, "width"), 0);
   const Value fill_v = a.Get(1, "fillchar");
   a.ExpectConsumed(name);
   const std::string fill = fill_v.is_undefined() ? " " : StringArg(fill_v, name);
@@ -225,7 +217,7 @@ Value StrCenter(Interpreter& in, const Value& s, CallArgs& a) {
 }
 
 Value StrZFill(Interpreter& in, const Value& s, CallArgs& a) {
-  const int64_t width = IntOr(a.Get(0, "width"), 0);
+  const int64_t width = IntArg(a.Get(0, "width"), 0);
   a.ExpectConsumed("zfill");
   const std::string& str = s.str();
   const int64_t len = static_cast<int64_t>(CodePointCount(str));
@@ -550,11 +542,11 @@ Value Range(Interpreter& in, CallArgs& a) {
   }
   int64_t start = 0, stop, step = 1;
   if (a.positional.size() == 1) {
-    stop = IntOr(a.positional[0], 0);
+    stop = IntArg(a.positional[0], 0);
   } else {
-    start = IntOr(a.positional[0], 0);
-    stop = IntOr(a.positional[1], 0);
-    if (a.positional.size() == 3) step = IntOr(a.positional[2], 1);
+    start = IntArg(a.positional[0], 0);
+    stop = IntArg(a.positional[1], 0);
+    if (a.positional.size() == 3) step = IntArg(a.positional[2], 1);
   }
   if (step == 0) Fail("range() arg 3 must not be zero");
   const long double count_ld =
