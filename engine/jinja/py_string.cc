@@ -12,19 +12,7 @@ namespace {
 std::vector<char32_t> Decode(absl::string_view s) {
   std::vector<char32_t> out;
   out.reserve(s.size());
-  size_t pos = 0;
-  while (pos < s.size()) {
-    utf8proc_int32_t cp = -1;
-    const utf8proc_ssize_t n = utf8proc_iterate(
-        reinterpret_cast<const utf8proc_uint8_t*>(s.data()) + pos, s.size() - pos, &cp);
-    if (n <= 0) {
-      cp = static_cast<unsigned char>(s[pos]);
-      pos += 1;
-    } else {
-      pos += n;
-    }
-    out.push_back(static_cast<char32_t>(cp));
-  }
+  for (size_t pos = 0; pos < s.size();) out.push_back(NextCodePoint(s, &pos));
   return out;
 }
 
@@ -58,6 +46,19 @@ std::string MapChars(absl::string_view s, F f) {
 
 }  // namespace
 
+char32_t NextCodePoint(absl::string_view s, size_t* pos) {
+  utf8proc_int32_t cp = -1;
+  const utf8proc_ssize_t n = utf8proc_iterate(
+      reinterpret_cast<const utf8proc_uint8_t*>(s.data()) + *pos, s.size() - *pos, &cp);
+  if (n <= 0) {
+    cp = static_cast<unsigned char>(s[*pos]);
+    *pos += 1;
+  } else {
+    *pos += n;
+  }
+  return static_cast<char32_t>(cp);
+}
+
 bool IsSpace(char32_t cp) {
   if (cp == ' ' || (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x1F)) return true;
   switch (cp) {
@@ -85,15 +86,10 @@ std::string Strip(absl::string_view s, const std::optional<std::string>& chars, 
     return std::find(set.begin(), set.end(), cp) != set.end();
   };
   const auto at = [&](size_t pos, size_t* len) {
-    utf8proc_int32_t cp = -1;
-    const utf8proc_ssize_t n = utf8proc_iterate(
-        reinterpret_cast<const utf8proc_uint8_t*>(s.data()) + pos, s.size() - pos, &cp);
-    if (n <= 0) {
-      *len = 1;
-      return static_cast<char32_t>(static_cast<unsigned char>(s[pos]));
-    }
-    *len = static_cast<size_t>(n);
-    return static_cast<char32_t>(cp);
+    size_t next = pos;
+    const char32_t cp = NextCodePoint(s, &next);
+    *len = next - pos;
+    return cp;
   };
   size_t b = 0, e = s.size(), len = 0;
   while (left && b < e && strip(at(b, &len))) b += len;

@@ -10,6 +10,10 @@
 
 namespace switchyard::jinja::py {
 
+// Decodes the code point at s[*pos] and advances *pos; a byte that starts no valid UTF-8
+// sequence decodes as itself (one code point per byte, never a failure).
+char32_t NextCodePoint(absl::string_view s, size_t* pos);
+
 bool IsSpace(char32_t cp);  // str.isspace
 // strip/lstrip/rstrip: whitespace when `chars` is absent, else any code point of `chars`.
 std::string Strip(absl::string_view s, const std::optional<std::string>& chars, bool left,

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "engine/jinja/py_string.h"
 #include "utf8proc.h"
 
 namespace switchyard::jinja {
@@ -288,18 +289,8 @@ std::string FloatRepr(double d) {
 
 namespace {
 
-// Decodes the code point at s[*pos]; a byte that starts no valid sequence decodes as itself.
 int32_t NextCodePoint(absl::string_view s, size_t* pos) {
-  utf8proc_int32_t cp = -1;
-  const utf8proc_ssize_t n = utf8proc_iterate(
-      reinterpret_cast<const utf8proc_uint8_t*>(s.data()) + *pos, s.size() - *pos, &cp);
-  if (n <= 0) {
-    cp = static_cast<unsigned char>(s[*pos]);
-    *pos += 1;
-  } else {
-    *pos += n;
-  }
-  return cp;
+  return static_cast<int32_t>(py::NextCodePoint(s, pos));
 }
 
 bool IsPrintable(int32_t cp) {
