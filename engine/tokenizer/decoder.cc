@@ -1,5 +1,7 @@
 #include "engine/tokenizer/decoder.h"
 
+#include <optional>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "engine/tokenizer/pre_tokenizer.h"
@@ -146,6 +148,71 @@ absl::StatusOr<DecoderSpec> ParseDecoder(const nlohmann::json& config) {
     }
   }
   return spec;
+}
+
+absl::StatusOr<TokenByteTable> BuildTokenByteTable(const DecoderSpec& spec,
+                                                   const TokenSource& source, int32_t vocab_size) {
+  if (spec.clean_up_spaces) {
+    return absl::FailedPreconditionError(
+        "the tokenizer cleans up spaces while decoding, so output bytes are not per token");
+  }
+  if (!spec.fuse && (spec.strip_start > 0 || spec.strip_stop > 0)) {
+    return absl::FailedPreconditionError("the tokenizer strips every token while decoding");
+  }
+  if (spec.strip_stop > 0 || spec.strip_start > 1 ||
+      (spec.strip_start == 1 && spec.strip_char != " ")) {
+    return absl::FailedPreconditionError("the tokenizer's Strip decoder is not supported here");
+  }
+  TokenByteTable table;
+  table.bytes.resize(static_cast<size_t>(vocab_size));
+  const bool first_differs =
+      spec.strip_start == 1 || (spec.metaspace && spec.metaspace_strip_first);
+  if (first_differs) table.first_bytes.resize(static_cast<size_t>(vocab_size));
+  const std::vector<int>& byte_of = ByteOfChar();
+  for (int32_t id = 0; id < vocab_size; ++id) {
+    absl::string_view token;
+    bool added = false, special = false;
+    if (!source.Lookup(id, &token, &added, &special) || special) continue;
+    std::string& out = table.bytes[id];
+    std::optional<std::string> first;  // when the first token writes something else
+    if (added) {
+      out.assign(token.data(), token.size());
+    } else if (spec.byte_level) {
+      for (size_t pos = 0; pos < token.size();) {
+        const size_t start = pos;
+        const char32_t cp = utf8::Next(token, &pos);
+        if (cp < byte_of.size() && byte_of[cp] >= 0) {
+          out.push_back(static_cast<char>(byte_of[cp]));
+        } else {
+          absl::StrAppend(&out, token.substr(start, pos - start));
+        }
+      }
+    } else {
+      std::string t(token);
+      for (const auto& r : spec.before_byte_fallback) t = absl::StrReplaceAll(t, {{r.from, r.to}});
+      unsigned char byte;
+      if (spec.byte_fallback && ParseByteToken(t, &byte)) {
+        out.assign(1, static_cast<char>(byte));
+      } else {
+        for (const auto& r : spec.after_byte_fallback) {
+          t = absl::StrReplaceAll(t, {{r.from, r.to}});
+        }
+        if (spec.metaspace) {
+          // As DecodeStream::EmitToken: the first token loses its replacement characters.
+          if (spec.metaspace_strip_first) {
+            first = absl::StrReplaceAll(t, {{spec.metaspace_replacement, ""}});
+          }
+          t = absl::StrReplaceAll(t, {{spec.metaspace_replacement, " "}});
+        }
+        out = std::move(t);
+      }
+    }
+    if (!first_differs) continue;
+    std::string& f = table.first_bytes[id];
+    f = first.value_or(out);
+    if (spec.strip_start == 1 && !f.empty() && f[0] == ' ') f.erase(0, 1);
+  }
+  return table;
 }
 
 DecodeStream::DecodeStream(const DecoderSpec& spec, const TokenSource& source, bool skip_special)

@@ -55,6 +55,18 @@ class TokenSource {
   virtual bool Lookup(int32_t id, absl::string_view* token, bool* added, bool* special) const = 0;
 };
 
+// Each token's bytes as they appear inside a decoded output (what constrained decoding matches):
+// `bytes[id]` empty for special tokens and ids without a token. `first_bytes`, when not empty, is
+// what each token writes as the first token of an output (SentencePiece decoders drop the first
+// token's leading space). Refused for decoders whose output is not a concatenation of per-token
+// bytes (per-token Strip, clean-up of spaces before punctuation).
+struct TokenByteTable {
+  std::vector<std::string> bytes;
+  std::vector<std::string> first_bytes;
+};
+absl::StatusOr<TokenByteTable> BuildTokenByteTable(const DecoderSpec& spec,
+                                                   const TokenSource& source, int32_t vocab_size);
+
 // Thread-safety: one stream, one thread.
 class DecodeStream {
  public:

@@ -59,6 +59,10 @@ class Tokenizer final : public TokenSource {
   const std::string& eos_token() const { return eos_token_; }
 
   bool Lookup(int32_t id, absl::string_view* token, bool* added, bool* special) const override;
+  // Each token's bytes in decoded output, for constrained decoding (see BuildTokenByteTable).
+  absl::StatusOr<TokenByteTable> TokenBytes() const {
+    return BuildTokenByteTable(decoder_, *this, vocab_size_);
+  }
 
  private:
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromJsonUnguarded(
