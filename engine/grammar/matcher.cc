@@ -8,9 +8,11 @@
 namespace switchyard::grammar {
 namespace {
 
-// How many stack frames a cached token set looks at. Tokens that stay inside them are decided
-// once per (schema, context); deeper ones are checked per step against the real stack.
-constexpr int kCachedFrames = 8;
+// How many stack frames a cached token set looks at: as few as leave at most kMaxUndecided
+// tokens to check per step against the real stack. Fewer frames, fewer distinct contexts (a
+// bounded repetition deep in the stack would otherwise multiply them).
+constexpr int kFrameSteps[] = {2, 4, 8, 16};
+constexpr size_t kMaxUndecided = 256;
 
 }  // namespace
 
@@ -118,7 +120,10 @@ int32_t StackArena::InternSet(std::vector<int32_t>& members) {
   std::sort(members.begin(), members.end());
   members.erase(std::unique(members.begin(), members.end()), members.end());
   auto [it, inserted] = set_ids_.try_emplace(members, static_cast<int32_t>(sets_.size()));
-  if (inserted) sets_.push_back(members);
+  if (inserted) {
+    sets_.push_back(members);
+    transitions_.resize(sets_.size() * 256, -1);
+  }
   return it->second;
 }
 
@@ -144,8 +149,8 @@ int32_t StackArena::SingletonSet(int32_t stack) {
 }
 
 int32_t StackArena::Advance(int32_t set, uint8_t byte) {
-  const uint64_t key = (static_cast<uint64_t>(set) << 8) | byte;
-  if (auto it = transitions_.find(key); it != transitions_.end()) return it->second;
+  const size_t key = static_cast<size_t>(set) * 256 + byte;
+  if (transitions_[key] >= 0) return transitions_[key];
   std::vector<int32_t> next;
   for (int32_t m : sets_[set]) {
     if (m == kBoundary || m == kBeyond) {
@@ -158,7 +163,7 @@ int32_t StackArena::Advance(int32_t set, uint8_t byte) {
     if (g_.byte_sets[el.arg].test(byte)) Expand(n.element + 1, n.parent, &next);
   }
   const int32_t id = InternSet(next);
-  transitions_.emplace(key, id);
+  transitions_[key] = id;
   return id;
 }
 
@@ -194,6 +199,7 @@ std::shared_ptr<const CompiledGrammar::PositionTokens> CompiledGrammar::TokensAt
   const int32_t start = arena.StartSet(frames[0], below);
 
   auto out = std::make_shared<PositionTokens>();
+  out->whole_stack = whole;
   const TokenVocabulary& v = *vocab_;
   out->accepted.assign((static_cast<size_t>(v.size()) + 31) / 32, 0);
   const auto& trie = v.trie();
@@ -266,17 +272,9 @@ void GrammarMatcher::FillMask(TokenMask* mask) {
     FillMaskByScan(mask);
     return;
   }
-  std::vector<int32_t> frames;
   for (int32_t stack : arena_.Members(state_)) {
     if (stack < 0) continue;
-    frames.clear();
-    int32_t node = stack;
-    while (node >= 0 && static_cast<int>(frames.size()) < kCachedFrames) {
-      frames.push_back(arena_.ElementOf(node));
-      node = arena_.ParentOf(node);
-    }
-    if (node == StackArena::kComplete) frames.push_back(StackArena::kComplete);
-    const auto tokens = grammar_->TokensAt(frames);
+    const auto tokens = TokensFor(stack);
     uint32_t* out = mask->data();
     const uint32_t* in = tokens->accepted.data();
     for (size_t i = 0; i < mask->size(); ++i) out[i] |= in[i];
@@ -297,6 +295,22 @@ int32_t GrammarMatcher::StateAfter(int32_t token) {
 }
 
 bool GrammarMatcher::Allows(int32_t token) { return StateAfter(token) != StackArena::kEmptySet; }
+
+std::shared_ptr<const CompiledGrammar::PositionTokens> GrammarMatcher::TokensFor(int32_t stack) {
+  std::vector<int32_t> frames;
+  int32_t node = stack;
+  std::shared_ptr<const CompiledGrammar::PositionTokens> tokens;
+  for (int depth : kFrameSteps) {
+    while (node >= 0 && static_cast<int>(frames.size()) < depth) {
+      frames.push_back(arena_.ElementOf(node));
+      node = arena_.ParentOf(node);
+    }
+    if (node == StackArena::kComplete) frames.push_back(StackArena::kComplete);
+    tokens = grammar_->TokensAt(frames);
+    if (tokens->whole_stack || tokens->undecided.size() <= kMaxUndecided) break;
+  }
+  return tokens;
+}
 
 absl::Status GrammarMatcher::Accept(int32_t token) {
   const int32_t next = StateAfter(token);

@@ -70,6 +70,7 @@ class CompiledGrammar {
   struct PositionTokens {
     TokenMask accepted;              // allowed whatever the stack below
     std::vector<int32_t> undecided;  // depend on the stack below
+    bool whole_stack = false;        // the frames were the whole stack: nothing undecided
   };
   // The tokens a stack whose top frames are `frames` (grammar elements, top first; ending with
   // StackArena::kComplete when that is the whole stack) allows. Computed on first use.
@@ -127,7 +128,7 @@ class StackArena {
   absl::flat_hash_map<uint64_t, int32_t> node_ids_;
   std::vector<std::vector<int32_t>> sets_;
   absl::flat_hash_map<std::vector<int32_t>, int32_t> set_ids_;
-  absl::flat_hash_map<uint64_t, int32_t> transitions_;
+  std::vector<int32_t> transitions_;  // [set * 256 + byte]: the next set, -1 until computed
   std::vector<std::pair<int32_t, int32_t>> work_;
   std::vector<int32_t> scratch_;
 };
@@ -154,6 +155,7 @@ class GrammarMatcher {
  private:
   const std::string& BytesOf(int32_t token) const;
   int32_t StateAfter(int32_t token);
+  std::shared_ptr<const CompiledGrammar::PositionTokens> TokensFor(int32_t stack);
   void FillMaskByScan(TokenMask* mask);
 
   std::shared_ptr<const CompiledGrammar> grammar_;

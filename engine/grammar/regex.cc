@@ -328,42 +328,40 @@ class RegexParser {
 }  // namespace
 
 Symbol JsonStringChar(const CodePointSet& chars, GrammarBuilder* builder) {
-  CodePointSet special = CodePointSet::Of(0, 0x1F);
+  const CodePointSet controls = CodePointSet::Of(0, 0x1F);
+  CodePointSet special = controls;
   special.Add('"', '"');
   special.Add('\\', '\\');
   std::vector<Sequence> alts;
   const CodePointSet plain = chars.Minus(special);
   if (!plain.empty()) alts.push_back({Symbol::Class(plain)});
-  for (const auto& [lo, hi] : chars.ranges()) {
-    for (char32_t c = lo; c <= std::min<char32_t>(hi, '\\'); ++c) {
-      if (!special.Contains(c)) continue;
-      std::string escaped;
-      switch (c) {
-        case '"':
-          escaped = "\\\"";
-          break;
-        case '\\':
-          escaped = "\\\\";
-          break;
-        case '\n':
-          escaped = "\\n";
-          break;
-        case '\r':
-          escaped = "\\r";
-          break;
-        case '\t':
-          escaped = "\\t";
-          break;
-        case '\b':
-          escaped = "\\b";
-          break;
-        case '\f':
-          escaped = "\\f";
-          break;
-        default:
-          escaped = absl::StrFormat("\\u%04x", static_cast<int>(c));
+  if (chars.Contains('"')) alts.push_back(GrammarBuilder::Literal("\\\""));
+  if (chars.Contains('\\')) alts.push_back(GrammarBuilder::Literal("\\\\"));
+  if (chars.Minus(controls).ranges() != chars.ranges()) {
+    if (controls.Minus(chars).empty()) {
+      // Every control character: \u0000 .. \u001f in one run of classes (fewer grammar
+      // positions, so fewer cached contexts), and the short forms.
+      Sequence u = GrammarBuilder::Literal("\\u00");
+      u.push_back(Symbol::Class(CodePointSet::Of('0', '1')));
+      CodePointSet hex = CodePointSet::Of('0', '9');
+      hex.Add('a', 'f');
+      u.push_back(Symbol::Class(hex));
+      alts.push_back(std::move(u));
+      alts.push_back({Symbol::Char('\\'), Symbol::Class([] {
+                        CodePointSet s;
+                        for (char c : {'n', 'r', 't', 'b', 'f'}) s.Add(c, c);
+                        return s;
+                      }())});
+    } else {
+      for (const auto& [lo, hi] : chars.ranges()) {
+        for (char32_t c = lo; c <= std::min<char32_t>(hi, 0x1F); ++c) {
+          alts.push_back(GrammarBuilder::Literal(absl::StrFormat("\\u%04x", static_cast<int>(c))));
+          static constexpr absl::string_view kShort = "btn?fr";  // \b=8 .. \r=13
+          if (c >= 8 && c <= 13 && kShort[c - 8] != '?') {
+            alts.push_back({Symbol::Char('\\'), Symbol::Char(kShort[c - 8])});
+          }
+        }
       }
-      alts.push_back(GrammarBuilder::Literal(escaped));
     }
   }
   return builder->Group(std::move(alts), "json string char");

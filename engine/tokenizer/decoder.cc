@@ -152,10 +152,6 @@ absl::StatusOr<DecoderSpec> ParseDecoder(const nlohmann::json& config) {
 
 absl::StatusOr<TokenByteTable> BuildTokenByteTable(const DecoderSpec& spec,
                                                    const TokenSource& source, int32_t vocab_size) {
-  if (spec.clean_up_spaces) {
-    return absl::FailedPreconditionError(
-        "the tokenizer cleans up spaces while decoding, so output bytes are not per token");
-  }
   if (!spec.fuse && (spec.strip_start > 0 || spec.strip_stop > 0)) {
     return absl::FailedPreconditionError("the tokenizer strips every token while decoding");
   }
@@ -215,10 +211,12 @@ absl::StatusOr<TokenByteTable> BuildTokenByteTable(const DecoderSpec& spec,
   return table;
 }
 
-DecodeStream::DecodeStream(const DecoderSpec& spec, const TokenSource& source, bool skip_special)
+DecodeStream::DecodeStream(const DecoderSpec& spec, const TokenSource& source, bool skip_special,
+                           bool clean_up_spaces)
     : spec_(spec),
       source_(source),
       skip_special_(skip_special),
+      clean_up_(spec.clean_up_spaces && clean_up_spaces),
       strip_start_left_(spec.fuse ? spec.strip_start : 0) {}
 
 void DecodeStream::Push(int32_t id, std::string* out) {
@@ -318,7 +316,7 @@ void DecodeStream::EmitText(absl::string_view text, std::string* out) {
 // non-space bytes before it is one no pattern can straddle, so text up to the last such cut is
 // cleaned and emitted; the rest waits.
 void DecodeStream::EmitCleaned(absl::string_view text, std::string* out, bool final) {
-  if (!spec_.clean_up_spaces) {
+  if (!clean_up_) {
     absl::StrAppend(out, text);
     return;
   }

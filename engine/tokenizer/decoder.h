@@ -59,7 +59,8 @@ class TokenSource {
 // `bytes[id]` empty for special tokens and ids without a token. `first_bytes`, when not empty, is
 // what each token writes as the first token of an output (SentencePiece decoders drop the first
 // token's leading space). Refused for decoders whose output is not a concatenation of per-token
-// bytes (per-token Strip, clean-up of spaces before punctuation).
+// bytes (per-token Strip). Clean-up of spaces before punctuation is left out: constrained
+// outputs are decoded without it (DecodeStream's clean_up_spaces = false).
 struct TokenByteTable {
   std::vector<std::string> bytes;
   std::vector<std::string> first_bytes;
@@ -70,7 +71,10 @@ absl::StatusOr<TokenByteTable> BuildTokenByteTable(const DecoderSpec& spec,
 // Thread-safety: one stream, one thread.
 class DecodeStream {
  public:
-  DecodeStream(const DecoderSpec& spec, const TokenSource& source, bool skip_special);
+  // clean_up_spaces = false turns the spec's clean-up off (constrained outputs, whose bytes the
+  // grammar checked).
+  DecodeStream(const DecoderSpec& spec, const TokenSource& source, bool skip_special,
+               bool clean_up_spaces = true);
 
   // Appends to `out` the text that became final with this token.
   void Push(int32_t id, std::string* out);
@@ -86,6 +90,7 @@ class DecodeStream {
   const DecoderSpec& spec_;
   const TokenSource& source_;
   bool skip_special_;
+  bool clean_up_;
   utf8::LossyDecoder lossy_;
   std::string byte_run_;
   int64_t tokens_out_ = 0;  // tokens leaving the byte-fallback stage

@@ -41,8 +41,8 @@ class Tokenizer final : public TokenSource {
   absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view text,
                                               const EncodeOptions& options = {}) const;
   std::string Decode(std::span<const int32_t> ids, bool skip_special_tokens = false) const;
-  DecodeStream NewDecodeStream(bool skip_special_tokens) const {
-    return DecodeStream(decoder_, *this, skip_special_tokens);
+  DecodeStream NewDecodeStream(bool skip_special_tokens, bool clean_up_spaces = true) const {
+    return DecodeStream(decoder_, *this, skip_special_tokens, clean_up_spaces);
   }
 
   // One past the largest id (model vocabulary and added tokens).

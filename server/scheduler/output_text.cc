@@ -6,8 +6,9 @@
 namespace switchyard {
 
 OutputText::OutputText(const Tokenizer& tokenizer, bool skip_special_tokens,
-                       std::vector<std::string> stop_strings, bool include_stop_string)
-    : stream_(tokenizer.NewDecodeStream(skip_special_tokens)),
+                       std::vector<std::string> stop_strings, bool include_stop_string,
+                       bool clean_up_spaces)
+    : stream_(tokenizer.NewDecodeStream(skip_special_tokens, clean_up_spaces)),
       stops_(std::move(stop_strings)),
       include_stop_(include_stop_string) {
   stops_.erase(std::remove(stops_.begin(), stops_.end(), std::string()), stops_.end());

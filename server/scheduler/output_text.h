@@ -15,8 +15,11 @@ namespace switchyard {
 
 class OutputText {
  public:
+  // clean_up_spaces = false: decoded without the tokenizer's clean-up of spaces (constrained
+  // outputs: the text is exactly the bytes the grammar checked).
   OutputText(const Tokenizer& tokenizer, bool skip_special_tokens,
-             std::vector<std::string> stop_strings, bool include_stop_string);
+             std::vector<std::string> stop_strings, bool include_stop_string,
+             bool clean_up_spaces = true);
 
   // Adds a sampled token and appends the text that became final to `out`. Returns true when a
   // stop string appeared: `out` then ends at (or after, with include_stop_string) its first
