@@ -63,7 +63,7 @@ Sampler::Sampler(const SamplingParams& params, std::span<const int32_t> prompt,
   if (params_.repetition_penalty != 1.0f) seen_.insert(prompt.begin(), prompt.end());
 }
 
-SampledToken Sampler::Sample(std::span<const float> logits) {
+SampledToken Sampler::Sample(std::span<const float> logits, std::span<const uint32_t> allowed) {
   const int32_t V = static_cast<int32_t>(logits.size());
   SampledToken out;
 
@@ -83,6 +83,13 @@ SampledToken Sampler::Sample(std::span<const float> logits) {
   for (const auto& [t, bias] : params_.logit_bias) {
     if (t >= 0 && t < V) work_[t] += bias;
   }
+  if (!allowed.empty()) {
+    constexpr float kBanned = -std::numeric_limits<float>::infinity();
+    for (int32_t i = 0; i < V; ++i) {
+      const size_t w = static_cast<size_t>(i) >> 5;
+      if (w >= allowed.size() || !((allowed[w] >> (i & 31)) & 1u)) work_[i] = kBanned;
+    }
+  }
 
   if (params_.greedy()) {
     out.token = static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
@@ -90,12 +97,19 @@ SampledToken Sampler::Sample(std::span<const float> logits) {
     const float inv_t = 1.0f / params_.temperature;
     candidates_.clear();
     candidates_.reserve(V);
-    for (int32_t i = 0; i < V; ++i) candidates_.emplace_back(work_[i] * inv_t, i);
+    for (int32_t i = 0; i < V; ++i) {
+      // Banned ids (structured output) never enter: top-k must count allowed ones only.
+      if (work_[i] != -std::numeric_limits<float>::infinity()) {
+        candidates_.emplace_back(work_[i] * inv_t, i);
+      }
+    }
+    if (candidates_.empty()) candidates_.emplace_back(0.0f, 0);  // nothing allowed: caller's bug
     const auto by_logit = [](const auto& a, const auto& b) {
       return a.first > b.first || (a.first == b.first && a.second < b.second);
     };
-    const int32_t k = params_.top_k > 0 ? std::min(params_.top_k, V) : V;
-    if (k < V) {
+    const int32_t n = static_cast<int32_t>(candidates_.size());
+    const int32_t k = params_.top_k > 0 ? std::min(params_.top_k, n) : n;
+    if (k < n) {
       std::nth_element(candidates_.begin(), candidates_.begin() + k, candidates_.end(), by_logit);
       candidates_.resize(k);
     }

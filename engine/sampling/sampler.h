@@ -51,8 +51,10 @@ class Sampler {
 
   Sampler(const SamplingParams& params, std::span<const int32_t> prompt, uint64_t fallback_seed);
 
-  // Samples the next token from one row of logits and records it for the penalties.
-  SampledToken Sample(std::span<const float> logits);
+  // Samples the next token from one row of logits and records it for the penalties. `allowed`,
+  // when not empty, is a bitset over token ids (bit t of word t / 32): only those may be drawn
+  // (structured output); ids past its end are not allowed. It must allow at least one id.
+  SampledToken Sample(std::span<const float> logits, std::span<const uint32_t> allowed = {});
   int64_t num_sampled() const { return num_sampled_; }
   const SamplingParams& params() const { return params_; }
 

@@ -153,6 +153,7 @@ Frontend::Frontend(Engine* engine, Scheduler* scheduler, AdapterRegistry* regist
       tokenizer_(tokenizer),
       options_(std::move(options)),
       chat_template_(std::move(chat_template)),
+      constraints_(tokenizer),
       loader_(std::make_unique<Loader>()) {}
 
 absl::StatusOr<std::unique_ptr<Frontend>> Frontend::Create(Engine* engine, Scheduler* scheduler,
@@ -266,6 +267,9 @@ absl::StatusOr<PreparedRequest> Frontend::Prepare(GenerateInput input) const {
   }
   if (input.echo && out.prompt_text.empty()) {
     SY_ASSIGN_OR_RETURN(out.prompt_text, Detokenize(r.prompt, r.skip_special_tokens));
+  }
+  if (input.constraint) {
+    SY_ASSIGN_OR_RETURN(r.grammar, constraints_.Compile(*input.constraint));
   }
   if (!input.adapter.empty()) {
     SY_ASSIGN_OR_RETURN(r.adapter, registry_->Acquire(input.adapter));

@@ -19,6 +19,7 @@
 #include "engine/engine.h"
 #include "engine/tokenizer/chat_template.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "server/frontend/constraints.h"
 #include "server/frontend/tool_calls.h"
 #include "server/scheduler/scheduler.h"
 
@@ -49,6 +50,8 @@ struct GenerateInput {
   std::optional<bool> add_special_tokens;
   std::string adapter;  // empty: the base model
   bool echo = false;    // report the prompt's text
+  // Structured output: every token is sampled from those the constraint allows.
+  std::optional<OutputConstraint> constraint;
   // Sampling, limits and stops; its prompt, adapter and sink are filled in by Submit.
   GenerationRequest request;
 };
@@ -155,6 +158,7 @@ class Frontend {
   const std::optional<ChatTemplate> chat_template_;
   ToolCallFormat tool_call_format_ = ToolCallFormat::kNone;
   FrontendObserver observer_;
+  mutable ConstraintCompiler constraints_;
   absl::StatusOr<Submitted> SubmitUnobserved(GenerateInput input,
                                              std::shared_ptr<RequestSink> sink);
   class Loader;

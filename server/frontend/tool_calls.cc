@@ -165,14 +165,19 @@ const char* ToolCallFormatName(ToolCallFormat format) {
       return "llama3_json";
     case ToolCallFormat::kMistral:
       return "mistral";
+    case ToolCallFormat::kRequired:
+      return "required";
+    case ToolCallFormat::kNamed:
+      return "named";
     case ToolCallFormat::kNone:
       break;
   }
   return "none";
 }
 
-ParsedToolOutput ParseToolCalls(ToolCallFormat format, absl::string_view text) {
-  ToolCallStream stream(format);
+ParsedToolOutput ParseToolCalls(ToolCallFormat format, absl::string_view text,
+                                absl::string_view function) {
+  ToolCallStream stream(format, function);
   ToolCallStream::Delta a = stream.Push(text);
   ToolCallStream::Delta b = stream.Finish();
   ParsedToolOutput out;
@@ -222,6 +227,10 @@ ToolCallStream::Delta ToolCallStream::Push(absl::string_view text) {
       pending_.erase(0, pending_.size() - keep);
       return d;
     }
+    case ToolCallFormat::kRequired:
+    case ToolCallFormat::kNamed:
+      in_call_ = true;  // the whole output is the call(s)
+      return d;
     case ToolCallFormat::kHermes:
       break;
   }
@@ -278,6 +287,18 @@ ToolCallStream::Delta ToolCallStream::Finish() {
       calls = CallsFromJsonText(rest, format_);
       if (!calls) d.content = std::string(kMistralMarker);
       break;
+    case ToolCallFormat::kRequired:
+      calls = CallsFromJsonText(rest, format_);
+      break;
+    case ToolCallFormat::kNamed: {
+      const ojson arguments = ParseJson(rest);
+      if (arguments.is_object()) {
+        calls = std::vector<ToolCall>{
+            {NewId(format_), function_,
+             arguments.dump(-1, ' ', false, ojson::error_handler_t::replace)}};
+      }
+      break;
+    }
     default:
       break;  // hermes: an unclosed <tool_call> stays text
   }

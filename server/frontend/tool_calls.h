@@ -8,6 +8,10 @@
 //
 // Content is the text outside the calls (null when only whitespace). Output that is not a
 // well-formed call stays content: nothing the model writes is lost or fails the request.
+//
+// Two more formats are the server's own, for outputs written under a grammar (tool_choice
+// "required" and a named function, as vLLM does them): kRequired, a JSON array of
+// {"name", "parameters"}; kNamed, the arguments object of the named function.
 #pragma once
 
 #include <optional>
@@ -19,7 +23,14 @@
 
 namespace switchyard {
 
-enum class ToolCallFormat { kNone, kHermes, kLlama3Json, kMistral };
+enum class ToolCallFormat { kNone, kHermes, kLlama3Json, kMistral, kRequired, kNamed };
+
+// Whether calls in this format are the model's choice (tool_choice "auto": finish_reason
+// "tool_calls") rather than forced by a grammar (finish_reason stays "stop", as OpenAI's).
+inline bool ModelChoseToolCalls(ToolCallFormat f) {
+  return f == ToolCallFormat::kHermes || f == ToolCallFormat::kLlama3Json ||
+         f == ToolCallFormat::kMistral;
+}
 
 // "hermes", "llama3_json", "mistral", "none"; "auto" picks by the template (below).
 absl::StatusOr<ToolCallFormat> ParseToolCallFormat(absl::string_view name,
@@ -39,7 +50,9 @@ struct ParsedToolOutput {
   std::vector<ToolCall> calls;
 };
 
-ParsedToolOutput ParseToolCalls(ToolCallFormat format, absl::string_view text);
+// `function`: the function's name for kNamed.
+ParsedToolOutput ParseToolCalls(ToolCallFormat format, absl::string_view text,
+                                absl::string_view function = "");
 
 // The same parse, incrementally, for streamed responses: Push returns the content that can no
 // longer be part of a call and the calls completed so far; Finish flushes the rest. Concatenated,
@@ -51,13 +64,15 @@ class ToolCallStream {
     std::vector<ToolCall> calls;
   };
 
-  explicit ToolCallStream(ToolCallFormat format) : format_(format) {}
+  explicit ToolCallStream(ToolCallFormat format, absl::string_view function = "")
+      : format_(format), function_(function) {}
   Delta Push(absl::string_view text);
   Delta Finish();
   bool called() const { return called_; }
 
  private:
   ToolCallFormat format_;
+  std::string function_;  // kNamed
   std::string pending_;   // text held back: a possible marker prefix, or an open call
   bool in_call_ = false;  // hermes: inside <tool_call>; others: buffering to the end
   size_t scanned_ = 0;    // hermes: how much of an open call was searched for its end

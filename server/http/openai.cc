@@ -12,6 +12,7 @@ namespace switchyard::openai {
 namespace {
 
 using json = nlohmann::json;
+using ojson = nlohmann::ordered_json;
 
 constexpr int kMaxChoices = 64;
 constexpr int kMaxStops = 16;
@@ -138,11 +139,30 @@ absl::StatusOr<ChatInput> ParseChat(absl::string_view text, const json& body) {
   return chat;
 }
 
-// tools / tool_choice / parallel_tool_calls. Tools always render into the prompt; with
+// The JSON schema a "required" tool choice constrains the output to (as vLLM builds it): an array
+// of {"name", "parameters"} calls of the given tools (one call without parallel_tool_calls).
+ojson RequiredToolCallsSchema(const ojson& tools, bool parallel) {
+  ojson any = ojson::array();
+  for (const ojson& t : tools) {
+    const ojson& fn = t["function"];
+    ojson params = fn.value("parameters", ojson({{"type", "object"}}));
+    any.push_back({{"type", "object"},
+                   {"properties", {{"name", {{"const", fn["name"]}}}, {"parameters", params}}},
+                   {"required", {"name", "parameters"}},
+                   {"additionalProperties", false}});
+  }
+  ojson schema = {{"type", "array"}, {"minItems", 1}, {"items", {{"anyOf", any}}}};
+  if (!parallel) schema["maxItems"] = 1;
+  return schema;
+}
+
+// tools / tool_choice / parallel_tool_calls. Tools always render into the prompt. With
 // tool_choice "auto" (the default with tools) calls are parsed from the output in the model's
-// format. "required" and a named function need constrained decoding, which is not implemented.
-absl::Status ParseToolChoice(Endpoint endpoint, const json& body, const Frontend& frontend,
-                             ParsedRequest* req) {
+// format; "required" and a named function constrain the output with a grammar (the calls'
+// arguments always validate against the functions' parameters), as vLLM does.
+absl::Status ParseToolChoice(Endpoint endpoint, absl::string_view text, const json& body,
+                             const Frontend& frontend, ParsedRequest* req,
+                             std::optional<OutputConstraint>* constraint) {
   auto tools = body.find("tools");
   const bool has_tools = tools != body.end() && !tools->is_null() && !tools->empty();
   auto choice = body.find("tool_choice");
@@ -155,24 +175,170 @@ absl::Status ParseToolChoice(Endpoint endpoint, const json& body, const Frontend
     return absl::OkStatus();
   }
   if (endpoint != Endpoint::kChat) return Bad("tools", "are for chat completions");
+  SY_RETURN_IF_ERROR(CheckTools(body));
   const json mode = has_choice ? *choice : json("auto");
   if (mode == json("none")) return absl::OkStatus();
-  if (mode != json("auto")) {
-    if (mode == json("required") || mode.is_object()) {
+  if (mode == json("required") || mode.is_object()) {
+    if (constraint->has_value()) {
       return Bad("tool_choice",
-                 "\"required\" and a named function need constrained decoding, which this "
-                 "server does not implement yet; use \"auto\" or \"none\"");
+                 "\"required\" or a named function cannot be combined with "
+                 "response_format or guided decoding");
     }
+    const ojson ordered = ojson::parse(text, nullptr, false);
+    const ojson& tool_list = ordered["tools"];
+    OutputConstraint c;
+    c.kind = OutputConstraint::Kind::kJsonSchema;
+    if (mode == json("required")) {
+      c.spec = RequiredToolCallsSchema(tool_list, req->parallel_tool_calls).dump();
+      c.field = "tool_choice \"required\" (the tools' parameters)";
+      req->tool_format = ToolCallFormat::kRequired;
+    } else {
+      const json* fn = mode.value("type", "") == "function" && mode.contains("function")
+                           ? &mode["function"]
+                           : nullptr;
+      if (fn == nullptr || !fn->is_object() || !fn->contains("name") ||
+          !(*fn)["name"].is_string()) {
+        return Bad("tool_choice",
+                   "a named choice is {\"type\": \"function\", \"function\": "
+                   "{\"name\": ...}}");
+      }
+      const std::string name = (*fn)["name"].get<std::string>();
+      const ojson* chosen = nullptr;
+      for (const ojson& t : tool_list) {
+        if (t["function"]["name"] == name) chosen = &t;
+      }
+      if (chosen == nullptr) {
+        return Bad("tool_choice", absl::StrCat("names \"", name, "\", which is not in tools"));
+      }
+      c.spec = (*chosen)["function"].value("parameters", ojson({{"type", "object"}})).dump();
+      c.field = absl::StrCat("tools: the parameters of \"", name, "\"");
+      req->tool_format = ToolCallFormat::kNamed;
+      req->tool_name = name;
+    }
+    *constraint = std::move(c);
+    return absl::OkStatus();
+  }
+  if (mode != json("auto")) {
     return Bad("tool_choice", "must be \"none\", \"auto\", \"required\" or a function");
   }
   if (frontend.tool_call_format() == ToolCallFormat::kNone) {
     return Bad("tool_choice",
                "the model's chat template shows no tool-call format this server parses; start "
                "it with --tool-call-parser (hermes, llama3_json, mistral) or send "
-               "tool_choice \"none\"");
+               "tool_choice \"none\" or \"required\"");
   }
   req->tool_format = frontend.tool_call_format();
   return absl::OkStatus();
+}
+
+// Structured output: OpenAI's response_format, vLLM's guided_json / guided_regex /
+// guided_choice / guided_grammar and its newer structured_outputs object. At most one.
+absl::StatusOr<std::optional<OutputConstraint>> ParseConstraint(absl::string_view text,
+                                                                const json& body) {
+  std::vector<OutputConstraint> found;
+  std::optional<ojson> ordered;  // schemas keep their key order: properties are written in it
+  const auto ordered_at = [&](const std::vector<std::string>& path) {
+    if (!ordered) ordered = ojson::parse(text, nullptr, false);
+    const ojson* at = &*ordered;
+    for (const std::string& key : path) at = &(*at)[key];
+    return *at;
+  };
+  const auto add = [&](OutputConstraint::Kind kind, std::string spec, std::string field) {
+    found.push_back({kind, std::move(spec), std::move(field)});
+  };
+  const auto schema = [&](const json& value, const std::vector<std::string>& path,
+                          const std::string& field) -> absl::Status {
+    if (value.is_string()) {  // vLLM takes the schema as JSON text too
+      const ojson parsed = ojson::parse(value.get<std::string>(), nullptr, false);
+      if (parsed.is_discarded()) return Bad(field, "is not valid JSON");
+      add(OutputConstraint::Kind::kJsonSchema, parsed.dump(), field);
+    } else if (value.is_object() || value.is_boolean()) {
+      add(OutputConstraint::Kind::kJsonSchema, ordered_at(path).dump(), field);
+    } else {
+      return Bad(field, "must be a JSON schema");
+    }
+    return absl::OkStatus();
+  };
+  const auto string_field = [&](const json& value, OutputConstraint::Kind kind,
+                                const std::string& field) -> absl::Status {
+    if (!value.is_string()) return Bad(field, "must be a string");
+    add(kind, value.get<std::string>(), field);
+    return absl::OkStatus();
+  };
+  const auto choice_field = [&](const json& value, const std::string& field) -> absl::Status {
+    if (!value.is_array() || value.empty())
+      return Bad(field, "must be a non-empty array of strings");
+    for (const json& v : value) {
+      if (!v.is_string()) return Bad(field, "must be a non-empty array of strings");
+    }
+    add(OutputConstraint::Kind::kChoice, value.dump(), field);
+    return absl::OkStatus();
+  };
+
+  if (auto it = body.find("response_format"); it != body.end() && !it->is_null()) {
+    const std::string type = it->is_object() ? it->value("type", "") : "";
+    if (type == "json_object") {
+      add(OutputConstraint::Kind::kJsonObject, "", "response_format");
+    } else if (type == "json_schema") {
+      auto js = it->find("json_schema");
+      if (js == it->end() || !js->is_object() || !js->contains("schema")) {
+        return Bad("response_format.json_schema.schema", "is required");
+      }
+      SY_RETURN_IF_ERROR(schema((*js)["schema"], {"response_format", "json_schema", "schema"},
+                                "response_format.json_schema.schema"));
+    } else if (type != "text") {
+      return Bad("response_format", "type must be \"text\", \"json_object\" or \"json_schema\"");
+    }
+  }
+  const auto present = [&](const json& obj, const char* key) {
+    auto it = obj.find(key);
+    return it != obj.end() && !it->is_null();
+  };
+  if (present(body, "guided_json")) {
+    SY_RETURN_IF_ERROR(schema(body["guided_json"], {"guided_json"}, "guided_json"));
+  }
+  if (present(body, "guided_regex")) {
+    SY_RETURN_IF_ERROR(
+        string_field(body["guided_regex"], OutputConstraint::Kind::kRegex, "guided_regex"));
+  }
+  if (present(body, "guided_choice")) {
+    SY_RETURN_IF_ERROR(choice_field(body["guided_choice"], "guided_choice"));
+  }
+  if (present(body, "guided_grammar")) {
+    SY_RETURN_IF_ERROR(
+        string_field(body["guided_grammar"], OutputConstraint::Kind::kGrammar, "guided_grammar"));
+  }
+  if (present(body, "structured_outputs")) {
+    const json& so = body["structured_outputs"];
+    if (!so.is_object()) return Bad("structured_outputs", "must be an object");
+    if (present(so, "json")) {
+      SY_RETURN_IF_ERROR(
+          schema(so["json"], {"structured_outputs", "json"}, "structured_outputs.json"));
+    }
+    if (present(so, "regex")) {
+      SY_RETURN_IF_ERROR(
+          string_field(so["regex"], OutputConstraint::Kind::kRegex, "structured_outputs.regex"));
+    }
+    if (present(so, "choice")) {
+      SY_RETURN_IF_ERROR(choice_field(so["choice"], "structured_outputs.choice"));
+    }
+    if (present(so, "grammar")) {
+      SY_RETURN_IF_ERROR(string_field(so["grammar"], OutputConstraint::Kind::kGrammar,
+                                      "structured_outputs.grammar"));
+    }
+    if (present(so, "json_object")) {
+      if (!so["json_object"].is_boolean())
+        return Bad("structured_outputs.json_object", "must be a boolean");
+      if (so["json_object"].get<bool>())
+        add(OutputConstraint::Kind::kJsonObject, "", "structured_outputs.json_object");
+    }
+  }
+  if (found.size() > 1) {
+    return Bad(found[1].field, absl::StrCat("cannot be combined with ", found[0].field,
+                                            ": give one output constraint"));
+  }
+  if (found.empty()) return std::nullopt;
+  return std::move(found[0]);
 }
 
 // A choice that called a tool and then stopped reports "tool_calls", as OpenAI's do.
@@ -401,14 +567,10 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, absl::string_view 
   SY_RETURN_IF_ERROR(ParseLogitBias(body, &base.sampling.logit_bias));
   SY_RETURN_IF_ERROR(RefuseIfSet(body, "functions", "is deprecated by OpenAI; send tools"));
   SY_RETURN_IF_ERROR(RefuseIfSet(body, "suffix", "is not supported"));
-  SY_RETURN_IF_ERROR(ParseToolChoice(endpoint, body, frontend, &req));
+  SY_ASSIGN_OR_RETURN(std::optional<OutputConstraint> constraint, ParseConstraint(text, body));
+  SY_RETURN_IF_ERROR(ParseToolChoice(endpoint, text, body, frontend, &req, &constraint));
   if (req.tool_format == ToolCallFormat::kMistral) {
     base.skip_special_tokens = false;  // [TOOL_CALLS] is a control token
-  }
-  if (auto it = body.find("response_format"); it != body.end() && !it->is_null()) {
-    if (!it->is_object() || it->value("type", "") != "text") {
-      return Bad("response_format", "only {\"type\": \"text\"} is supported");
-    }
   }
   if (auto it = body.find("best_of"); it != body.end() && !it->is_null()) {
     if (!it->is_number_integer() || it->get<int64_t>() != n) {
@@ -443,6 +605,7 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, absl::string_view 
     for (int j = 0; j < req.n; ++j) {
       GenerateInput in = p;
       in.adapter = adapter;
+      in.constraint = constraint;
       in.echo = req.echo;
       in.request = base;
       // Several choices of one seeded prompt must still differ.
@@ -525,13 +688,15 @@ json BuildResponse(const ParsedRequest& req, const std::string& id, int64_t crea
                                ? CompletionLogprobs(c.logprobs, tokenizer, c.prompt_text.size())
                                : json();
     } else if (req.tool_format != ToolCallFormat::kNone) {
-      ParsedToolOutput parsed = ParseToolCalls(req.tool_format, c.text);
+      ParsedToolOutput parsed = ParseToolCalls(req.tool_format, c.text, req.tool_name);
       if (!req.parallel_tool_calls && parsed.calls.size() > 1) parsed.calls.resize(1);
       choice["message"] = {{"role", "assistant"},
                            {"content", parsed.content ? json(*parsed.content) : json()}};
       if (!parsed.calls.empty()) {
         choice["message"]["tool_calls"] = ToolCallsJson(parsed.calls, 0, false);
-        if (EndedByStop(c.finish)) choice["finish_reason"] = "tool_calls";
+        if (EndedByStop(c.finish) && ModelChoseToolCalls(req.tool_format)) {
+          choice["finish_reason"] = "tool_calls";
+        }
       }
       choice["logprobs"] = req.logprobs >= 0 ? ChatLogprobs(c.logprobs, tokenizer) : json();
     } else {
@@ -555,7 +720,7 @@ json BuildChunk(const ParsedRequest& req, const std::string& id, int64_t created
                 int first_call_index, bool called) {
   const bool chat = req.endpoint == Endpoint::kChat;
   json choice = {{"index", index}, {"finish_reason", FinishReasonJson(event.finish)}};
-  if (called && EndedByStop(event.finish)) {
+  if (called && EndedByStop(event.finish) && ModelChoseToolCalls(req.tool_format)) {
     choice["finish_reason"] = "tool_calls";
   }
   if (chat) {

@@ -26,8 +26,10 @@ struct ParsedRequest {
   bool include_usage = false;  // stream_options.include_usage
   bool echo = false;           // completions
   int logprobs = -1;           // top alternatives per token (-1: no logprobs)
-  // Chat with tools and tool_choice "auto": how calls are read from the output.
+  // Chat with tools: how calls are read from the output (tool_choice "auto": the model's format;
+  // "required" / a named function: the constrained output's).
   ToolCallFormat tool_format = ToolCallFormat::kNone;
+  std::string tool_name;  // kNamed: the function
   bool parallel_tool_calls = true;
 };
 

@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "engine/adapters/adapter.h"
+#include "engine/grammar/matcher.h"
 #include "engine/sampling/sampler.h"
 
 namespace switchyard {
@@ -78,6 +79,10 @@ struct GenerationRequest {
   bool include_stop_string = false;  // keep the matched stop string in the text
   bool skip_special_tokens = true;   // in the text
   bool record_routing = false;       // report the experts its tokens used (last event)
+  // Structured output: tokens are sampled only from those the grammar allows; the request ends
+  // (kStop) when the grammar is complete and allows nothing more, and stop tokens are allowed
+  // only where it may end.
+  std::shared_ptr<const grammar::CompiledGrammar> grammar;
   absl::Time deadline = absl::InfiniteFuture();
   std::shared_ptr<RequestSink> sink;
 };

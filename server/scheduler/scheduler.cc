@@ -44,6 +44,7 @@ struct Scheduler::Sequence {
   uint64_t ns = 0;              // prefix-cache namespace (adapter and version)
   absl::flat_hash_set<int32_t> stop_ids;
   std::unique_ptr<Sampler> sampler;
+  std::unique_ptr<grammar::GrammarMatcher> matcher;  // structured output
   std::unique_ptr<OutputText> text;
   RequestUsage usage;
   absl::Time last_token = absl::InfinitePast();
@@ -161,9 +162,14 @@ absl::StatusOr<uint64_t> Scheduler::Submit(GenerationRequest request) {
     s->stop_ids.insert(options_.eos_token_ids.begin(), options_.eos_token_ids.end());
   }
   s->sampler = std::make_unique<Sampler>(request.sampling, request.prompt, s->id);
+  if (request.grammar != nullptr) {
+    s->matcher = std::make_unique<grammar::GrammarMatcher>(request.grammar);
+  }
   if (tokenizer_ != nullptr) {
+    // A constrained output's text is exactly the bytes its grammar checked: no clean-up.
     s->text = std::make_unique<OutputText>(*tokenizer_, request.skip_special_tokens,
-                                           request.stop_strings, request.include_stop_string);
+                                           request.stop_strings, request.include_stop_string,
+                                           /*clean_up_spaces=*/request.grammar == nullptr);
   }
   s->usage.prompt_tokens = n;
   s->usage.arrival = options_.clock();
@@ -479,9 +485,32 @@ void Scheduler::CommitOutputs(const std::vector<Sequence*>& scheduled, const Ste
     if (options_.prefix_caching) RegisterFullBlocks(s);
     if (!batch.sequences[i].want_logits) continue;
     const float* logits = out.logits.data<float>() + row++ * vocab;
-    SampledToken sampled = s.sampler->Sample(std::span<const float>(logits, vocab));
+    std::span<const uint32_t> allowed;
+    if (s.matcher != nullptr) {
+      if (!FillGrammarMask(s)) continue;  // finished
+      allowed = mask_;
+    }
+    SampledToken sampled = s.sampler->Sample(std::span<const float>(logits, vocab), allowed);
     AppendToken(s, std::move(sampled), done, record);
   }
+}
+
+bool Scheduler::FillGrammarMask(Sequence& s) {
+  s.matcher->FillMask(&mask_);
+  if (s.matcher->CanEnd()) {
+    for (int32_t id : s.stop_ids) {
+      if (id >= 0 && static_cast<size_t>(id) < mask_.size() * 32) grammar::MaskSet(mask_, id);
+    }
+  }
+  if (std::any_of(mask_.begin(), mask_.end(), [](uint32_t w) { return w != 0; })) return true;
+  if (s.matcher->CanEnd()) {
+    Finish(s, FinishReason::kStop);  // complete, and no stop token may follow (ignore_eos)
+  } else {
+    Finish(s, FinishReason::kError, {},
+           absl::FailedPreconditionError("structured output: no token of the vocabulary "
+                                         "continues the output the grammar requires"));
+  }
+  return false;
 }
 
 void Scheduler::AppendToken(Sequence& s, SampledToken sampled, absl::Time now, StepRecord* record) {
@@ -500,10 +529,22 @@ void Scheduler::AppendToken(Sequence& s, SampledToken sampled, absl::Time now, S
   event.tokens.push_back(token);
   if (s.req.sampling.logprobs >= 0) event.logprobs.push_back(std::move(sampled));
   FinishReason reason = FinishReason::kNone;
+  bool grammar_complete = false;
+  if (s.matcher != nullptr && !s.stop_ids.contains(token)) {
+    // The mask allowed only tokens the grammar accepts; should that ever break, the request
+    // fails, not the server.
+    if (absl::Status accepted = s.matcher->Accept(token); !accepted.ok()) {
+      Finish(s, FinishReason::kError, std::move(event), absl::InternalError(accepted.message()));
+      return;
+    }
+    grammar_complete = s.matcher->MustEnd();
+  }
   if (s.stop_ids.contains(token)) {
     reason = FinishReason::kStop;
   } else if (s.text != nullptr && s.text->Push(token, &event.text)) {
     reason = FinishReason::kStopString;
+  } else if (grammar_complete) {
+    reason = FinishReason::kStop;  // nothing but the end may follow
   } else if (s.generated() >= s.max_tokens) {
     reason = FinishReason::kLength;
   }

@@ -150,6 +150,9 @@ class Scheduler {
 
   void DrainInbox();
   // Finishes `s`, appending the finish to `event` (this step's tokens, if any) and delivering it.
+  // Structured output: fills mask_ with the tokens s may sample next; false when s finished
+  // instead (complete with no stop token allowed, or no token continues it).
+  bool FillGrammarMask(Sequence& s);
   void Finish(Sequence& s, FinishReason reason, RequestEvent event = {},
               absl::Status error = absl::OkStatus());
   void Preempt(Sequence& s);
@@ -191,6 +194,7 @@ class Scheduler {
   int64_t step_ = 0;
   SchedulerStats local_;
   std::function<void(const StepRecord&)> step_observer_;
+  grammar::TokenMask mask_;  // structured output: the tokens one sequence may sample next
 
   // Shared with API threads.
   mutable absl::Mutex mu_;
