@@ -93,7 +93,7 @@ FUZZ_RUNS ?= -1
 FUZZ_DIR := build-fuzz
 FUZZ_TARGETS := tokenizer_fuzz tokenizer_json_fuzz chat_template_fuzz safetensors_fuzz model_config_fuzz \
   torch_checkpoint_fuzz adapter_config_fuzz openai_request_fuzz grpc_request_fuzz gguf_fuzz \
-  tool_calls_fuzz
+  tool_calls_fuzz grammar_fuzz
 fuzz: deps
 	@tools/install_deps.sh --fuzz
 	@if [ ! -f $(FUZZ_DIR)/build.ninja ]; then CC=clang CXX=clang++ cmake -S . -B $(FUZZ_DIR) -G Ninja \

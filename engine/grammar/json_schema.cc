@@ -248,7 +248,8 @@ class SchemaCompiler {
     ordered_json merged = schema;
     merged.erase("allOf");
     for (ordered_json part : schema["allOf"]) {
-      while (part.is_object() && part.contains("$ref") && part.size() == 1) {
+      for (int hops = 0; part.is_object() && part.contains("$ref") && part.size() == 1; ++hops) {
+        if (hops == kMaxDepth) return Error(path, "allOf member $refs loop");
         const std::string ref = part["$ref"].is_string() ? part["$ref"].get<std::string>() : "";
         if (ref.rfind("#/", 0) != 0) return Error(path, "allOf member $ref must point inside");
         const ordered_json::json_pointer ptr(ref.substr(1));

@@ -73,6 +73,7 @@ class RegexParser {
   }
 
   absl::StatusOr<Sequence> Alternation() {
+    if (++depth_ > kMaxNesting) return Error("nests groups too deeply");
     std::vector<Sequence> alts;
     while (true) {
       Sequence seq;
@@ -81,6 +82,7 @@ class RegexParser {
       if (AtEnd() || Peek() != '|') break;
       ++pos_;
     }
+    --depth_;
     if (alts.size() == 1) return std::move(alts[0]);
     return Sequence{b_->Group(std::move(alts), "regex alternation")};
   }
@@ -323,6 +325,8 @@ class RegexParser {
   GrammarBuilder* b_;
   size_t pos_ = 0;
   size_t end_ = 0;
+  int depth_ = 0;
+  static constexpr int kMaxNesting = 200;
 };
 
 }  // namespace

@@ -24,7 +24,7 @@ struct Collected {
 };
 
 Collected Stream(ToolCallFormat f, const std::vector<std::string>& pieces) {
-  ToolCallStream s(f);
+  ToolCallStream s(f, "fn");
   Collected out;
   const auto take = [&](ToolCallStream::Delta d) {
     out.content += d.content;
@@ -50,19 +50,19 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) { return 0; }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
-  static constexpr ToolCallFormat kFormats[] = {ToolCallFormat::kHermes,
-                                                ToolCallFormat::kLlama3Json,
-                                                ToolCallFormat::kMistral, ToolCallFormat::kNone};
-  const ToolCallFormat f = kFormats[data[0] % 4];
+  static constexpr ToolCallFormat kFormats[] = {
+      ToolCallFormat::kHermes,   ToolCallFormat::kLlama3Json, ToolCallFormat::kMistral,
+      ToolCallFormat::kNone,     ToolCallFormat::kRequired,   ToolCallFormat::kNamed};
+  const ToolCallFormat f = kFormats[data[0] % 6];
   const std::string text(reinterpret_cast<const char*>(data) + 1, size - 1);
-  const ParsedToolOutput whole = switchyard::ParseToolCalls(f, text);
+  const ParsedToolOutput whole = switchyard::ParseToolCalls(f, text, "fn");
   for (const ToolCall& c : whole.calls) {
     Check(!c.name.empty(), "a call has a name");
     const nlohmann::json args = nlohmann::json::parse(c.arguments, nullptr, false);
     Check(args.is_object(), "a call's arguments are a JSON object");
   }
   if (whole.content) Check(whole.content->size() <= text.size() + 16, "no text invented");
-  const size_t cut = text.empty() ? 0 : (data[0] / 4) % (text.size() + 1);
+  const size_t cut = text.empty() ? 0 : (data[0] / 6) % (text.size() + 1);
   CheckSame(Stream(f, {text.substr(0, cut), text.substr(cut)}), whole);
   if (text.size() <= 4096) {
     std::vector<std::string> bytes;
