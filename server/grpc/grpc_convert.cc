@@ -4,7 +4,49 @@
 #include <utility>
 #include <vector>
 
+#include "engine/core/status_macros.h"
+#include "nlohmann/json.hpp"
+
 namespace switchyard {
+namespace {
+
+absl::StatusOr<std::optional<OutputConstraint>> ConstraintFromProto(
+    const v1::GenerateRequest& req) {
+  if (!req.has_constraint()) return std::nullopt;
+  const v1::OutputConstraint& c = req.constraint();
+  OutputConstraint out;
+  switch (c.kind_case()) {
+    case v1::OutputConstraint::kJsonSchema:
+      out = {OutputConstraint::Kind::kJsonSchema, c.json_schema(), "constraint.json_schema"};
+      break;
+    case v1::OutputConstraint::kJsonObject:
+      if (!c.json_object()) return std::nullopt;
+      out = {OutputConstraint::Kind::kJsonObject, "", "constraint.json_object"};
+      break;
+    case v1::OutputConstraint::kRegex:
+      out = {OutputConstraint::Kind::kRegex, c.regex(), "constraint.regex"};
+      break;
+    case v1::OutputConstraint::kChoice: {
+      if (c.choice().choices().empty()) {
+        return absl::InvalidArgumentError("constraint.choice: give at least one string");
+      }
+      nlohmann::json list = nlohmann::json::array();
+      for (const std::string& s : c.choice().choices()) list.push_back(s);
+      out = {OutputConstraint::Kind::kChoice,
+             list.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+             "constraint.choice"};
+      break;
+    }
+    case v1::OutputConstraint::kGrammar:
+      out = {OutputConstraint::Kind::kGrammar, c.grammar(), "constraint.grammar"};
+      break;
+    default:
+      return std::nullopt;
+  }
+  return out;
+}
+
+}  // namespace
 
 absl::StatusOr<GenerateInput> GenerateInputFromProto(const v1::GenerateRequest& req,
                                                      std::optional<absl::Time> deadline) {
@@ -61,6 +103,7 @@ absl::StatusOr<GenerateInput> GenerateInputFromProto(const v1::GenerateRequest& 
   r.record_routing = req.include_routing();
   if (req.has_skip_special_tokens()) r.skip_special_tokens = req.skip_special_tokens();
   if (deadline.has_value()) r.deadline = *deadline;
+  SY_ASSIGN_OR_RETURN(in.constraint, ConstraintFromProto(req));
   return in;
 }
 

@@ -22,9 +22,10 @@ std::shared_ptr<const TokenVocabulary> Vocabulary() {
   static const auto vocab = [] {
     std::vector<std::string> tokens{""};
     for (int c = 0x20; c < 0x7F; ++c) tokens.emplace_back(1, static_cast<char>(c));
-    for (const char* t : {"\n", "\xC3", "\xA9", "é", "日", "\":", "\": ", "\", \"", "{\"", "\"}",
-                          "true", "false", "null", "12", "-1", "0.", ".5", "abc", "]]", "[\"",
-                          "\\n", "\\\"", "\\u00", "2024-", "T12", ":00", "Z"}) {
+    for (const char* t :
+         {"\n",  "\xC3", "\xA9",  "é",    "日",    "\":",   "\": ", "\", \"", "{\"",
+          "\"}", "true", "false", "null", "12",    "-1",    "0.",   ".5",     "abc",
+          "]]",  "[\"",  "\\n",   "\\\"", "\\u00", "2024-", "T12",  ":00",    "Z"}) {
       tokens.emplace_back(t);
     }
     return TokenVocabulary::Create(std::move(tokens));

@@ -51,8 +51,8 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) { return 0; }
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   static constexpr ToolCallFormat kFormats[] = {
-      ToolCallFormat::kHermes,   ToolCallFormat::kLlama3Json, ToolCallFormat::kMistral,
-      ToolCallFormat::kNone,     ToolCallFormat::kRequired,   ToolCallFormat::kNamed};
+      ToolCallFormat::kHermes, ToolCallFormat::kLlama3Json, ToolCallFormat::kMistral,
+      ToolCallFormat::kNone,   ToolCallFormat::kRequired,   ToolCallFormat::kNamed};
   const ToolCallFormat f = kFormats[data[0] % 6];
   const std::string text(reinterpret_cast<const char*>(data) + 1, size - 1);
   const ParsedToolOutput whole = switchyard::ParseToolCalls(f, text, "fn");

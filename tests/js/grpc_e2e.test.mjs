@@ -155,6 +155,33 @@ describe("switchyard-server over gRPC", () => {
     await waitIdle(server);
   });
 
+  test("structured output: a JSON schema, a regex, a choice and a grammar constrain the text", async () => {
+    const schema = { type: "object", properties: { n: { type: "integer", minimum: 1, maximum: 9 } },
+                     required: ["n"], additionalProperties: false };
+    const cases = [
+      [{ json_schema: JSON.stringify(schema) },
+       (t) => { const v = JSON.parse(t); assert.ok(v.n >= 1 && v.n <= 9 && Object.keys(v).length === 1, t); }],
+      [{ json_object: true }, (t) => assert.equal(typeof JSON.parse(t), "object")],
+      [{ regex: "[a-f]{4}-\\d" }, (t) => assert.match(t, /^[a-f]{4}-\d$/)],
+      [{ choice: { choices: ["left", "right"] } }, (t) => assert.ok(["left", "right"].includes(t), t)],
+      [{ grammar: 'root ::= "<" [0-9]+ ">"' }, (t) => assert.match(t, /^<[0-9]+>$/)],
+    ];
+    for (const [constraint, check] of cases) {
+      for (const adapter of ["", ...ADAPTERS]) {
+        const r = await unary(server.client, "Generate", {
+          text: "x", adapter, max_tokens: 3000, sampling: { seed: 7 }, constraint });
+        assert.equal(r.finish_reason, "FINISH_REASON_STOP", JSON.stringify(r));
+        check(r.text);
+      }
+    }
+    await assert.rejects(
+      unary(server.client, "Generate", { text: "x", constraint: { regex: "(a" } }),
+      (e) => e.code === grpc.status.INVALID_ARGUMENT && /constraint.regex/.test(e.details));
+    await assert.rejects(
+      unary(server.client, "Generate", { text: "x", constraint: { json_schema: "{\"not\": {}}" } }),
+      (e) => e.code === grpc.status.INVALID_ARGUMENT && /'not'/.test(e.details));
+  });
+
   test("bad requests get the right code and a message naming the problem", async () => {
     const bad = async (method, request, code, pattern, metadata) => {
       await assert.rejects(unary(server.client, method, request, { metadata }), (e) => {
