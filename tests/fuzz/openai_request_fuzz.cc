@@ -1,8 +1,9 @@
 // Fuzzes the OpenAI request parser (server/http/openai.cc) with arbitrary bodies on both
 // endpoints (and /tokenize, /detokenize), against a frontend over the model in
 // SWITCHYARD_FUZZ_TOKENIZER. Properties, beyond not crashing: a body is either parsed or refused as
-// INVALID_ARGUMENT (400) or NOT_FOUND (an unknown model, 404), never anything else; a refusal's
-// error object serialises; a parsed request's choices and responses serialise, whatever text the
+// INVALID_ARGUMENT (400) or NOT_FOUND (an unknown model, 404), never anything else, and so is
+// preparing its first choice (tokenizing, compiling its output constraint); a refusal's error
+// object serialises; a parsed request's choices and responses serialise, whatever text the
 // request carried.
 #include <cstdint>
 #include <string>
@@ -39,6 +40,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       continue;
     }
     Check(!req->choices.empty() && req->n >= 1, "a parsed request has choices");
+    // Preparing it tokenizes the prompt and compiles any output constraint.
+    absl::StatusOr<PreparedRequest> prepared = f.Prepare(req->choices.front());
+    Check(prepared.ok() || prepared.status().code() == absl::StatusCode::kInvalidArgument ||
+              prepared.status().code() == absl::StatusCode::kNotFound,
+          "preparing answers or refuses with a client error");
     Check(static_cast<int>(req->choices.size()) % req->n == 0, "prompts x n choices");
     // Responses over arbitrary text the request carried (its stop strings, say) serialise.
     std::vector<openai::ChoiceState> choices(req->choices.size());
