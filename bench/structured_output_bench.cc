@@ -101,6 +101,10 @@ void RunRequest(const std::shared_ptr<const CompiledGrammar>& g, uint32_t seed, 
     const Clock::time_point t0 = Clock::now();
     m.FillMask(&mask);
     out->mask_us.push_back(Micros(t0));
+    if (m.overflowed()) {
+      std::fprintf(stderr, "the matcher overflowed: the request would fail\n");
+      std::abort();
+    }
     if (m.CanEnd() && (m.MustEnd() || rng() % 8 == 0)) break;
     allowed.clear();
     for (size_t w = 0; w < mask.size(); ++w) {

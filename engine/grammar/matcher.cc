@@ -92,6 +92,11 @@ void StackArena::Expand(int32_t element, int32_t parent, std::vector<int32_t>* o
   while (!work_.empty()) {
     auto [e, p] = work_.back();
     work_.pop_back();
+    // Each (element, parent) once per operation: nullable alternatives would otherwise multiply
+    // the paths exponentially.
+    const uint64_t key =
+        (static_cast<uint64_t>(static_cast<uint32_t>(e)) << 32) | static_cast<uint32_t>(p);
+    if (!visited_.insert(key).second) continue;
     const Grammar::Element& el = g_.elements[e];
     switch (el.kind) {
       case Grammar::Element::kBytes:
@@ -119,6 +124,10 @@ void StackArena::Expand(int32_t element, int32_t parent, std::vector<int32_t>* o
 int32_t StackArena::InternSet(std::vector<int32_t>& members) {
   std::sort(members.begin(), members.end());
   members.erase(std::unique(members.begin(), members.end()), members.end());
+  if (members.size() > kMaxStacks) {  // bottoms sort first and are kept
+    members.resize(kMaxStacks);
+    overflowed_ = true;
+  }
   auto [it, inserted] = set_ids_.try_emplace(members, static_cast<int32_t>(sets_.size()));
   if (inserted) {
     sets_.push_back(members);
@@ -129,12 +138,14 @@ int32_t StackArena::InternSet(std::vector<int32_t>& members) {
 
 int32_t StackArena::StartSet(int32_t element, int32_t below) {
   scratch_.clear();
+  visited_.clear();
   Expand(element, below, &scratch_);
   return InternSet(scratch_);
 }
 
 int32_t StackArena::RootSet(int32_t rule) {
   scratch_.clear();
+  visited_.clear();
   for (int32_t start : g_.rule_alternatives[rule]) {
     std::vector<int32_t> part;
     Expand(start, kComplete, &part);
@@ -152,6 +163,7 @@ int32_t StackArena::Advance(int32_t set, uint8_t byte) {
   const size_t key = static_cast<size_t>(set) * 256 + byte;
   if (transitions_[key] >= 0) return transitions_[key];
   std::vector<int32_t> next;
+  visited_.clear();
   for (int32_t m : sets_[set]) {
     if (m == kBoundary || m == kBeyond) {
       next.push_back(kBeyond);  // past the cached frames: undecided whatever follows
@@ -185,11 +197,12 @@ int64_t CompiledGrammar::cached_positions() const {
 }
 
 std::shared_ptr<const CompiledGrammar::PositionTokens> CompiledGrammar::TokensAt(
-    const std::vector<int32_t>& frames) const {
+    const std::vector<int32_t>& frames, bool* computed) const {
   {
     absl::MutexLock lock(&mu_);
     if (auto it = cache_.find(frames); it != cache_.end()) return it->second;
   }
+  if (computed != nullptr) *computed = true;
   // frames: top first; kComplete last when the whole stack is known.
   StackArena arena(grammar_);
   const bool whole = frames.back() == StackArena::kComplete;
@@ -227,6 +240,7 @@ std::shared_ptr<const CompiledGrammar::PositionTokens> CompiledGrammar::TokensAt
     }
     ++i;
   }
+  out->overflowed = arena.overflowed();
   absl::MutexLock lock(&mu_);
   auto [it, inserted] = cache_.try_emplace(frames, std::move(out));
   return it->second;
@@ -272,9 +286,12 @@ void GrammarMatcher::FillMask(TokenMask* mask) {
     FillMaskByScan(mask);
     return;
   }
+  new_contexts_ = 0;
   for (int32_t stack : arena_.Members(state_)) {
     if (stack < 0) continue;
+    if (overflowed_) return;
     const auto tokens = TokensFor(stack);
+    overflowed_ |= tokens->overflowed;
     uint32_t* out = mask->data();
     const uint32_t* in = tokens->accepted.data();
     for (size_t i = 0; i < mask->size(); ++i) out[i] |= in[i];
@@ -306,7 +323,9 @@ std::shared_ptr<const CompiledGrammar::PositionTokens> GrammarMatcher::TokensFor
       node = arena_.ParentOf(node);
     }
     if (node == StackArena::kComplete) frames.push_back(StackArena::kComplete);
-    tokens = grammar_->TokensAt(frames);
+    bool computed = false;
+    tokens = grammar_->TokensAt(frames, &computed);
+    if (computed && ++new_contexts_ > kMaxNewContextsPerMask) overflowed_ = true;
     if (tokens->whole_stack || tokens->undecided.size() <= kMaxUndecided) break;
   }
   return tokens;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "engine/grammar/grammar.h"
@@ -71,10 +72,13 @@ class CompiledGrammar {
     TokenMask accepted;              // allowed whatever the stack below
     std::vector<int32_t> undecided;  // depend on the stack below
     bool whole_stack = false;        // the frames were the whole stack: nothing undecided
+    bool overflowed = false;         // computed with truncated stack sets (see kMaxStacks)
   };
   // The tokens a stack whose top frames are `frames` (grammar elements, top first; ending with
   // StackArena::kComplete when that is the whole stack) allows. Computed on first use.
-  std::shared_ptr<const PositionTokens> TokensAt(const std::vector<int32_t>& frames) const;
+  // `computed` (optional): set when this call had to compute them.
+  std::shared_ptr<const PositionTokens> TokensAt(const std::vector<int32_t>& frames,
+                                                 bool* computed = nullptr) const;
   int64_t cached_positions() const;
 
  private:
@@ -96,6 +100,9 @@ class StackArena {
   static constexpr int32_t kBoundary = -2;
   static constexpr int32_t kBeyond = -3;
   static constexpr int32_t kEmptySet = 0;
+  // A grammar ambiguous enough to keep more parse stacks alive at once is not followed: sets are
+  // cut there and overflowed() says so (the request fails rather than the step stalling).
+  static constexpr size_t kMaxStacks = 1024;
 
   explicit StackArena(const Grammar& grammar) : g_(grammar) { Reset(); }
   void Reset();
@@ -112,7 +119,7 @@ class StackArena {
   int32_t ElementOf(int32_t stack) const { return nodes_[stack].element; }
   int32_t ParentOf(int32_t stack) const { return nodes_[stack].parent; }
   bool Alive(int32_t set) const { return set != kEmptySet; }
-  size_t memory_items() const { return nodes_.size() + sets_.size() + transitions_.size(); }
+  bool overflowed() const { return overflowed_; }
 
  private:
   struct Node {
@@ -130,7 +137,9 @@ class StackArena {
   absl::flat_hash_map<std::vector<int32_t>, int32_t> set_ids_;
   std::vector<int32_t> transitions_;  // [set * 256 + byte]: the next set, -1 until computed
   std::vector<std::pair<int32_t, int32_t>> work_;
+  absl::flat_hash_set<uint64_t> visited_;
   std::vector<int32_t> scratch_;
+  bool overflowed_ = false;
 };
 
 // One request's constraint state.
@@ -151,6 +160,12 @@ class GrammarMatcher {
   // Advances over a token; refuses one the grammar does not allow (the state is unchanged).
   absl::Status Accept(int32_t token);
   int64_t accepted_tokens() const { return accepted_; }
+  // The grammar kept more than StackArena::kMaxStacks parses alive, or one step needed more than
+  // kMaxNewContextsPerMask token sets computed (each a walk of the vocabulary): masks may miss
+  // tokens, so the request should fail (the grammar is too ambiguous) rather than stall the
+  // batch.
+  static constexpr int kMaxNewContextsPerMask = 32;
+  bool overflowed() const { return overflowed_ || arena_.overflowed(); }
 
  private:
   const std::string& BytesOf(int32_t token) const;
@@ -162,6 +177,8 @@ class GrammarMatcher {
   StackArena arena_;
   int32_t state_;
   int64_t accepted_ = 0;
+  bool overflowed_ = false;
+  int new_contexts_ = 0;  // computed during the current FillMask
 };
 
 }  // namespace switchyard::grammar

@@ -497,6 +497,13 @@ void Scheduler::CommitOutputs(const std::vector<Sequence*>& scheduled, const Ste
 
 bool Scheduler::FillGrammarMask(Sequence& s) {
   s.matcher->FillMask(&mask_);
+  if (s.matcher->overflowed()) {
+    Finish(s, FinishReason::kError, {},
+           absl::InvalidArgumentError(
+               absl::StrCat("structured output: the grammar is too ambiguous to follow (over ",
+                            grammar::StackArena::kMaxStacks, " parses alive at once)")));
+    return false;
+  }
   if (s.matcher->CanEnd()) {
     for (int32_t id : s.stop_ids) {
       if (id >= 0 && static_cast<size_t>(id) < mask_.size() * 32) grammar::MaskSet(mask_, id);

@@ -78,6 +78,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   TokenMask mask;
   for (int step = 0; step < 24 && !m.MustEnd(); ++step) {
     m.FillMask(&mask);
+    if (m.overflowed()) break;  // too ambiguous: the server fails such a request
     std::vector<int32_t> allowed;
     for (int32_t t = 0; t < compiled->vocab().size(); ++t) {
       const bool direct = m.Allows(t);

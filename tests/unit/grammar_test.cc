@@ -63,6 +63,7 @@ std::vector<std::string> SampleOutputs(const std::shared_ptr<const CompiledGramm
     for (int step = 0; step < max_tokens; ++step) {
       TokenMask mask;
       m.FillMask(&mask);
+      EXPECT_FALSE(m.overflowed());
       std::vector<int32_t> allowed;
       for (int32_t t = 0; t < v.size(); ++t) {
         const bool direct = m.Allows(t);
@@ -312,6 +313,28 @@ TEST(MatcherTest, FirstTokenBytesOfSentencePieceDecoders) {
   ASSERT_TRUE(m.Accept(2).ok());
   EXPECT_TRUE(m.MustEnd());
   EXPECT_FALSE(m.Accept(3).ok());
+}
+
+TEST(MatcherTest, AmbiguityIsBounded) {
+  // 2^24 paths through the nullable x's, but each (element, parent) is expanded once.
+  std::string text = "root ::= ";
+  for (int i = 0; i < 24; ++i) text += "x ";
+  text += "\"b\"\nx ::= \"\" | \"\"\n";
+  const auto g = Compile(ParseGbnf(text));
+  EXPECT_TRUE(Matches(g, "b"));
+  EXPECT_FALSE(Matches(g, "bb"));
+  // Ever more parses alive (one per count of pending "c"): the arena stops at kMaxStacks and
+  // says so; a short output stays well below.
+  const auto g2 = Compile(ParseGbnf("root ::= s \"b\"\ns ::= \"a\" s | \"a\" s \"c\" | \"\"\n"));
+  StackArena arena(g2->grammar());
+  arena.Walk(arena.RootSet(g2->grammar().root), std::string(StackArena::kMaxStacks + 10, 'a'));
+  EXPECT_TRUE(arena.overflowed());
+  GrammarMatcher m(g2);
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(m.Accept('a' - 0x20 + 1).ok());
+  TokenMask mask;
+  m.FillMask(&mask);
+  EXPECT_FALSE(m.overflowed());
+  EXPECT_TRUE(MaskTest(mask, 'c' - 0x20 + 1));
 }
 
 TEST(ChoiceTest, ExactlyTheChoices) {
