@@ -8,10 +8,10 @@
 namespace switchyard::grammar {
 namespace {
 
-// How many stack frames a cached token set looks at: as few as leave at most kMaxUndecided
-// tokens to check per step against the real stack. Fewer frames, fewer distinct contexts (a
-// bounded repetition deep in the stack would otherwise multiply them).
-constexpr int kFrameSteps[] = {2, 4, 8, 16};
+// How many frames below a group of stack tops a cached token set looks at: as few as leave at
+// most kMaxUndecided tokens to check per step against the real stacks. Fewer frames, fewer
+// distinct contexts (a bounded repetition deep in the stack would otherwise multiply them).
+constexpr int kFrameSteps[] = {1, 3, 7, 15};
 constexpr size_t kMaxUndecided = 256;
 
 }  // namespace
@@ -154,8 +154,8 @@ int32_t StackArena::RootSet(int32_t rule) {
   return InternSet(scratch_);
 }
 
-int32_t StackArena::SingletonSet(int32_t stack) {
-  scratch_.assign(1, stack);
+int32_t StackArena::SetOf(const std::vector<int32_t>& stacks) {
+  scratch_ = stacks;
   return InternSet(scratch_);
 }
 
@@ -197,19 +197,23 @@ int64_t CompiledGrammar::cached_positions() const {
 }
 
 std::shared_ptr<const CompiledGrammar::PositionTokens> CompiledGrammar::TokensAt(
-    const std::vector<int32_t>& frames, bool* computed) const {
+    const std::vector<int32_t>& key, bool* computed) const {
   {
     absl::MutexLock lock(&mu_);
-    if (auto it = cache_.find(frames); it != cache_.end()) return it->second;
+    if (auto it = cache_.find(key); it != cache_.end()) return it->second;
   }
   if (computed != nullptr) *computed = true;
-  // frames: top first; kComplete last when the whole stack is known.
+  // key: [number of tops, the tops' elements..., the frames below them top first..., kComplete
+  // when that is the whole stack].
   StackArena arena(grammar_);
-  const bool whole = frames.back() == StackArena::kComplete;
-  const size_t n = frames.size() - (whole ? 1 : 0);
+  const size_t num_tops = static_cast<size_t>(key[0]);
+  const bool whole = key.back() == StackArena::kComplete;
+  const size_t end = key.size() - (whole ? 1 : 0);
   int32_t below = whole ? StackArena::kComplete : StackArena::kBoundary;
-  for (size_t i = n; i-- > 1;) below = arena.InternNode(frames[i], below);
-  const int32_t start = arena.StartSet(frames[0], below);
+  for (size_t i = end; i-- > 1 + num_tops;) below = arena.InternNode(key[i], below);
+  std::vector<int32_t> tops;
+  for (size_t i = 1; i <= num_tops; ++i) tops.push_back(arena.InternNode(key[i], below));
+  const int32_t start = arena.SetOf(tops);
 
   auto out = std::make_shared<PositionTokens>();
   out->whole_stack = whole;
@@ -242,7 +246,7 @@ std::shared_ptr<const CompiledGrammar::PositionTokens> CompiledGrammar::TokensAt
   }
   out->overflowed = arena.overflowed();
   absl::MutexLock lock(&mu_);
-  auto [it, inserted] = cache_.try_emplace(frames, std::move(out));
+  auto [it, inserted] = cache_.try_emplace(key, std::move(out));
   return it->second;
 }
 
@@ -287,19 +291,30 @@ void GrammarMatcher::FillMask(TokenMask* mask) {
     return;
   }
   new_contexts_ = 0;
+  // Stacks grouped by what lies below their tops: the alternatives a rule has just expanded into
+  // share it, and one cached walk of the vocabulary serves them all.
+  std::vector<std::pair<int32_t, int32_t>> by_parent;  // (parent, stack)
   for (int32_t stack : arena_.Members(state_)) {
-    if (stack < 0) continue;
-    if (overflowed_) return;
-    const auto tokens = TokensFor(stack);
+    if (stack >= 0) by_parent.emplace_back(arena_.ParentOf(stack), stack);
+  }
+  std::sort(by_parent.begin(), by_parent.end());
+  std::vector<int32_t> group;
+  for (size_t i = 0; i < by_parent.size() && !overflowed_;) {
+    group.clear();
+    const int32_t parent = by_parent[i].first;
+    for (; i < by_parent.size() && by_parent[i].first == parent; ++i) {
+      group.push_back(by_parent[i].second);
+    }
+    const auto tokens = TokensFor(parent, group);
     overflowed_ |= tokens->overflowed;
     uint32_t* out = mask->data();
     const uint32_t* in = tokens->accepted.data();
-    for (size_t i = 0; i < mask->size(); ++i) out[i] |= in[i];
+    for (size_t w = 0; w < mask->size(); ++w) out[w] |= in[w];
     if (tokens->undecided.empty()) continue;
-    const int32_t single = arena_.SingletonSet(stack);
+    const int32_t stacks = arena_.SetOf(group);
     for (int32_t t : tokens->undecided) {
       if (MaskTest(*mask, t)) continue;
-      if (arena_.Walk(single, v.bytes(t)) != StackArena::kEmptySet) MaskSet(*mask, t);
+      if (arena_.Walk(stacks, v.bytes(t)) != StackArena::kEmptySet) MaskSet(*mask, t);
     }
   }
 }
@@ -313,18 +328,22 @@ int32_t GrammarMatcher::StateAfter(int32_t token) {
 
 bool GrammarMatcher::Allows(int32_t token) { return StateAfter(token) != StackArena::kEmptySet; }
 
-std::shared_ptr<const CompiledGrammar::PositionTokens> GrammarMatcher::TokensFor(int32_t stack) {
-  std::vector<int32_t> frames;
-  int32_t node = stack;
+std::shared_ptr<const CompiledGrammar::PositionTokens> GrammarMatcher::TokensFor(
+    int32_t parent, const std::vector<int32_t>& stacks) {
+  std::vector<int32_t> key{static_cast<int32_t>(stacks.size())};
+  for (int32_t s : stacks) key.push_back(arena_.ElementOf(s));
+  std::sort(key.begin() + 1, key.end());
+  int32_t node = parent;
+  size_t frames = 0;
   std::shared_ptr<const CompiledGrammar::PositionTokens> tokens;
   for (int depth : kFrameSteps) {
-    while (node >= 0 && static_cast<int>(frames.size()) < depth) {
-      frames.push_back(arena_.ElementOf(node));
+    for (; node >= 0 && static_cast<int>(frames) < depth; ++frames) {
+      key.push_back(arena_.ElementOf(node));
       node = arena_.ParentOf(node);
     }
-    if (node == StackArena::kComplete) frames.push_back(StackArena::kComplete);
+    if (node == StackArena::kComplete) key.push_back(StackArena::kComplete);
     bool computed = false;
-    tokens = grammar_->TokensAt(frames, &computed);
+    tokens = grammar_->TokensAt(key, &computed);
     if (computed && ++new_contexts_ > kMaxNewContextsPerMask) overflowed_ = true;
     if (tokens->whole_stack || tokens->undecided.size() <= kMaxUndecided) break;
   }

@@ -74,10 +74,11 @@ class CompiledGrammar {
     bool whole_stack = false;        // the frames were the whole stack: nothing undecided
     bool overflowed = false;         // computed with truncated stack sets (see kMaxStacks)
   };
-  // The tokens a stack whose top frames are `frames` (grammar elements, top first; ending with
-  // StackArena::kComplete when that is the whole stack) allows. Computed on first use.
-  // `computed` (optional): set when this call had to compute them.
-  std::shared_ptr<const PositionTokens> TokensAt(const std::vector<int32_t>& frames,
+  // The tokens a group of stacks allows that share everything below their tops. `key`: the
+  // number of tops, their elements (sorted), then the frames below them (grammar elements, top
+  // first), ending with StackArena::kComplete when that is the whole stack. Computed on first
+  // use; `computed` (optional) is set when this call had to.
+  std::shared_ptr<const PositionTokens> TokensAt(const std::vector<int32_t>& key,
                                                  bool* computed = nullptr) const;
   int64_t cached_positions() const;
 
@@ -112,7 +113,7 @@ class StackArena {
   int32_t RootSet(int32_t rule);
   // The stacks just before `element`, with `below` (a node or a bottom) under it.
   int32_t StartSet(int32_t element, int32_t below);
-  int32_t SingletonSet(int32_t stack);
+  int32_t SetOf(const std::vector<int32_t>& stacks);
   int32_t Advance(int32_t set, uint8_t byte);
   int32_t Walk(int32_t set, const std::string& bytes, size_t from = 0);
   const std::vector<int32_t>& Members(int32_t set) const { return sets_[set]; }
@@ -170,7 +171,8 @@ class GrammarMatcher {
  private:
   const std::string& BytesOf(int32_t token) const;
   int32_t StateAfter(int32_t token);
-  std::shared_ptr<const CompiledGrammar::PositionTokens> TokensFor(int32_t stack);
+  std::shared_ptr<const CompiledGrammar::PositionTokens> TokensFor(
+      int32_t parent, const std::vector<int32_t>& stacks);
   void FillMaskByScan(TokenMask* mask);
 
   std::shared_ptr<const CompiledGrammar> grammar_;
