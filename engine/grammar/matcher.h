@@ -46,12 +46,14 @@ class TokenVocabulary {
   };
   const std::vector<TrieNode>& trie() const { return trie_; }
   const std::vector<int32_t>& trie_tokens() const { return trie_tokens_; }
+  int max_depth() const { return max_depth_; }
 
  private:
   std::vector<std::string> bytes_;
   std::vector<std::string> first_bytes_;
   std::vector<TrieNode> trie_;
   std::vector<int32_t> trie_tokens_;
+  int max_depth_ = 0;
 };
 
 // A bitset over token ids.
@@ -114,12 +116,18 @@ class StackArena {
   // The stacks just before `element`, with `below` (a node or a bottom) under it.
   int32_t StartSet(int32_t element, int32_t below);
   int32_t SetOf(const std::vector<int32_t>& stacks);
-  int32_t Advance(int32_t set, uint8_t byte);
+  int32_t Advance(int32_t set, uint8_t byte) {
+    const int32_t next = transitions_[static_cast<size_t>(set) * 256 + byte];
+    return next >= 0 ? next : ComputeTransition(set, byte);
+  }
   int32_t Walk(int32_t set, const std::string& bytes, size_t from = 0);
   const std::vector<int32_t>& Members(int32_t set) const { return sets_[set]; }
   int32_t ElementOf(int32_t stack) const { return nodes_[stack].element; }
   int32_t ParentOf(int32_t stack) const { return nodes_[stack].parent; }
   bool Alive(int32_t set) const { return set != kEmptySet; }
+  // Whether the set has a stack that is not past the cached frames (a token ending here is
+  // decided: allowed).
+  bool Decided(int32_t set) const { return decided_[set] != 0; }
   bool overflowed() const { return overflowed_; }
 
  private:
@@ -128,6 +136,7 @@ class StackArena {
     int32_t parent;  // a node or a bottom
   };
   int32_t Intern(int32_t element, int32_t parent);
+  int32_t ComputeTransition(int32_t set, uint8_t byte);
   void Expand(int32_t element, int32_t parent, std::vector<int32_t>* out);
   int32_t InternSet(std::vector<int32_t>& members);
 
@@ -135,6 +144,7 @@ class StackArena {
   std::vector<Node> nodes_;
   absl::flat_hash_map<uint64_t, int32_t> node_ids_;
   std::vector<std::vector<int32_t>> sets_;
+  std::vector<uint8_t> decided_;  // by set
   absl::flat_hash_map<std::vector<int32_t>, int32_t> set_ids_;
   std::vector<int32_t> transitions_;  // [set * 256 + byte]: the next set, -1 until computed
   std::vector<std::pair<int32_t, int32_t>> work_;
