@@ -235,17 +235,11 @@ class GbnfParser {
   }
 
   absl::StatusOr<char32_t> Hex(int n) {
-    char32_t v = 0;
-    for (int i = 0; i < n; ++i) {
-      if (pos_ >= t_.size()) return Error("short hex escape");
-      const char h = t_[pos_++];
-      const int d = h >= '0' && h <= '9'   ? h - '0'
-                    : h >= 'a' && h <= 'f' ? h - 'a' + 10
-                    : h >= 'A' && h <= 'F' ? h - 'A' + 10
-                                           : -1;
-      if (d < 0) return Error("bad hex escape");
-      v = v * 16 + d;
-    }
+    if (pos_ + n > t_.size()) return Error("short hex escape");
+    const std::optional<char32_t> parsed = ParseHex(t_.substr(pos_, n));
+    if (!parsed) return Error("bad hex escape");
+    pos_ += n;
+    const char32_t v = *parsed;
     if (v > CodePointSet::kMax || (v >= 0xD800 && v <= 0xDFFF)) {
       return Error("escape is not a Unicode scalar value");
     }

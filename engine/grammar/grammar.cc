@@ -4,7 +4,9 @@
 #include <map>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "engine/tokenizer/utf8.h"
 
 namespace switchyard::grammar {
 namespace {
@@ -53,6 +55,16 @@ void SplitSameLength(char32_t lo, char32_t hi, int n,
 }
 
 }  // namespace
+
+std::optional<char32_t> ParseHex(absl::string_view digits) {
+  if (digits.empty() || digits.size() > 8) return std::nullopt;
+  char32_t v = 0;
+  for (char h : digits) {
+    if (!absl::ascii_isxdigit(static_cast<unsigned char>(h))) return std::nullopt;
+    v = v * 16 + static_cast<char32_t>(h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
+  }
+  return v;
+}
 
 void CodePointSet::Add(char32_t lo, char32_t hi) {
   if (lo > hi) return;
@@ -138,10 +150,12 @@ void GrammarBuilder::AddAlternative(int rule, Sequence seq) {
   rules_[rule].alternatives.push_back(std::move(seq));
 }
 
-Sequence GrammarBuilder::Literal(absl::string_view utf8) {
-  // Bytes, not code points: a literal's UTF-8 lowers to exactly its bytes either way.
+Sequence GrammarBuilder::Literal(absl::string_view text) {
+  // Code points (each lowers back to its UTF-8 bytes); ill-formed UTF-8, which no API input
+  // carries, would be matched as U+FFFD.
+  const std::string valid = utf8::Sanitize(text);
   Sequence seq;
-  for (char c : utf8) seq.push_back(Symbol::Char(static_cast<unsigned char>(c)));
+  for (size_t pos = 0; pos < valid.size();) seq.push_back(Symbol::Char(utf8::Next(valid, &pos)));
   return seq;
 }
 

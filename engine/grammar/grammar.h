@@ -8,6 +8,7 @@
 
 #include <bitset>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -81,7 +82,7 @@ class GrammarBuilder {
   bool has_alternatives(int rule) const { return !rules_[rule].alternatives.empty(); }
 
   // Conveniences; each returns a symbol (a new rule where one is needed).
-  static Sequence Literal(absl::string_view utf8);
+  static Sequence Literal(absl::string_view text);  // UTF-8
   Symbol Group(std::vector<Sequence> alternatives, absl::string_view name = "group");
   Symbol Optional(Sequence seq);
   Symbol Star(Sequence seq);
@@ -104,6 +105,9 @@ class GrammarBuilder {
   std::vector<RuleDef> rules_;
   size_t symbols_ = 0;
 };
+
+// The value of `digits` (1 to 8 hexadecimal digits), or nullopt when they are not that.
+std::optional<char32_t> ParseHex(absl::string_view digits);
 
 // UTF-8 byte sequences of a code-point class: each entry is a run of byte ranges (one per byte of
 // the encoding). Surrogates are never produced.

@@ -258,25 +258,12 @@ class RegexParser {
   }
 
   absl::StatusOr<CodePointSet> HexEscape(int digits, bool closing = false) {
-    if (digits > 6 || pos_ + digits > end_) return Error("has a bad hex escape");
-    char32_t v = 0;
-    for (int i = 0; i < digits; ++i) {
-      const char h = p_[pos_++];
-      int d;
-      if (h >= '0' && h <= '9') {
-        d = h - '0';
-      } else if (h >= 'a' && h <= 'f') {
-        d = h - 'a' + 10;
-      } else if (h >= 'A' && h <= 'F') {
-        d = h - 'A' + 10;
-      } else {
-        return Error("has a bad hex escape");
-      }
-      v = v * 16 + d;
-    }
-    if (closing) ++pos_;  // '}'
-    if (v > CodePointSet::kMax) return Error("has a code point beyond U+10FFFF");
-    return CodePointSet::Of(v, v);
+    if (pos_ + digits > end_) return Error("has a bad hex escape");
+    const std::optional<char32_t> v = ParseHex(p_.substr(pos_, digits));
+    if (!v) return Error("has a bad hex escape");
+    pos_ += digits + (closing ? 1 : 0);  // and '}'
+    if (*v > CodePointSet::kMax) return Error("has a code point beyond U+10FFFF");
+    return CodePointSet::Of(*v, *v);
   }
 
   absl::StatusOr<Sequence> ClassAtom() {

@@ -116,6 +116,20 @@ TEST(RegexTest, SampledOutputsMatchStdRegexAndBack) {
   }
 }
 
+TEST(RegexTest, HexEscapes) {
+  const auto g = Compile(RegexGrammar("\\x41\\u00e9\\u{1F600}[\\x30-\\x32]"));
+  EXPECT_TRUE(Matches(g,
+                      "A\u00e9\U0001F600"
+                      "1"));
+  EXPECT_FALSE(Matches(g,
+                       "A\u00e9\U0001F600"
+                       "3"));
+  for (const char* bad : {"\\x4", "\\u00g9", "\\u{110000}", "\\u{123456789}", "\\u{}"}) {
+    EXPECT_FALSE(RegexGrammar(bad).ok()) << bad;
+  }
+  EXPECT_FALSE(ParseGbnf("root ::= \"\\uD800\"").ok());
+}
+
 TEST(RegexTest, RefusesWhatCannotBeEnforced) {
   for (const auto& [pattern, message] :
        std::vector<std::pair<std::string, std::string>>{{"(a)\\1", "backreference"},
@@ -335,6 +349,25 @@ TEST(MatcherTest, AmbiguityIsBounded) {
   m.FillMask(&mask);
   EXPECT_FALSE(m.overflowed());
   EXPECT_TRUE(MaskTest(mask, 'c' - 0x20 + 1));
+}
+
+TEST(ChoiceTest, NonAsciiLiteralsAreTheirOwnBytes) {
+  const auto g = Compile(ChoiceGrammar({"caf\u00e9", "\u65e5\u672c", "\U0001F600!"}));
+  EXPECT_TRUE(Matches(g, "caf\u00e9"));
+  EXPECT_TRUE(Matches(g, "\u65e5\u672c"));
+  EXPECT_TRUE(Matches(g, "\U0001F600!"));
+  EXPECT_FALSE(Matches(g, "caf\u00c3\u00a9"));  // not double-encoded
+  const auto schema = Compile(JsonSchemaGrammar(ordered_json::parse(
+      R"({"type": "object", "properties": {"pr\u00e9nom": {"enum": ["Zo\u00e9", "\u00e9l\u00e9a"]}},
+          "required": ["pr\u00e9nom"]})")));
+  EXPECT_TRUE(Matches(schema, "{\"pr\u00e9nom\": \"Zo\u00e9\"}"));
+  for (const std::string& s : SampleOutputs(schema, 10, 3)) {
+    const auto j = nlohmann::json::parse(s);
+    const std::string v = j["pr\u00e9nom"];
+    EXPECT_TRUE(v == "Zo\u00e9" || v == "\u00e9l\u00e9a") << s;
+  }
+  const auto gbnf = Compile(ParseGbnf("root ::= \"\\x41\\u00e9\\U0001F600\" \"\u00e9\""));
+  EXPECT_TRUE(Matches(gbnf, "A\u00e9\U0001F600\u00e9"));
 }
 
 TEST(ChoiceTest, ExactlyTheChoices) {
