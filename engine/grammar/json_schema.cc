@@ -207,6 +207,16 @@ class SchemaCompiler {
     if (!schema["$ref"].is_string()) return Error(path, "$ref must be a string");
     const std::string ref = schema["$ref"].get<std::string>();
     if (auto it = refs_.find(ref); it != refs_.end()) return Symbol::Rule(it->second);
+    SY_ASSIGN_OR_RETURN(const ordered_json* target, Resolve(ref, path));
+    const int rule = b_.NewRule(ref);
+    refs_.emplace(ref, rule);
+    SY_ASSIGN_OR_RETURN(Symbol body, Value(*target, ref.substr(1), depth + 1));
+    b_.AddAlternative(rule, {body});
+    return Symbol::Rule(rule);
+  }
+
+  // A $ref: a JSON pointer into this document ("#", "#/$defs/name", ...).
+  absl::StatusOr<const ordered_json*> Resolve(const std::string& ref, const std::string& path) {
     if (ref.empty() || ref[0] != '#') {
       return Error(path, absl::StrCat("$ref '", ref, "' is not inside this schema"));
     }
@@ -215,33 +225,29 @@ class SchemaCompiler {
       if (rest[0] != '/') return Error(path, absl::StrCat("$ref '", ref, "' is not a pointer"));
       rest.remove_prefix(1);
       const size_t slash = rest.find('/');
-      std::string token(rest.substr(0, slash));
+      const absl::string_view token = rest.substr(0, slash);
       rest = slash == absl::string_view::npos ? "" : rest.substr(slash);
-      std::string unescaped;
+      std::string key;
       for (size_t i = 0; i < token.size(); ++i) {
         if (token[i] == '~' && i + 1 < token.size() &&
             (token[i + 1] == '0' || token[i + 1] == '1')) {
-          unescaped.push_back(token[i + 1] == '0' ? '~' : '/');
+          key.push_back(token[i + 1] == '0' ? '~' : '/');
           ++i;
         } else {
-          unescaped.push_back(token[i]);
+          key.push_back(token[i]);
         }
       }
-      if (target->is_object() && target->contains(unescaped)) {
-        target = &(*target)[unescaped];
-      } else if (target->is_array() && !unescaped.empty() &&
-                 unescaped.find_first_not_of("0123456789") == std::string::npos &&
-                 unescaped.size() < 9 && std::stoul(unescaped) < target->size()) {
-        target = &(*target)[std::stoul(unescaped)];
+      if (target->is_object() && target->contains(key)) {
+        target = &(*target)[key];
+      } else if (target->is_array() && !key.empty() && key.size() < 9 &&
+                 key.find_first_not_of("0123456789") == std::string::npos &&
+                 std::stoul(key) < target->size()) {
+        target = &(*target)[std::stoul(key)];
       } else {
         return Error(path, absl::StrCat("$ref '", ref, "' points nowhere"));
       }
     }
-    const int rule = b_.NewRule(ref);
-    refs_.emplace(ref, rule);
-    SY_ASSIGN_OR_RETURN(Symbol body, Value(*target, ref.substr(1), depth + 1));
-    b_.AddAlternative(rule, {body});
-    return Symbol::Rule(rule);
+    return target;
   }
 
   absl::StatusOr<ordered_json> MergeAllOf(const ordered_json& schema, const std::string& path) {
@@ -252,11 +258,8 @@ class SchemaCompiler {
       for (int hops = 0; part.is_object() && part.contains("$ref") && part.size() == 1; ++hops) {
         if (hops == kMaxDepth) return Error(path, "allOf member $refs loop");
         const std::string ref = part["$ref"].is_string() ? part["$ref"].get<std::string>() : "";
-        if (ref.rfind("#/", 0) != 0) return Error(path, "allOf member $ref must point inside");
-        const ordered_json::json_pointer ptr(ref.substr(1));
-        if (!root_.contains(ptr))
-          return Error(path, absl::StrCat("$ref '", ref, "' points nowhere"));
-        part = root_.at(ptr);
+        SY_ASSIGN_OR_RETURN(const ordered_json* target, Resolve(ref, path));
+        part = *target;
       }
       if (!part.is_object()) return Error(path, "allOf members must be objects");
       for (const auto& [key, value] : part.items()) {

@@ -277,6 +277,8 @@ TEST(JsonSchemaTest, RefusesKeywordsItCannotEnforce) {
            {R"({"type": "string", "format": "hostname"})", "format 'hostname'"},
            {R"({"type": "strin"})", "unknown type"},
            {R"({"$ref": "#/$defs/missing"})", "points nowhere"},
+           {R"({"allOf": [{"$ref": "#/a~2b"}]})", "points nowhere"},
+           {R"({"allOf": [{"$ref": "#/$defs/x"}], "$defs": {"x": {"$ref": "#/$defs/x"}}})", "loop"},
            {R"({"type": "string", "pattern": "(a)\\1"})", "backreference"},
            {R"({"type": "integer", "minimum": 5, "maximum": 4})", "no integer"},
            {R"(false)", "allows no value"}}) {
