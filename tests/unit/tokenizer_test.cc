@@ -93,6 +93,57 @@ TEST(TokenizerTest, StreamsSplitCharactersAndCleanupExactly) {
   EXPECT_EQ(streamed, "xé . y\xEF\xBF\xBD");  // two spaces before " .": clean-up takes one
 }
 
+// The bytes each token writes into an output (structured output matches them).
+TEST(TokenizerTest, TokenBytesAreWhatDecodingWrites) {
+  auto tok = Make(ByteLevelJson());
+  auto table = tok->TokenBytes();
+  ASSERT_TRUE(table.ok()) << table.status();
+  const auto& alphabet = ByteLevelAlphabet();
+  EXPECT_EQ(table->bytes[*tok->TokenToId(alphabet[0xC3])], "\xC3");
+  EXPECT_EQ(table->bytes[256], " .");
+  EXPECT_EQ(table->bytes[258], "hel");
+  EXPECT_EQ(table->bytes[301], "<tool>");  // added, not special
+  EXPECT_EQ(table->bytes[300], "");        // special: never written by a grammar
+  EXPECT_TRUE(table->first_bytes.empty());
+  // As a stream without clean-up (" ." would become "."), which constrained outputs use.
+  for (int32_t id : {256, 258, 301}) {
+    DecodeStream s = tok->NewDecodeStream(/*skip_special_tokens=*/true, /*clean_up_spaces=*/false);
+    std::string text;
+    s.Push(300, &text);
+    s.Push(id, &text);
+    s.Finish(&text);
+    EXPECT_EQ(table->bytes[id], text) << id;
+  }
+
+  // SentencePiece style: "\u2581" is a space, <0xNN> one byte, and the decoder strips the
+  // output's first space.
+  const nlohmann::json sp = {
+      {"model",
+       {{"type", "BPE"},
+        {"byte_fallback", true},
+        {"vocab", {{"<unk>", 0}, {"<s>", 1}, {"<0x41>", 2}, {"\u2581the", 3}, {"a", 4}}},
+        {"merges", nlohmann::json::array()}}},
+      {"added_tokens", {{{"id", 1}, {"content", "<s>"}, {"special", true}}}},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", nullptr},
+      {"decoder",
+       {{"type", "Sequence"},
+        {"decoders",
+         {{{"type", "Replace"}, {"pattern", {{"String", "\u2581"}}}, {"content", " "}},
+          {{"type", "ByteFallback"}},
+          {{"type", "Fuse"}},
+          {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}}};
+  auto spt = Make(sp);
+  ASSERT_NE(spt, nullptr);
+  auto spb = spt->TokenBytes();
+  ASSERT_TRUE(spb.ok()) << spb.status();
+  EXPECT_EQ(spb->bytes[3], " the");
+  EXPECT_EQ(spb->first_bytes[3], "the");
+  EXPECT_EQ(spb->bytes[2], "A");
+  EXPECT_EQ(spb->bytes[1], "");
+  EXPECT_EQ(spt->Decode(std::vector<int32_t>{3, 3}), spb->first_bytes[3] + spb->bytes[3]);
+}
+
 TEST(TokenizerTest, RefusesUnsupportedComponentsByName) {
   const auto error = [](nlohmann::json t) {
     auto tok = Tokenizer::FromJson(t.dump(), "");
