@@ -218,7 +218,9 @@ TEST(JsonSchemaTest, SampledOutputsAreValid) {
     for (const auto& [k, v] : j.items()) {
       EXPECT_TRUE(schema["properties"].contains(k)) << k;
     }
-    if (j.contains("kind")) EXPECT_TRUE(j["kind"].is_null() || j["kind"] == "x\"y");
+    if (j.contains("kind")) {
+      EXPECT_TRUE(j["kind"].is_null() || j["kind"] == "x\"y");
+    }
   }
 }
 
