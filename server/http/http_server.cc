@@ -544,7 +544,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       std::vector<ToolCall> calls;
       if (g.req.tool_format != ToolCallFormat::kNone) {
         // The text goes through the tool-call parser: what may be part of a call is held back.
-        if (!c.tool_stream) c.tool_stream = std::make_shared<ToolCallStream>(g.req.tool_format, g.req.tool_name);
+        if (!c.tool_stream)
+          c.tool_stream = std::make_shared<ToolCallStream>(g.req.tool_format, g.req.tool_name);
         ToolCallStream::Delta d = c.tool_stream->Push(e.text);
         if (e.finished()) {
           ToolCallStream::Delta rest = c.tool_stream->Finish();
