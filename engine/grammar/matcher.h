@@ -3,11 +3,13 @@
 // The matcher's state is a set of parse stacks (persistent, hash-consed lists of grammar
 // positions), advanced byte by byte; a token is allowed when its bytes keep at least one stack
 // alive. Scanning the whole vocabulary per step would cost milliseconds, so, as XGrammar does,
-// each grammar position a stack can stop at caches once which tokens it accepts on its own
-// (whatever the stack below) and which are undecided because they run past the end of the
-// position's rule; a step ORs the cached sets of its stacks and checks only the undecided
-// tokens against the real stacks. Positions are cached lazily, by the first request that reaches
-// them, in the CompiledGrammar shared by every request with the same constraint.
+// token sets are cached per context: a group of stacks that share everything below their tops
+// (a rule's alternatives, just expanded), seen through their tops and the 8 frames below.
+// Walking the vocabulary once from that view decides which tokens are accepted whatever lies
+// deeper, and leaves undecided the few that run past the view; a step ORs the cached sets of its
+// groups and walks only the undecided tokens against the real stacks. Contexts are cached
+// lazily, by the first request that meets them, in the CompiledGrammar shared by every request
+// with the same constraint.
 #pragma once
 
 #include <cstdint>
