@@ -30,6 +30,23 @@ const std::vector<int>& ByteOfChar() {
   return table;
 }
 
+// A byte-level token's raw bytes: each alphabet character back to its byte (characters outside
+// the alphabet pass through).
+std::string ByteLevelBytes(absl::string_view token) {
+  const std::vector<int>& byte_of = ByteOfChar();
+  std::string bytes;
+  for (size_t pos = 0; pos < token.size();) {
+    const size_t start = pos;
+    const char32_t cp = utf8::Next(token, &pos);
+    if (cp < byte_of.size() && byte_of[cp] >= 0) {
+      bytes.push_back(static_cast<char>(byte_of[cp]));
+    } else {
+      absl::StrAppend(&bytes, token.substr(start, pos - start));
+    }
+  }
+  return bytes;
+}
+
 bool ParseByteToken(absl::string_view token, unsigned char* byte) {
   if (token.size() != 6 || token.substr(0, 3) != "<0x" || token[5] != '>') return false;
   int v = 0;
@@ -164,7 +181,6 @@ absl::StatusOr<TokenByteTable> BuildTokenByteTable(const DecoderSpec& spec,
   const bool first_differs =
       spec.strip_start == 1 || (spec.metaspace && spec.metaspace_strip_first);
   if (first_differs) table.first_bytes.resize(static_cast<size_t>(vocab_size));
-  const std::vector<int>& byte_of = ByteOfChar();
   for (int32_t id = 0; id < vocab_size; ++id) {
     absl::string_view token;
     bool added = false, special = false;
@@ -174,15 +190,7 @@ absl::StatusOr<TokenByteTable> BuildTokenByteTable(const DecoderSpec& spec,
     if (added) {
       out.assign(token.data(), token.size());
     } else if (spec.byte_level) {
-      for (size_t pos = 0; pos < token.size();) {
-        const size_t start = pos;
-        const char32_t cp = utf8::Next(token, &pos);
-        if (cp < byte_of.size() && byte_of[cp] >= 0) {
-          out.push_back(static_cast<char>(byte_of[cp]));
-        } else {
-          absl::StrAppend(&out, token.substr(start, pos - start));
-        }
-      }
+      out = ByteLevelBytes(token);
     } else {
       std::string t(token);
       for (const auto& r : spec.before_byte_fallback) t = absl::StrReplaceAll(t, {{r.from, r.to}});
@@ -231,18 +239,7 @@ void DecodeStream::Push(int32_t id, std::string* out) {
       lossy_.Finish(&text);  // an added token ends any open sequence, as in Hugging Face
       absl::StrAppend(&text, token);
     } else {
-      const std::vector<int>& byte_of = ByteOfChar();
-      std::string bytes;
-      for (size_t pos = 0; pos < token.size();) {
-        const size_t start = pos;
-        const char32_t cp = utf8::Next(token, &pos);
-        if (cp < byte_of.size() && byte_of[cp] >= 0) {
-          bytes.push_back(static_cast<char>(byte_of[cp]));
-        } else {
-          absl::StrAppend(&bytes, token.substr(start, pos - start));
-        }
-      }
-      lossy_.Push(bytes, &text);
+      lossy_.Push(ByteLevelBytes(token), &text);
     }
     EmitText(text, out);
     return;
