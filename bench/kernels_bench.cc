@@ -38,7 +38,8 @@ struct Problem {
 void Run(benchmark::State& state, bool small) {
   const DType dt = state.range(3) ? DType::kBF16 : DType::kF32;
   Problem p(state.range(0), state.range(1), state.range(2), dt);
-  PackedMatmul mm(state.range(4) ? MatmulPrecision::kBF16 : MatmulPrecision::kF32);
+  PackedMatmul mm(state.range(4) ? MatmulPrecision::kBF16 : MatmulPrecision::kF32,
+                  QuantActivations::kF32);
   int i = 0;
   for (auto _ : state) {
     const Weight& w = p.w[i++ % kCopies];

@@ -55,6 +55,13 @@ absl::StatusOr<QuantType> ParseQuantization(absl::string_view name) {
       absl::StrCat("--quantization: unknown value \"", name, "\" (use none, int8 or int4)"));
 }
 
+absl::StatusOr<QuantActivations> ParseQuantActivations(absl::string_view name) {
+  if (name == "int8") return QuantActivations::kInt8;
+  if (name == "f32") return QuantActivations::kF32;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--quantized_activations: unknown value \"", name, "\" (use int8 or f32)"));
+}
+
 Engine::Engine(const EngineOptions& options) : options_(options) {}
 Engine::~Engine() = default;
 
@@ -82,7 +89,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
         "--device=cpu");
 #endif
   } else {
-    state->backend = CreateCpuBackend({.matmul_precision = options.matmul_precision});
+    state->backend = CreateCpuBackend({.matmul_precision = options.matmul_precision,
+                                       .quant_activations = options.quant_activations});
   }
   TensorSet tensors;
   std::unique_ptr<WeightSource> source;

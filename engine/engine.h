@@ -36,6 +36,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadModelTokenizer(const std::string&
 // --quantization's values: "none", "int8" (Q8_0) and "int4" (Q4_0).
 absl::StatusOr<QuantType> ParseQuantization(absl::string_view name);
 
+// --quantized_activations' values: "int8" and "f32".
+absl::StatusOr<QuantActivations> ParseQuantActivations(absl::string_view name);
+
 struct EngineOptions {
   std::string model_dir;  // a Hugging Face folder, or a .gguf file
   // Quantizes the model's dense matrices at load (Q8_0 for int8, Q4_0 for int4); kNone keeps
@@ -43,6 +46,7 @@ struct EngineOptions {
   QuantType quantization = QuantType::kNone;
   Device device = Device::kCpu;
   MatmulPrecision matmul_precision = MatmulPrecision::kF32;
+  QuantActivations quant_activations = QuantActivations::kInt8;
   int64_t max_batch_tokens = 2048;  // tokens of one step
   int64_t max_batch_seqs = 256;     // sequences of one step
   int64_t kv_cache_bytes = int64_t{1} << 30;

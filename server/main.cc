@@ -78,6 +78,9 @@ ABSL_FLAG(int64_t, max_waiting, 1024, "requests waiting for admission before RES
 ABSL_FLAG(bool, prefix_caching, true, "reuse the KV blocks of common prompt prefixes");
 ABSL_FLAG(int, threads, 0, "compute threads (0: SWITCHYARD_THREADS or all cores)");
 ABSL_FLAG(std::string, matmul_precision, "f32", "f32 (exact) or bf16 (faster, BF16 products)");
+ABSL_FLAG(std::string, quantized_activations, "int8",
+          "activations of quantized weights' decode products: int8 (integer dot products, as "
+          "llama.cpp) or f32 (exact products of the dequantized weights)");
 ABSL_FLAG(std::string, device, "auto",
           "cpu, cuda, or auto (cuda when this build has it and a GPU is visible; docs/cuda.md)");
 ABSL_FLAG(std::string, chat_template, "",
@@ -273,6 +276,10 @@ int Main() {
   absl::StatusOr<QuantType> quantization = ParseQuantization(absl::GetFlag(FLAGS_quantization));
   if (!quantization.ok()) return Fail(quantization.status());
   eo.quantization = *quantization;
+  absl::StatusOr<QuantActivations> activations =
+      ParseQuantActivations(absl::GetFlag(FLAGS_quantized_activations));
+  if (!activations.ok()) return Fail(activations.status());
+  eo.quant_activations = *activations;
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(eo);
   if (!engine.ok()) return Fail(engine.status());
   SY_LOG(kInfo, "engine: %s", (*engine)->Describe());

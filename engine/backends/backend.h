@@ -23,6 +23,13 @@ namespace switchyard {
 // and uses the BF16 dot-product units (about twice the FLOP rate, ~3 significant digits).
 enum class MatmulPrecision { kF32, kBF16 };
 
+// How the CPU backend multiplies block-quantized weights by activations in decode-sized products.
+// kInt8 quantizes each activation row to int8 per block of 32 values and multiplies with integer
+// dot products, as llama.cpp does (about twice the speed; the activations' rounding adds an error
+// of the order of the weights' own); kF32 multiplies the dequantized weights by F32 activations
+// (equal to a product of the dequantized weights up to F32 rounding).
+enum class QuantActivations { kF32, kInt8 };
+
 // Paged KV cache of one model: K and V of shape [layers, blocks, kv_heads, block_size, head_dim].
 struct KvCacheSpec {
   int num_layers = 0;

@@ -25,6 +25,9 @@
 
 ABSL_FLAG(std::string, model, "", "model folder or .gguf file");
 ABSL_FLAG(std::string, quantization, "none", "none, int8 or int4 (quantize at load)");
+// The reference comparisons are exact up to F32 rounding on the F32 path; int8 is checked with the
+// tolerance of its activation rounding.
+ABSL_FLAG(std::string, quantized_activations, "f32", "int8 or f32");
 ABSL_FLAG(std::string, request, "", "request JSON file");
 
 namespace switchyard {
@@ -141,6 +144,10 @@ int Main() {
   absl::StatusOr<QuantType> quantization = ParseQuantization(absl::GetFlag(FLAGS_quantization));
   if (!quantization.ok()) return Fail(quantization.status());
   options.quantization = *quantization;
+  absl::StatusOr<QuantActivations> activations =
+      ParseQuantActivations(absl::GetFlag(FLAGS_quantized_activations));
+  if (!activations.ok()) return Fail(activations.status());
+  options.quant_activations = *activations;
   options.kv_cache_bytes = int64_t{64} << 20;
   options.block_size = 8;
   options.moe_lora.record_decisions = true;

@@ -169,6 +169,9 @@ class ReferenceModel:
             else:
                 h = h + self.mlp(l, x, hooks)
         h = rms_norm(h, self.w["model.norm.weight"], self.eps)
+        return self.head(h)
+
+    def head(self, h):
         return h @ self.lm_head.T
 
     def mlp(self, l, x, hooks=None):

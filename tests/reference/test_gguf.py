@@ -22,6 +22,7 @@ import tempfile
 import unittest
 
 import numpy as np
+import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -107,6 +108,24 @@ def run_driver(model, prompts, extra=()):
     return json.loads(proc.stdout)
 
 
+def round_activations(x):
+    """Int8Rows' rounding of each row, per block of 32 values, in F32."""
+    blocks = x.reshape(-1, 32)
+    d = blocks.abs().amax(dim=1, keepdim=True) / 127.0
+    inverse = torch.where(d != 0, 1.0 / d, torch.zeros_like(d))
+    return (torch.round(blocks * inverse) * d).reshape(x.shape)
+
+
+class Int8ActivationReference(reference.ReferenceModel):
+    """The reference with int8 activations in every product with a (quantized) 2-D weight."""
+
+    def linear(self, x, name):
+        return super().linear(round_activations(x), name)
+
+    def head(self, h):
+        return super().head(round_activations(h))
+
+
 class GgufDequantizationTest(unittest.TestCase):
     def test_reader_and_kernels_match_numpy_bit_for_bit(self):
         with tempfile.TemporaryDirectory() as tmp:
@@ -162,6 +181,33 @@ class GgufModelTest(unittest.TestCase):
                              f"{label} prompt {i}: greedy")
             self.assertEqual(got["batched"][i]["tokens"], got["alone"][i]["tokens"], label)
 
+    def check_int8_activations(self, arch, type_name):
+        """The default integer path (--quantized_activations int8) on decode-sized prompts, against
+        the reference whose every product with a quantized weight first rounds its input as
+        Int8Rows documents (per 32 values, d = max|x| / 127, q = round-half-even(x / d))."""
+        folder = self.folders[arch]
+        path = os.path.join(self.tmp.name, f"{arch}-{type_name}-int8.gguf")
+        gguf.convert(folder, path, type_name)
+        with open(os.path.join(folder, "config.json")) as f:
+            config = json.load(f)
+        ref_folder = os.path.join(self.tmp.name, f"{arch}-{type_name}-int8-ref")
+        write_f32_folder(folder, dequantized_gguf(path, config), ref_folder)
+        ref = Int8ActivationReference(ref_folder)
+        rng = np.random.default_rng(5)
+        prompts = [rng.integers(0, config["vocab_size"], size=n).tolist() for n in (5, 7)]
+        got = run_driver(path, prompts, ["--quantized_activations", "int8"])
+        exact = run_driver(path, prompts, ["--quantized_activations", "f32"])
+        for i, prompt in enumerate(prompts):
+            want = ref.forward(prompt)[-1].numpy()
+            scale = max(1.0, np.abs(want).max())
+            diff = np.abs(np.array(got["alone"][i]["first_logits"], np.float32) - want).max()
+            self.assertLessEqual(diff, 2e-4 * scale,
+                                 f"{arch}/{type_name} prompt {i}: logits differ by {diff}")
+            # The F32 path is a different computation: the check above could not pass on it.
+            exact_diff = np.abs(np.array(exact["alone"][i]["first_logits"]) - want).max()
+            self.assertGreater(exact_diff, 10 * diff, f"{arch}/{type_name}: paths not told apart")
+            self.assertEqual(got["batched"][i]["tokens"], got["alone"][i]["tokens"])
+
     def check_file_type(self, arch, type_name):
         folder = self.folders[arch]
         path = os.path.join(self.tmp.name, f"{arch}-{type_name}.gguf")
@@ -185,6 +231,9 @@ def add_tests():
         for type_name in ("q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "q4_k_m", "f16", "bf16"):
             setattr(GgufModelTest, f"test_{arch}_{type_name}",
                     lambda self, a=arch, t=type_name: self.check_file_type(a, t))
+        for type_name in ("q8_0", "q4_k_m"):
+            setattr(GgufModelTest, f"test_{arch}_{type_name}_int8_activations",
+                    lambda self, a=arch, t=type_name: self.check_int8_activations(a, t))
         for flag, type_name in (("int8", "q8_0"), ("int4", "q4_0")):
             setattr(GgufModelTest, f"test_{arch}_in_situ_{flag}",
                     lambda self, a=arch, f=flag, t=type_name: self.check_in_situ(a, f, t))

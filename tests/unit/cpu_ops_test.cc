@@ -71,7 +71,7 @@ TEST_P(PackedMatmulTest, MatchesReference) {
           want[i * n + j] = s;
         }
       }
-      cpu::PackedMatmul mm(MatmulPrecision::kF32);
+      cpu::PackedMatmul mm(MatmulPrecision::kF32, QuantActivations::kF32);
       mm.Linear(x.data<float>(), m, packed, with_bias ? bias.data<float>() : nullptr,
                 y.data<float>(), accumulate);
       double worst = 0;

@@ -102,8 +102,13 @@ TEST(QuantTest, VectorizedDequantizationIsBitIdenticalToTheReference) {
   }
 }
 
+// The F32 path: products of the dequantized weights up to F32 rounding.
+std::unique_ptr<Backend> ExactBackend() {
+  return CreateCpuBackend({.quant_activations = QuantActivations::kF32});
+}
+
 TEST(QuantTest, LinearMatchesTheDequantizedProductOnBothPaths) {
-  std::unique_ptr<Backend> backend = CreateCpuBackend({});
+  std::unique_ptr<Backend> backend = ExactBackend();
   for (QuantType type : kTypes) {
     const int64_t n = 37, k = 2 * std::max(Traits(type).values, 128);
     const std::vector<uint8_t> blocks = RandomBlocks(type, n, k, 7);
@@ -135,26 +140,28 @@ TEST(QuantTest, LinearMatchesTheDequantizedProductOnBothPaths) {
 }
 
 TEST(QuantTest, SmallBatchRowsDoNotDependOnTheirNeighbours) {
-  std::unique_ptr<Backend> backend = CreateCpuBackend({});
-  const int64_t n = 33, k = 512;
-  const std::vector<uint8_t> blocks = RandomBlocks(QuantType::kQ4_K, n, k, 5);
-  Weight w = *backend->PrepareQuantizedWeight(BlocksTensor(blocks, n), QuantType::kQ4_K, k);
-  const std::vector<float> x = RandomVector(5 * k, 2);
-  Tensor all = Tensor::Empty(DType::kF32, {5, k});
-  std::memcpy(all.raw(), x.data(), x.size() * 4);
-  Tensor y_all = Tensor::Empty(DType::kF32, {5, n});
-  backend->Linear(all, w, nullptr, y_all, false);
-  for (int64_t i = 0; i < 5; ++i) {
-    Tensor one = all.Rows(i, 1);
-    Tensor y_one = Tensor::Empty(DType::kF32, {1, n});
-    backend->Linear(one, w, nullptr, y_one, false);
-    ASSERT_EQ(std::memcmp(y_one.raw(), y_all.data<float>() + i * n, n * 4), 0) << "row " << i;
+  for (QuantActivations activations : {QuantActivations::kF32, QuantActivations::kInt8}) {
+    std::unique_ptr<Backend> backend = CreateCpuBackend({.quant_activations = activations});
+    const int64_t n = 33, k = 512;
+    const std::vector<uint8_t> blocks = RandomBlocks(QuantType::kQ4_K, n, k, 5);
+    Weight w = *backend->PrepareQuantizedWeight(BlocksTensor(blocks, n), QuantType::kQ4_K, k);
+    const std::vector<float> x = RandomVector(5 * k, 2);
+    Tensor all = Tensor::Empty(DType::kF32, {5, k});
+    std::memcpy(all.raw(), x.data(), x.size() * 4);
+    Tensor y_all = Tensor::Empty(DType::kF32, {5, n});
+    backend->Linear(all, w, nullptr, y_all, false);
+    for (int64_t i = 0; i < 5; ++i) {
+      Tensor one = all.Rows(i, 1);
+      Tensor y_one = Tensor::Empty(DType::kF32, {1, n});
+      backend->Linear(one, w, nullptr, y_one, false);
+      ASSERT_EQ(std::memcmp(y_one.raw(), y_all.data<float>() + i * n, n * 4), 0) << "row " << i;
+    }
   }
 }
 
 TEST(QuantTest, StacksOfDifferentFormatsWriteTheirRowRanges) {
   // A Q4_K_M file's attn_q/attn_k (Q4_K) and attn_v (Q6_K), fused into one projection.
-  std::unique_ptr<Backend> backend = CreateCpuBackend({});
+  std::unique_ptr<Backend> backend = ExactBackend();
   const int64_t k = 256;
   const std::vector<std::pair<QuantType, int64_t>> parts = {
       {QuantType::kQ4_K, 16}, {QuantType::kQ4_K, 8}, {QuantType::kQ6_K, 8}};
@@ -185,7 +192,7 @@ TEST(QuantTest, StacksOfDifferentFormatsWriteTheirRowRanges) {
 }
 
 TEST(QuantTest, GroupedLinearGathersRowsAndEmbeddingDequantizesExactly) {
-  std::unique_ptr<Backend> backend = CreateCpuBackend({});
+  std::unique_ptr<Backend> backend = ExactBackend();
   const int64_t n = 20, k = 256;
   const std::vector<uint8_t> blocks = RandomBlocks(QuantType::kQ5_K, n, k, 12);
   const std::vector<float> w = Dequantized(QuantType::kQ5_K, blocks, n, k);
@@ -236,6 +243,157 @@ TEST(QuantTest, InSituQuantizersStayWithinHalfAStepAndTheScalesRounding) {
             << Traits(type).name << " block " << b << " value " << i;
       }
     }
+  }
+}
+
+// The activations' quantizer, scalar, as documented on Int8Rows.
+void ReferenceQuantizeActivations(const std::vector<float>& x, int64_t cols, cpu::Int8Rows* out) {
+  const int64_t m = static_cast<int64_t>(x.size()) / cols;
+  out->q.assign(m * cols, 0);
+  out->d.assign(m * cols / 32, 0);
+  out->scaled_sums.assign(m * cols / 32, 0);
+  for (int64_t b = 0; b < m * cols / 32; ++b) {
+    float amax = 0;
+    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[b * 32 + i]));
+    const float d = amax / 127.0f, inverse = d != 0 ? 1.0f / d : 0.0f;
+    int sum = 0;
+    for (int i = 0; i < 32; ++i) {
+      const int q = static_cast<int>(std::nearbyint(x[b * 32 + i] * inverse));
+      out->q[b * 32 + i] = static_cast<int8_t>(q);
+      sum += q;
+    }
+    out->d[b] = d;
+    out->scaled_sums[b] = d * static_cast<float>(sum);
+  }
+}
+
+// The activations the integer path multiplies: d * q.
+std::vector<float> DequantizedActivations(const cpu::Int8Rows& xq) {
+  std::vector<float> out(xq.q.size());
+  for (size_t i = 0; i < out.size(); ++i) out[i] = xq.d[i / 32] * xq.q[i];
+  return out;
+}
+
+TEST(QuantTest, ActivationQuantizerMatchesTheScalarReference) {
+  const int64_t cols = 256, m = 3;
+  std::vector<float> x = RandomVector(m * cols, 17);
+  std::fill(x.begin() + 32, x.begin() + 64, 0.0f);  // a block of zeros: d = 0, q = 0
+  x[70] = 1e-30f;                                   // a tiny value beside ordinary ones
+  for (int i = 96; i < 128; ++i) x[i] = (i % 2 ? 1.0f : -1.0f) * (i - 96) / 2.0f;  // ties
+  x[300] = -50.0f;  // one outlier sets its block's step
+  const std::vector<int32_t> gather = {2, 0, 1};
+  std::vector<float> gathered;
+  for (int32_t r : gather)
+    gathered.insert(gathered.end(), x.begin() + r * cols, x.begin() + (r + 1) * cols);
+  cpu::Int8Rows fast, ref;
+  cpu::QuantizeActivations(x.data(), gather.data(), cols, m, cols, &fast);
+  ReferenceQuantizeActivations(gathered, cols, &ref);
+  ASSERT_EQ(fast.m, m);
+  ASSERT_EQ(fast.cols, cols);
+  ASSERT_EQ(fast.q, ref.q);
+  ASSERT_EQ(std::memcmp(fast.d.data(), ref.d.data(), ref.d.size() * 4), 0);
+  ASSERT_EQ(std::memcmp(fast.scaled_sums.data(), ref.scaled_sums.data(), ref.d.size() * 4), 0);
+  for (int8_t q : fast.q) ASSERT_GE(q, -127);
+}
+
+// The integer path: exact integer products of the weights' and the quantized activations' small
+// integers, scaled in F32, so it must equal the double-precision product of the dequantized weights
+// and the dequantized activations up to F32 rounding. Random bytes give every format's extremes
+// (Q8_0 weights of -128, K-quant scales of 63).
+TEST(QuantTest, Int8ActivationsMatchTheProductOfBothDequantizedOperands) {
+  std::unique_ptr<Backend> backend =
+      CreateCpuBackend({.quant_activations = QuantActivations::kInt8});
+  for (QuantType type : kTypes) {
+    const int64_t n = 19, k = 2 * std::max(Traits(type).values, 128);
+    const std::vector<uint8_t> blocks = RandomBlocks(type, n, k, 70);
+    const std::vector<float> w = Dequantized(type, blocks, n, k);
+    Weight weight = *backend->PrepareQuantizedWeight(BlocksTensor(blocks, n), type, k);
+    const std::vector<float> bias = RandomVector(n, 5);
+    for (int64_t m : {1, 2, 3, 4, 5, 7, 8}) {
+      for (bool accumulate : {false, true}) {
+        const std::vector<float> x = RandomVector(m * k, 31 + m);
+        cpu::Int8Rows xq;
+        ReferenceQuantizeActivations(x, k, &xq);
+        Tensor xt = Tensor::Empty(DType::kF32, {m, k});
+        std::memcpy(xt.raw(), x.data(), x.size() * 4);
+        Tensor bt = Tensor::Empty(DType::kF32, {n});
+        std::memcpy(bt.raw(), bias.data(), n * 4);
+        Tensor y = Tensor::Empty(DType::kF32, {m, n});
+        for (int64_t i = 0; i < m * n; ++i) y.data<float>()[i] = accumulate ? 0.5f : 1e30f;
+        backend->Linear(xt, weight, &bt, y, accumulate);
+        std::vector<double> want, mag;
+        Reference(DequantizedActivations(xq), m, w, n, k, bias.data(), &want, &mag);
+        for (int64_t i = 0; i < m * n; ++i) {
+          const double expect = want[i] + (accumulate ? 0.5 : 0.0);
+          ASSERT_NEAR(y.data<float>()[i], expect, 1e-5 * mag[i])
+              << Traits(type).name << " m=" << m << " accumulate=" << accumulate << " at " << i;
+        }
+      }
+    }
+  }
+}
+
+// Against the exact F32 product, the integer path's only extra error is the activations' rounding:
+// at most half a step (d / 2) per value, so |y_int8 - y_f32| <= sum_k |w_k| d_k / 2.
+TEST(QuantTest, Int8ActivationsStayWithinHalfAStepOfTheF32Product) {
+  std::unique_ptr<Backend> exact = ExactBackend();
+  std::unique_ptr<Backend> int8 = CreateCpuBackend({.quant_activations = QuantActivations::kInt8});
+  for (QuantType type : kTypes) {
+    const int64_t n = 24, k = 512, m = 2;
+    const std::vector<uint8_t> blocks = RandomBlocks(type, n, k, 90);
+    const std::vector<float> w = Dequantized(type, blocks, n, k);
+    Weight we = *exact->PrepareQuantizedWeight(BlocksTensor(blocks, n), type, k);
+    Weight wi = *int8->PrepareQuantizedWeight(BlocksTensor(blocks, n), type, k);
+    const std::vector<float> x = RandomVector(m * k, 8);
+    cpu::Int8Rows xq;
+    ReferenceQuantizeActivations(x, k, &xq);
+    Tensor xt = Tensor::Empty(DType::kF32, {m, k});
+    std::memcpy(xt.raw(), x.data(), x.size() * 4);
+    Tensor ye = Tensor::Empty(DType::kF32, {m, n}), yi = Tensor::Empty(DType::kF32, {m, n});
+    exact->Linear(xt, we, nullptr, ye, false);
+    int8->Linear(xt, wi, nullptr, yi, false);
+    double total_error = 0, total_bound = 0;
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t r = 0; r < n; ++r) {
+        double bound = 0, mag = 0;
+        for (int64_t c = 0; c < k; ++c) {
+          bound += std::fabs(w[r * k + c]) * xq.d[(i * k + c) / 32] / 2;
+          mag += std::fabs(w[r * k + c] * x[i * k + c]);
+        }
+        const double error = std::fabs(yi.data<float>()[i * n + r] - ye.data<float>()[i * n + r]);
+        ASSERT_LE(error, bound + 2e-5 * mag) << Traits(type).name << " row " << r;
+        total_error += error;
+        total_bound += bound;
+      }
+    }
+    // Rounding errors are not all of one sign: the typical error is far below the worst case.
+    EXPECT_LT(total_error, 0.25 * total_bound) << Traits(type).name;
+  }
+}
+
+TEST(QuantTest, Int8ActivationsInGroupedLinearGatherTheirRows) {
+  std::unique_ptr<Backend> backend =
+      CreateCpuBackend({.quant_activations = QuantActivations::kInt8});
+  const int64_t n = 20, k = 512;
+  for (QuantType type : {QuantType::kQ6_K, QuantType::kQ4_0}) {
+    const std::vector<uint8_t> blocks = RandomBlocks(type, n, k, 13);
+    const std::vector<float> w = Dequantized(type, blocks, n, k);
+    Weight weight = *backend->PrepareQuantizedWeight(BlocksTensor(blocks, n), type, k);
+    const std::vector<float> x = RandomVector(12 * k, 4);
+    // 11 gathered rows: more than the decode kernel's limit, still the integer path here.
+    const std::vector<int32_t> rows = {5, 0, 3, 11, 7, 7, 2, 9, 1, 10, 4};
+    const int64_t m = static_cast<int64_t>(rows.size());
+    std::vector<float> y(m * n, 0.0f);
+    LinearJob job{&weight, x.data(), k, m, y.data(), n, false, rows.data()};
+    backend->GroupedLinear({&job, 1});
+    std::vector<float> gathered;
+    for (int32_t r : rows)
+      gathered.insert(gathered.end(), x.begin() + r * k, x.begin() + (r + 1) * k);
+    cpu::Int8Rows xq;
+    ReferenceQuantizeActivations(gathered, k, &xq);
+    std::vector<double> want, mag;
+    Reference(DequantizedActivations(xq), m, w, n, k, nullptr, &want, &mag);
+    for (int64_t i = 0; i < m * n; ++i) ASSERT_NEAR(y[i], want[i], 1e-5 * mag[i]) << i;
   }
 }
 

@@ -22,13 +22,15 @@ class CpuBackend final : public Backend {
       : options_(options),
         kernels_(cpu::Kernels()),
         threads_(ComputeThreads()),
-        matmul_(options.matmul_precision) {}
+        matmul_(options.matmul_precision, options.quant_activations) {}
 
   Device device() const override { return Device::kCpu; }
 
   std::string Describe() const override {
-    return absl::StrFormat("cpu (%s kernels, %d threads, %s matmul)", kernels_.isa, threads_,
-                           options_.matmul_precision == MatmulPrecision::kF32 ? "f32" : "bf16");
+    return absl::StrFormat(
+        "cpu (%s kernels, %d threads, %s matmul, %s activations for quantized weights)",
+        kernels_.isa, threads_, options_.matmul_precision == MatmulPrecision::kF32 ? "f32" : "bf16",
+        options_.quant_activations == QuantActivations::kInt8 ? "int8" : "f32");
   }
 
   absl::StatusOr<Tensor> Allocate(DType dtype, const Shape& shape) override {

@@ -9,6 +9,7 @@ namespace switchyard {
 
 struct CpuBackendOptions {
   MatmulPrecision matmul_precision = MatmulPrecision::kF32;
+  QuantActivations quant_activations = QuantActivations::kInt8;
 };
 
 std::unique_ptr<Backend> CreateCpuBackend(const CpuBackendOptions& options);

@@ -151,7 +151,7 @@ void PackedMatmul::LinearInto(const float* x, int64_t m, const Weight& w, const 
       LinearInto(x, m, part, bias != nullptr ? bias + r0 : nullptr, y + r0, ldy, accumulate);
       r0 += part.rows;
     }
-  } else if (w.quant != QuantType::kNone && m <= kQuantSmallMLimit) {
+  } else if (w.quant != QuantType::kNone && m <= QuantSmallMLimit(w.quant, quant_activations_)) {
     QuantSmallM(x, nullptr, w.cols, m, w, bias, y, ldy, accumulate);
   } else if (w.quant == QuantType::kNone && m <= kSmallMLimit) {
     SY_CHECK(ldy == w.rows);
@@ -184,18 +184,22 @@ void PackedMatmul::SmallM(const float* x, int64_t m, const Weight& w, const floa
 void PackedMatmul::QuantSmallM(const float* x, const int32_t* x_rows, int64_t ldx, int64_t m,
                                const Weight& w, const float* bias, float* y, int64_t ldy,
                                bool accumulate) {
-  const QuantMatmulArgs args{w.quant,
-                             w.data.data<uint8_t>(),
-                             static_cast<size_t>(w.data.dim(1)),
-                             w.cols,
-                             x,
-                             x_rows,
-                             ldx,
-                             m,
-                             bias,
-                             y,
-                             ldy,
-                             accumulate};
+  QuantMatmulArgs args{w.quant,
+                       w.data.data<uint8_t>(),
+                       static_cast<size_t>(w.data.dim(1)),
+                       w.cols,
+                       x,
+                       x_rows,
+                       ldx,
+                       m,
+                       bias,
+                       y,
+                       ldy,
+                       accumulate};
+  if (quant_activations_ == QuantActivations::kInt8) {
+    QuantizeActivations(x, x_rows, ldx, m, w.cols, &xq_);
+    args.xq = &xq_;
+  }
   const int threads = m * w.rows * w.cols < (1 << 16) ? 1 : ComputeThreads();
   // Pieces of 16 rows handed out dynamically, as SmallM does with panels.
   constexpr int64_t kRows = 16;
@@ -216,11 +220,16 @@ void PackedMatmul::Grouped(std::span<const LinearJob> jobs) {
     total += static_cast<size_t>(jobs[j].m * PaddedCols(jobs[j].w->cols, jobs[j].w->dtype));
   }
   xp_.resize(std::max<size_t>(total, 1));
+  const bool int8_activations = quant_activations_ == QuantActivations::kInt8;
+  if (int8_activations && grouped_xq_.size() < jobs.size()) grouped_xq_.resize(jobs.size());
   const int64_t n = static_cast<int64_t>(jobs.size());
   // Laying out x is a copy: worth threads only when there is a lot of it.
 #pragma omp parallel for schedule(dynamic, 1) if (n > 1 && total > (1 << 18))
   for (int64_t j = 0; j < n; ++j) {
     const LinearJob& job = jobs[j];
+    if (job.m > 0 && job.w->quant != QuantType::kNone && int8_activations) {
+      QuantizeActivations(job.x, job.x_rows, job.ldx, job.m, job.w->cols, &grouped_xq_[j]);
+    }
     if (job.m == 0 || job.w->use == WeightUse::kExpand || job.w->quant != QuantType::kNone) {
       continue;
     }
@@ -263,7 +272,8 @@ void PackedMatmul::Grouped(std::span<const LinearJob> jobs) {
     if (job.w->quant != QuantType::kNone) {
       QuantMatmulRows(
           {job.w->quant, job.w->data.data<uint8_t>(), static_cast<size_t>(job.w->data.dim(1)),
-           job.w->cols, job.x, job.x_rows, job.ldx, job.m, nullptr, job.y, job.ldy, job.accumulate},
+           job.w->cols, job.x, job.x_rows, job.ldx, job.m, nullptr, job.y, job.ldy, job.accumulate,
+           int8_activations ? &grouped_xq_[piece.job] : nullptr},
           piece.begin, piece.end);
       continue;
     }

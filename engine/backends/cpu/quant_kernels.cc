@@ -250,6 +250,7 @@ void WithWalker(QuantType type, Fn&& fn) {
 }  // namespace
 
 void QuantMatmulRows(const QuantMatmulArgs& args, int64_t row_begin, int64_t row_end) {
+  if (args.xq != nullptr) return Int8MatmulRows(args, row_begin, row_end);
   WithWalker(args.type, [&](auto walk) { MatmulWith(args, walk, row_begin, row_end); });
 }
 

@@ -5,10 +5,29 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "engine/core/quant.h"
 
 namespace switchyard::cpu {
+
+// Activation rows quantized for the integer kernels, as llama.cpp quantizes them: per block of 32
+// values an F32 scale d = max|x| / 127 and q = round-half-even(x * (1 / d)) in int8 (d = 0 and
+// q = 0 for a block of zeros), and d * sum(q) per block for the formats whose blocks have a minimum
+// (Q4_K, Q5_K). The products are then exact integer sums scaled in F32: results differ from
+// QuantMatmulRows' F32 path by the activations' rounding (relative error about 0.4% of a block's
+// largest value), not by the weights'.
+struct Int8Rows {
+  int64_t m = 0;
+  int64_t cols = 0;                // a multiple of 32
+  std::vector<int8_t> q;           // [m, cols]
+  std::vector<float> d;            // [m, cols / 32]
+  std::vector<float> scaled_sums;  // [m, cols / 32]
+};
+
+// Quantizes rows x + (x_rows ? x_rows[i] : i) * ldx, i < m, of `cols` values into `out`.
+void QuantizeActivations(const float* x, const int32_t* x_rows, int64_t ldx, int64_t m,
+                         int64_t cols, Int8Rows* out);
 
 struct QuantMatmulArgs {
   QuantType type;
@@ -23,12 +42,18 @@ struct QuantMatmulArgs {
   float* y;
   int64_t ldy;
   bool accumulate;
+  // When set, the activations come from here (x and x_rows are ignored) and the products are
+  // integer dot products (see Int8Rows).
+  const Int8Rows* xq = nullptr;
 };
 
 // y[i, r] (+)= sum_k x[i, k] * dequant(w)[r, k] (+ bias[r]) for weight rows [row_begin, row_end).
-// The weights are dequantized to exactly DequantizeRow's values and multiplied in F32; the order
-// of accumulation for one (i, r) does not depend on m.
+// Without args.xq the weights are dequantized to exactly DequantizeRow's values and multiplied in
+// F32; with it, see Int8Rows. Either way the order of accumulation for one (i, r) does not depend
+// on m.
 void QuantMatmulRows(const QuantMatmulArgs& args, int64_t row_begin, int64_t row_end);
+// The integer path of QuantMatmulRows (args.xq set; quant_int8_kernels.cc).
+void Int8MatmulRows(const QuantMatmulArgs& args, int64_t row_begin, int64_t row_end);
 
 // DequantizeRow, vectorized (bit-identical results).
 void DequantizeRowFast(QuantType type, const uint8_t* src, float* dst, int64_t cols);

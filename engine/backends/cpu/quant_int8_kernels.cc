@@ -1,0 +1,310 @@
+// The integer path of QuantMatmulRows (x86-64-v3): activations quantized to int8 per block of 32
+// (Int8Rows) against the weights' small integers with `vpmaddubsw`, which multiplies unsigned by
+// signed bytes and adds pairs into int16. A block's products are exact integers; only the
+// per-block scales are applied in F32. Signed weights go through the sign trick (|w| times x with
+// w's sign), the K-quants' per-sub-block scales through `vpmaddwd` against the scale in int16.
+//
+// Bounds (no int16 saturation): |w| <= 128 and |x| <= 127 give pairs of at most 32,512; Q5_K's
+// 31 * 127 * 2 = 7,874 times a 6-bit scale and Q6_K's 32 * 127 * 2 times an int8 scale stay far
+// inside int32.
+
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "engine/backends/cpu/quant_kernels.h"
+#include "engine/core/check.h"
+
+namespace switchyard::cpu {
+namespace {
+
+constexpr int kBlock = 32;
+constexpr int kPrefetchBytes = 1024;
+constexpr int kMaxTileRows = 4;
+
+inline float Half(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+inline __m256i Load32(const void* p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+
+inline float HSum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Products of signed bytes w and x, pairs added and then multiplied by the int16 `scale` lanes
+// and added again: eight int32 sums of four products each.
+inline __m256i DotSigned(__m256i w, __m256i x, __m256i scale) {
+  const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
+  return _mm256_madd_epi16(pairs, scale);
+}
+
+// As DotSigned for unsigned w (0..31).
+inline __m256i DotUnsigned(__m256i w, __m256i x, __m256i scale) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), scale);
+}
+
+// One activation row of Int8Rows.
+struct ActRow {
+  const int8_t* q;
+  const float* d;
+  const float* scaled_sums;
+};
+
+// The block kernels: accumulate one weight block times MT activation rows into acc[m] (sums
+// still to be reduced across lanes) and, for formats with minimums, min[m] (to be subtracted).
+
+template <int MT>
+inline void BlockQ8_0(const uint8_t* b, int64_t blk, const ActRow* x, __m256* acc, __m256*) {
+  const float d = Half(b);
+  const __m256i w = Load32(b + 2);
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int m = 0; m < MT; ++m) {
+    const __m256i s = DotSigned(w, Load32(x[m].q + kBlock * blk), ones);
+    acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * x[m].d[blk]), acc[m]);
+  }
+}
+
+template <int MT>
+inline void BlockQ4_0(const uint8_t* b, int64_t blk, const ActRow* x, __m256* acc, __m256*) {
+  const float d = Half(b);
+  const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
+  const __m128i mask = _mm_set1_epi8(0xF);
+  // Low nibbles are weights 0..15, high nibbles 16..31.
+  const __m256i w = _mm256_sub_epi8(
+      _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), mask), _mm_and_si128(qs, mask)),
+      _mm256_set1_epi8(8));
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int m = 0; m < MT; ++m) {
+    const __m256i s = DotSigned(w, Load32(x[m].q + kBlock * blk), ones);
+    acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * x[m].d[blk]), acc[m]);
+  }
+}
+
+// Q4_K and Q5_K (qh, the fifth bits, null for Q4_K): 8 sub-blocks of 32 weights, each
+// d * sc * q - dmin * mn, so a sub-block's product is d * sc * sum(q x) - dmin * mn * sum(x).
+template <int MT>
+inline void BlockKAffine(const uint8_t* b, const uint8_t* qh, const uint8_t* ql, int64_t blk,
+                         const ActRow* x, __m256* acc, __m256* min) {
+  const float d = Half(b), dmin = Half(b + 2);
+  alignas(32) int32_t mins_i[8];
+  int16_t scales[8];
+  for (int j = 0; j < 8; ++j) {
+    uint8_t sc, mn;
+    KQuantScaleMin(j, b + 4, &sc, &mn);
+    scales[j] = sc;
+    mins_i[j] = mn;
+  }
+  const __m256 mins = _mm256_mul_ps(
+      _mm256_set1_ps(dmin),
+      _mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(mins_i))));
+  for (int m = 0; m < MT; ++m) {
+    min[m] = _mm256_fmadd_ps(mins, _mm256_loadu_ps(x[m].scaled_sums + 8 * blk), min[m]);
+  }
+  const __m256i mask = _mm256_set1_epi8(0xF);
+  const __m256i high = qh != nullptr ? Load32(qh) : _mm256_setzero_si256();
+  for (int pair = 0; pair < 4; ++pair) {
+    const __m256i bytes = Load32(ql + 32 * pair);
+    for (int half = 0; half < 2; ++half) {
+      const int sub = 2 * pair + half;
+      __m256i q = half == 0 ? _mm256_and_si256(bytes, mask)
+                            : _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask);
+      if (qh != nullptr) {
+        const __m256i bit = _mm256_set1_epi8(static_cast<char>(1 << sub));
+        const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(high, bit), bit);
+        q = _mm256_or_si256(q, _mm256_and_si256(set, _mm256_set1_epi8(16)));
+      }
+      const __m256i scale = _mm256_set1_epi16(scales[sub]);
+      const int64_t xb = 8 * blk + sub;
+      for (int m = 0; m < MT; ++m) {
+        const __m256i s = DotUnsigned(q, Load32(x[m].q + kBlock * xb), scale);
+        acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * x[m].d[xb]), acc[m]);
+      }
+    }
+  }
+}
+
+template <int MT>
+inline void BlockQ4_K(const uint8_t* b, int64_t blk, const ActRow* x, __m256* acc, __m256* min) {
+  BlockKAffine<MT>(b, nullptr, b + 16, blk, x, acc, min);
+}
+
+template <int MT>
+inline void BlockQ5_K(const uint8_t* b, int64_t blk, const ActRow* x, __m256* acc, __m256* min) {
+  BlockKAffine<MT>(b, b + 16, b + 48, blk, x, acc, min);
+}
+
+// Q6_K: 16 sub-blocks of 16 weights d * sc * (q - 32), q six bits (low four in ql, top two in qh),
+// sc int8.
+template <int MT>
+inline void BlockQ6_K(const uint8_t* b, int64_t blk, const ActRow* x, __m256* acc, __m256*) {
+  const uint8_t* ql = b;
+  const uint8_t* qh = b + 128;
+  const auto* sc = reinterpret_cast<const int8_t*>(b + 192);
+  const float d = Half(b + 208);
+  const __m256i mask = _mm256_set1_epi8(0xF), three = _mm256_set1_epi8(3);
+  const __m256i bias = _mm256_set1_epi8(32);
+  for (int half = 0; half < 2; ++half) {
+    const __m256i high_bits = Load32(qh + 32 * half);
+    // Quarter j holds weights 128 half + 32 j + [0, 32): nibbles of ql (low for j < 2), bits
+    // 2j..2j+1 of qh.
+    for (int j = 0; j < 4; ++j) {
+      __m256i lo = Load32(ql + 64 * half + (j & 1) * 32);
+      lo = j < 2 ? _mm256_and_si256(lo, mask) : _mm256_and_si256(_mm256_srli_epi16(lo, 4), mask);
+      const __m256i hi =
+          _mm256_and_si256(_mm256_srl_epi16(high_bits, _mm_cvtsi32_si128(2 * j)), three);
+      const __m256i w = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)), bias);
+      const int s0 = 8 * half + 2 * j;
+      const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(sc[s0 + 1]), _mm_set1_epi16(sc[s0]));
+      const int64_t xb = 8 * blk + 4 * half + j;
+      for (int m = 0; m < MT; ++m) {
+        const __m256i s = DotSigned(w, Load32(x[m].q + kBlock * xb), scale);
+        acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * x[m].d[xb]), acc[m]);
+      }
+    }
+  }
+}
+
+// One weight row against MT activation rows.
+template <int MT, class Block>
+inline void Row(const QuantMatmulArgs& a, Block block, int bytes, int64_t blocks, int64_t row,
+                const ActRow* x, int64_t m0) {
+  __m256 acc[MT], min[MT];
+  for (int m = 0; m < MT; ++m) acc[m] = min[m] = _mm256_setzero_ps();
+  const uint8_t* w = a.w + row * a.row_bytes;
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const uint8_t* b = w + blk * bytes;
+    // As in the F32 path: the hardware prefetchers fall behind this stream (docs/quantization.md).
+    for (int off = 0; off < bytes; off += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(b) + kPrefetchBytes + off, _MM_HINT_T0);
+    }
+    block(b, blk, x, acc, min);
+  }
+  for (int m = 0; m < MT; ++m) {
+    float s = HSum(_mm256_sub_ps(acc[m], min[m]));
+    if (a.bias != nullptr) s += a.bias[row];
+    float* out = a.y + (m0 + m) * a.ldy + row;
+    *out = a.accumulate ? *out + s : s;
+  }
+}
+
+template <int MT, class Block>
+void Rows(const QuantMatmulArgs& a, Block block, int64_t row_begin, int64_t row_end, int64_t m0) {
+  const QuantTraits t = Traits(a.type);
+  const Int8Rows& xq = *a.xq;
+  ActRow x[MT];
+  for (int m = 0; m < MT; ++m) {
+    const int64_t i = m0 + m;
+    x[m] = {xq.q.data() + i * xq.cols, xq.d.data() + i * (xq.cols / kBlock),
+            xq.scaled_sums.data() + i * (xq.cols / kBlock)};
+  }
+  const int64_t blocks = a.cols / t.values;
+  for (int64_t r = row_begin; r < row_end; ++r) Row<MT>(a, block, t.bytes, blocks, r, x, m0);
+}
+
+// Calls fn(block<MT>) for the format's block kernel.
+template <int MT, class Fn>
+void WithBlock(QuantType type, Fn&& fn) {
+  switch (type) {
+    case QuantType::kQ8_0:
+      return fn([](auto... args) { BlockQ8_0<MT>(args...); });
+    case QuantType::kQ4_0:
+      return fn([](auto... args) { BlockQ4_0<MT>(args...); });
+    case QuantType::kQ4_K:
+      return fn([](auto... args) { BlockQ4_K<MT>(args...); });
+    case QuantType::kQ5_K:
+      return fn([](auto... args) { BlockQ5_K<MT>(args...); });
+    case QuantType::kQ6_K:
+      return fn([](auto... args) { BlockQ6_K<MT>(args...); });
+    case QuantType::kNone:
+      break;
+  }
+  SY_CHECK(false);
+}
+
+template <int MT>
+void TileRows(const QuantMatmulArgs& a, int64_t row_begin, int64_t row_end, int64_t m0) {
+  WithBlock<MT>(a.type, [&](auto block) { Rows<MT>(a, block, row_begin, row_end, m0); });
+}
+
+void QuantizeRow(const float* x, int64_t cols, int8_t* q, float* d, float* scaled_sums) {
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+  for (int64_t b = 0; b < cols / kBlock; ++b) {
+    const float* xb = x + kBlock * b;
+    __m256 v[4];
+    __m256 amax = _mm256_setzero_ps();
+    for (int i = 0; i < 4; ++i) {
+      v[i] = _mm256_loadu_ps(xb + 8 * i);
+      amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_bit, v[i]));
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float max_abs = _mm_cvtss_f32(m4);
+    const float scale = max_abs / 127.0f;
+    const float inverse = scale != 0.0f ? 1.0f / scale : 0.0f;
+    // Round half to even (the default rounding mode), as the scalar reference's nearbyint.
+    __m256i i32[4];
+    for (int i = 0; i < 4; ++i) {
+      i32[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], _mm256_set1_ps(inverse)));
+    }
+    // Pack to bytes; the packs interleave 128-bit lanes, the permute puts them back in order.
+    const __m256i i16a = _mm256_packs_epi32(i32[0], i32[1]);
+    const __m256i i16b = _mm256_packs_epi32(i32[2], i32[3]);
+    __m256i i8 = _mm256_packs_epi16(i16a, i16b);
+    i8 = _mm256_permutevar8x32_epi32(i8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + kBlock * b), i8);
+    const __m256i sums =
+        _mm256_add_epi32(_mm256_add_epi32(i32[0], i32[1]), _mm256_add_epi32(i32[2], i32[3]));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(1, 0, 3, 2)));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(2, 3, 0, 1)));
+    d[b] = scale;
+    scaled_sums[b] = scale * static_cast<float>(_mm_cvtsi128_si32(s4));
+  }
+}
+
+}  // namespace
+
+void QuantizeActivations(const float* x, const int32_t* x_rows, int64_t ldx, int64_t m,
+                         int64_t cols, Int8Rows* out) {
+  SY_CHECK(cols % kBlock == 0);
+  out->m = m;
+  out->cols = cols;
+  out->q.resize(static_cast<size_t>(m * cols));
+  out->d.resize(static_cast<size_t>(m * cols / kBlock));
+  out->scaled_sums.resize(out->d.size());
+  for (int64_t i = 0; i < m; ++i) {
+    const float* row = x + (x_rows != nullptr ? x_rows[i] : i) * ldx;
+    QuantizeRow(row, cols, out->q.data() + i * cols, out->d.data() + i * (cols / kBlock),
+                out->scaled_sums.data() + i * (cols / kBlock));
+  }
+}
+
+void Int8MatmulRows(const QuantMatmulArgs& a, int64_t row_begin, int64_t row_end) {
+  SY_CHECK(a.xq != nullptr && a.xq->m == a.m && a.xq->cols == a.cols);
+  int64_t m0 = 0;
+  for (; a.m - m0 >= kMaxTileRows; m0 += kMaxTileRows) {
+    TileRows<kMaxTileRows>(a, row_begin, row_end, m0);
+  }
+  switch (a.m - m0) {
+    case 3:
+      return TileRows<3>(a, row_begin, row_end, m0);
+    case 2:
+      return TileRows<2>(a, row_begin, row_end, m0);
+    case 1:
+      return TileRows<1>(a, row_begin, row_end, m0);
+    default:
+      return;
+  }
+}
+
+}  // namespace switchyard::cpu
