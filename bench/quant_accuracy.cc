@@ -34,9 +34,12 @@ ABSL_FLAG(bool, json, false, "print JSON instead of a table");
 namespace switchyard::bench {
 namespace {
 
-absl::StatusOr<std::unique_ptr<Engine>> Open(const std::string& spec, int sequences,
-                                             int positions) {
+absl::StatusOr<std::unique_ptr<Engine>> Open(const std::string& spec, int sequences, int positions,
+                                             bool reference) {
   EngineOptions options;
+  // The reference keeps K and V in F32; the models get what the server would give them (BF16 for
+  // quantized weights unless the spec says @kv=...).
+  if (reference) options.kv_cache_dtype = DType::kF32;
   SY_RETURN_IF_ERROR(ApplyModelSpec(spec, &options));
   options.max_batch_seqs = sequences;
   options.max_batch_tokens = std::max(sequences, 64);
@@ -88,7 +91,7 @@ int Main() {
   for (int s = 0; s < S; ++s) {
     for (int t = 0; t < P; ++t) tokens[s].push_back(stream[(s * P + t) % stream.size()]);
   }
-  auto reference = Open(ref_spec, S, P);
+  auto reference = Open(ref_spec, S, P, /*reference=*/true);
   if (!reference.ok()) {
     std::fprintf(stderr, "%s\n", reference.status().ToString().c_str());
     return 1;
@@ -97,7 +100,7 @@ int Main() {
   const std::vector<std::string> specs =
       absl::StrSplit(absl::GetFlag(FLAGS_models), ',', absl::SkipEmpty());
   for (const std::string& spec : specs) {
-    auto model = Open(spec, S, P);
+    auto model = Open(spec, S, P, /*reference=*/false);
     if (!model.ok()) {
       std::fprintf(stderr, "%s: %s\n", spec.c_str(), model.status().ToString().c_str());
       return 1;

@@ -55,6 +55,15 @@ absl::StatusOr<QuantType> ParseQuantization(absl::string_view name) {
       absl::StrCat("--quantization: unknown value \"", name, "\" (use none, int8 or int4)"));
 }
 
+absl::StatusOr<std::optional<DType>> ParseKvCacheDType(absl::string_view name) {
+  if (name == "auto" || name.empty()) return std::nullopt;
+  if (name == "f32") return DType::kF32;
+  if (name == "bf16") return DType::kBF16;
+  if (name == "f16") return DType::kF16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--kv_cache_dtype: unknown value \"", name, "\" (use auto, f32, bf16 or f16)"));
+}
+
 absl::StatusOr<QuantActivations> ParseQuantActivations(absl::string_view name) {
   if (name == "int8") return QuantActivations::kInt8;
   if (name == "f32") return QuantActivations::kF32;
@@ -112,8 +121,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   spec.block_size = options.block_size;
   spec.num_kv_heads = static_cast<int>(c.num_kv_heads);
   spec.head_dim = static_cast<int>(c.head_dim);
-  const int64_t block_bytes =
-      int64_t{2} * c.num_layers * c.num_kv_heads * options.block_size * c.head_dim * 4;
+  const bool f32_model = state->model->weights().dtype == DType::kF32;
+  spec.dtype = options.kv_cache_dtype.value_or(
+      f32_model || options.device == Device::kCuda ? DType::kF32 : DType::kBF16);
+  const int64_t block_bytes = int64_t{2} * c.num_layers * c.num_kv_heads * options.block_size *
+                              c.head_dim * static_cast<int64_t>(SizeOf(spec.dtype));
   spec.num_blocks =
       options.kv_cache_blocks > 0
           ? options.kv_cache_blocks
@@ -139,13 +151,14 @@ std::string Engine::Describe() const {
   const ModelConfig& c = state_->config;
   return absl::StrFormat(
       "%s: %d layers, hidden %d, heads %d/%d, ffn %d, vocab %d, %s weights (%.1f MB); %s; KV "
-      "cache %d blocks of %d tokens",
+      "cache %d blocks of %d tokens in %s",
       c.architecture_name, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads,
       c.intermediate_size, c.vocab_size,
       state_->model->weights().quant != QuantType::kNone
           ? Traits(state_->model->weights().quant).name
           : DTypeName(state_->model->weights().dtype),
-      weight_bytes() / 1e6, state_->backend->Describe(), num_kv_blocks(), options_.block_size);
+      weight_bytes() / 1e6, state_->backend->Describe(), num_kv_blocks(), options_.block_size,
+      DTypeName(state_->kv.spec.dtype));
 }
 
 absl::Status Engine::Validate(const StepBatch& batch) const {

@@ -36,6 +36,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadModelTokenizer(const std::string&
 // --quantization's values: "none", "int8" (Q8_0) and "int4" (Q4_0).
 absl::StatusOr<QuantType> ParseQuantization(absl::string_view name);
 
+// --kv_cache_dtype's values: "auto" (nullopt), "f32", "bf16" and "f16".
+absl::StatusOr<std::optional<DType>> ParseKvCacheDType(absl::string_view name);
+
 // --quantized_activations' values: "int8" and "f32".
 absl::StatusOr<QuantActivations> ParseQuantActivations(absl::string_view name);
 
@@ -51,6 +54,9 @@ struct EngineOptions {
   int64_t max_batch_seqs = 256;     // sequences of one step
   int64_t kv_cache_bytes = int64_t{1} << 30;
   int kv_cache_blocks = 0;  // > 0: exactly this many blocks, whatever kv_cache_bytes says
+  // Element type of the KV cache (F32, BF16 or F16). nullopt: F32 for F32 models and on CUDA
+  // (whose kernels read F32 only), BF16 for BF16/F16 and quantized models on the CPU.
+  std::optional<DType> kv_cache_dtype;
   int block_size = 16;
   MoeLoraOptions moe_lora;
   // LoRA matrices of adapters: nullopt follows the base model (F32 for F32 weights, BF16 else),

@@ -78,6 +78,9 @@ ABSL_FLAG(int64_t, max_waiting, 1024, "requests waiting for admission before RES
 ABSL_FLAG(bool, prefix_caching, true, "reuse the KV blocks of common prompt prefixes");
 ABSL_FLAG(int, threads, 0, "compute threads (0: SWITCHYARD_THREADS or all cores)");
 ABSL_FLAG(std::string, matmul_precision, "f32", "f32 (exact) or bf16 (faster, BF16 products)");
+ABSL_FLAG(std::string, kv_cache_dtype, "auto",
+          "KV cache element type: auto (f32 for F32 models and on CUDA, bf16 otherwise), f32, "
+          "bf16 or f16");
 ABSL_FLAG(std::string, quantized_activations, "int8",
           "activations of quantized weights' decode products: int8 (integer dot products, as "
           "llama.cpp) or f32 (exact products of the dequantized weights)");
@@ -280,6 +283,10 @@ int Main() {
       ParseQuantActivations(absl::GetFlag(FLAGS_quantized_activations));
   if (!activations.ok()) return Fail(activations.status());
   eo.quant_activations = *activations;
+  absl::StatusOr<std::optional<DType>> kv_dtype =
+      ParseKvCacheDType(absl::GetFlag(FLAGS_kv_cache_dtype));
+  if (!kv_dtype.ok()) return Fail(kv_dtype.status());
+  eo.kv_cache_dtype = *kv_dtype;
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(eo);
   if (!engine.ok()) return Fail(engine.status());
   SY_LOG(kInfo, "engine: %s", (*engine)->Describe());

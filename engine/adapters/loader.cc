@@ -11,10 +11,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "engine/adapters/gguf_lora.h"
 #include "engine/adapters/torch_checkpoint.h"
 #include "engine/core/confined_dir.h"
 #include "engine/core/json_util.h"
 #include "engine/core/status_macros.h"
+#include "engine/model/gguf_model.h"
 #include "engine/model/safetensors.h"
 
 namespace switchyard {
@@ -558,7 +560,42 @@ absl::Status ReadWeights(const ConfinedDir& dir, std::vector<NamedTensor>* tenso
 
 namespace {
 
+// A GGUF LoRA names the architecture it was made for; llama.cpp writes Mistral as "llama".
+absl::Status CheckGgufBase(const AdapterFiles& files, const ModelConfig& m) {
+  const std::string& arch = files.gguf_architecture;
+  const bool fits = arch == "qwen2" ? m.architecture == Architecture::kQwen2
+                                    : arch == "llama" && m.architecture != Architecture::kQwen2;
+  if (!fits) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the GGUF adapter is for a \"", arch, "\" model; the base model is ", m.architecture_name));
+  }
+  return absl::OkStatus();
+}
+
+// A GGUF LoRA's q/k lora_B for the llama architecture has its rows in llama.cpp's interleaved
+// RoPE order (as the base's q/k rows in a GGUF file): back to Hugging Face's. Rows that do not
+// match the base's heads are left for the builder to refuse by their shape.
+absl::StatusOr<Tensor> InHuggingFaceOrder(const AdapterFiles& files, const ModelConfig& m,
+                                          const NamedTensor& nt) {
+  if (files.gguf_architecture != "llama" || !absl::EndsWith(nt.name, ".lora_B.weight")) {
+    return nt.tensor;
+  }
+  int64_t heads = 0;
+  if (absl::StrContains(nt.name, ".self_attn.q_proj.")) heads = m.num_heads;
+  if (absl::StrContains(nt.name, ".self_attn.k_proj.")) heads = m.num_kv_heads;
+  if (heads == 0 || nt.tensor.dim(0) != heads * m.head_dim || m.head_dim % 2 != 0) {
+    return nt.tensor;
+  }
+  return UnpermuteRopeRows(nt.tensor, static_cast<int>(heads));
+}
+
 absl::StatusOr<std::unique_ptr<AdapterFiles>> ReadAdapterFilesUnguarded(const ConfinedDir& dir) {
+  if (!dir.Exists("adapter_config.json") && dir.Exists(kGgufLoraFile)) {
+    const std::string path = dir.PathOf(kGgufLoraFile);
+    SY_ASSIGN_OR_RETURN(UniqueFd fd, dir.OpenFile(kGgufLoraFile));
+    SY_ASSIGN_OR_RETURN(std::string bytes, ReadAll(fd.get(), SIZE_MAX / 2, path));
+    return ReadGgufLora(std::move(bytes), path);
+  }
   absl::StatusOr<std::string> config_text = dir.ReadFile("adapter_config.json", kMaxConfigBytes);
   if (!config_text.ok()) {
     return absl::Status(config_text.status().code(),
@@ -583,9 +620,12 @@ absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapterUnguarded(const Adap
   const std::string& format = files.format;
   const char* family_names[] = {"mixlora", "loramoe", "mola", "lora", "mhmoe-lora"};
 
-  Raw raw;  // the tensors' handles (their memory stays the files')
-  for (const NamedTensor& nt : files.tensors)
-    SY_RETURN_IF_ERROR(Place(c, nt.name, nt.tensor, &raw));
+  if (!files.gguf_architecture.empty()) SY_RETURN_IF_ERROR(CheckGgufBase(files, m));
+  Raw raw;  // the tensors' handles (their memory stays the files', but for re-ordered copies)
+  for (const NamedTensor& nt : files.tensors) {
+    SY_ASSIGN_OR_RETURN(Tensor t, InHuggingFaceOrder(files, m, nt));
+    SY_RETURN_IF_ERROR(Place(c, nt.name, std::move(t), &raw));
+  }
 
   auto adapter = std::make_unique<AdapterWeights>();
   adapter->format = absl::StrCat(c.legacy_mlora ? "mLoRA legacy " : "", format);

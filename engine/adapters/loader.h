@@ -1,5 +1,6 @@
 // Reading adapters from disk: adapter_config.json plus adapter_model.safetensors or
-// adapter_model.bin (torch.save, read by a restricted unpickler), in these schemes:
+// adapter_model.bin (torch.save, read by a restricted unpickler), or a llama.cpp LoRA as
+// adapter_model.gguf alone (gguf_lora.h), in these schemes:
 //   MoE-PEFT   peft_type MIXLORA (mixlora | mixlora-dynamic | mixlora-switch), LORAMOE, MOLA
 //   mLoRA      legacy MixLoRA (routing_strategy "mixtral" | "switch", gate.weight, w1/w2/w3_proj)
 //   PEFT       peft_type LORA: plain LoRA; with lora_nums, the HydraLoRA (shared lora_A,
@@ -55,8 +56,11 @@ absl::StatusOr<AdapterConfig> ParseAdapterConfig(absl::string_view json);
 struct AdapterFiles {
   AdapterConfig config;
   std::vector<NamedTensor> tensors;
-  std::string format;  // "safetensors" or "torch .bin"
+  std::string format;  // "safetensors", "torch .bin" or "gguf"
   size_t bytes = 0;    // host memory of the tensors (shared storages counted per tensor)
+  // GGUF LoRA (gguf_lora.h): the file's general.architecture, checked against the base model;
+  // for "llama" the q and k lora_B rows are in llama.cpp's interleaved RoPE order.
+  std::string gguf_architecture;
 };
 
 absl::StatusOr<std::unique_ptr<AdapterFiles>> ReadAdapterFiles(const ConfinedDir& dir);

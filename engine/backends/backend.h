@@ -37,6 +37,7 @@ struct KvCacheSpec {
   int block_size = 16;
   int num_kv_heads = 0;
   int head_dim = 0;
+  DType dtype = DType::kF32;  // F32, BF16 or F16; K and V are stored rounded to it
 };
 
 struct KvCache {

@@ -1,6 +1,7 @@
 #include "engine/core/dtype.h"
 
 #include "absl/strings/str_cat.h"
+#include "engine/core/check.h"
 
 namespace switchyard {
 
@@ -29,6 +30,26 @@ absl::StatusOr<DType> ParseSafetensorsDType(absl::string_view name) {
   if (name == "I32") return DType::kI32;
   return absl::InvalidArgumentError(
       absl::StrCat("unsupported dtype \"", name, "\" (supported: F32, F16, BF16, I32)"));
+}
+
+void ConvertFromF32(DType t, const float* src, void* dst, size_t n) {
+  switch (t) {
+    case DType::kF32:
+      std::memcpy(dst, src, n * 4);
+      return;
+    case DType::kBF16: {
+      auto* d = static_cast<uint16_t*>(dst);
+      for (size_t i = 0; i < n; ++i) d[i] = F32ToBF16(src[i]);
+      return;
+    }
+    case DType::kF16: {
+      auto* d = static_cast<uint16_t*>(dst);
+      for (size_t i = 0; i < n; ++i) d[i] = F32ToF16(src[i]);
+      return;
+    }
+    default:
+      SY_CHECK(false);
+  }
 }
 
 void ConvertToF32(DType t, const void* src, float* dst, size_t n) {

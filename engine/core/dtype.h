@@ -59,4 +59,7 @@ inline uint16_t F32ToF16(float f) { return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_IN
 // Converts n elements of `src` (of type `t`) to float.
 void ConvertToF32(DType t, const void* src, float* dst, size_t n);
 
+// Converts n floats to `t` (F32, BF16 or F16; rounding to nearest even).
+void ConvertFromF32(DType t, const float* src, void* dst, size_t n);
+
 }  // namespace switchyard

@@ -136,7 +136,7 @@ class GgufSource : public WeightSource {
     SY_ASSIGN_OR_RETURN(Tensor data, file_->Data(*t));
     HostMatrix m{data, t->type.quant, rows, cols};
     if (const int heads = RopeHeads(name); heads > 0) {
-      SY_ASSIGN_OR_RETURN(m.data, Unpermute(data, heads));
+      SY_ASSIGN_OR_RETURN(m.data, UnpermuteRopeRows(data, heads));
     }
     return m;
   }
@@ -150,7 +150,7 @@ class GgufSource : public WeightSource {
     Tensor out = Tensor::Empty(DType::kF32, {n});
     ConvertToF32(data.dtype(), data.raw(), out.data<float>(), static_cast<size_t>(n));
     if (const int heads = RopeHeads(name); heads > 0) {
-      SY_ASSIGN_OR_RETURN(out, Unpermute(out.Reshaped({n, 1}), heads));
+      SY_ASSIGN_OR_RETURN(out, UnpermuteRopeRows(out.Reshaped({n, 1}), heads));
       out = out.Reshaped({n});
     }
     return out;
@@ -217,27 +217,30 @@ class GgufSource : public WeightSource {
     return 0;
   }
 
-  // Row 2i + j of each head (i < head_dim / 2, j < 2) goes back to row j * head_dim / 2 + i.
-  static absl::StatusOr<Tensor> Unpermute(const Tensor& rows, int heads) {
-    const int64_t n = rows.dim(0), half = n / heads / 2;
-    if (n % (2 * heads) != 0) return absl::InvalidArgumentError("q/k rows do not split into heads");
-    SY_ASSIGN_OR_RETURN(Tensor out, Tensor::TryEmpty(rows.dtype(), rows.shape()));
-    const size_t row_bytes = rows.nbytes() / static_cast<size_t>(n);
-    for (int64_t h = 0; h < heads; ++h) {
-      for (int64_t i = 0; i < half; ++i) {
-        for (int64_t j = 0; j < 2; ++j) {
-          const int64_t src = h * 2 * half + 2 * i + j, dst = h * 2 * half + j * half + i;
-          std::memcpy(out.data<char>() + dst * row_bytes, rows.data<char>() + src * row_bytes,
-                      row_bytes);
-        }
-      }
-    }
-    return out;
-  }
-
   std::shared_ptr<const GgufFile> file_;
   const ModelConfig& config_;
 };
+
+}  // namespace
+
+absl::StatusOr<Tensor> UnpermuteRopeRows(const Tensor& rows, int heads) {
+  const int64_t n = rows.dim(0), half = n / heads / 2;
+  if (n % (2 * heads) != 0) return absl::InvalidArgumentError("q/k rows do not split into heads");
+  SY_ASSIGN_OR_RETURN(Tensor out, Tensor::TryEmpty(rows.dtype(), rows.shape()));
+  const size_t row_bytes = rows.nbytes() / static_cast<size_t>(n);
+  for (int64_t h = 0; h < heads; ++h) {
+    for (int64_t i = 0; i < half; ++i) {
+      for (int64_t j = 0; j < 2; ++j) {
+        const int64_t src = h * 2 * half + 2 * i + j, dst = h * 2 * half + j * half + i;
+        std::memcpy(out.data<char>() + dst * row_bytes, rows.data<char>() + src * row_bytes,
+                    row_bytes);
+      }
+    }
+  }
+  return out;
+}
+
+namespace {
 
 json AddedToken(int32_t id, const std::string& content, bool special) {
   return {{"id", id},        {"content", content},     {"single_word", false}, {"lstrip", false},

@@ -37,4 +37,9 @@ struct TokenizerFiles {
 // tokenizer.chat_template.
 absl::StatusOr<TokenizerFiles> GgufTokenizerFiles(const GgufFile& file);
 
+// llama.cpp's converter interleaves the rotary halves of each head's q and k rows (for the
+// `llama` architecture): row 2i + j of each head goes back to row j * head_dim / 2 + i. `rows`
+// holds `heads` heads of rows (any row width, any dtype).
+absl::StatusOr<Tensor> UnpermuteRopeRows(const Tensor& rows, int heads);
+
 }  // namespace switchyard

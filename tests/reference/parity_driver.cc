@@ -28,6 +28,7 @@ ABSL_FLAG(std::string, quantization, "none", "none, int8 or int4 (quantize at lo
 // The reference comparisons are exact up to F32 rounding on the F32 path; int8 is checked with the
 // tolerance of its activation rounding.
 ABSL_FLAG(std::string, quantized_activations, "f32", "int8 or f32");
+ABSL_FLAG(std::string, kv_cache_dtype, "f32", "auto, f32, bf16 or f16");
 ABSL_FLAG(std::string, request, "", "request JSON file");
 
 namespace switchyard {
@@ -148,6 +149,10 @@ int Main() {
       ParseQuantActivations(absl::GetFlag(FLAGS_quantized_activations));
   if (!activations.ok()) return Fail(activations.status());
   options.quant_activations = *activations;
+  absl::StatusOr<std::optional<DType>> kv_dtype =
+      ParseKvCacheDType(absl::GetFlag(FLAGS_kv_cache_dtype));
+  if (!kv_dtype.ok()) return Fail(kv_dtype.status());
+  options.kv_cache_dtype = *kv_dtype;
   options.kv_cache_bytes = int64_t{64} << 20;
   options.block_size = 8;
   options.moe_lora.record_decisions = true;

@@ -28,6 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tools", "modelgen"))
+import adapters  # noqa: E402
 import gguf  # noqa: E402
 import reference  # noqa: E402
 
@@ -224,6 +225,107 @@ class GgufModelTest(unittest.TestCase):
                        if w.ndim == 2 else w) for n, w in weights.items()}
         self.check_against_reference(f"{arch}/--quantization {flag}", folder, tensors, folder,
                                      ["--quantization", flag])
+
+
+class GgufLoraTest(unittest.TestCase):
+    """Plain LoRA adapters as llama.cpp's LoRA converter writes them (adapter_model.gguf in the
+    adapter's folder): the same logits as the PEFT folder they came from, on both architectures
+    (llama's q/k B rows come permuted and must be put back), and clear refusals."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def setup_arch(self, arch):
+        root = os.path.join(self.tmp.name, arch)
+        model = os.path.join(root, "model")
+        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "modelgen", "make_model.py"),
+                        "--out", model, "--dtype", "f32", "--seed", "3"] + MODEL_ARGS[arch],
+                       check=True)
+        with open(os.path.join(model, "config.json")) as f:
+            config = json.load(f)
+        peft = os.path.join(root, "peft")
+        adapters.make_adapter(peft, config, "lora", seed=7, fmt="safetensors", r=8, alpha=16)
+        return root, model, peft, config
+
+    def gguf_adapter(self, root, name, model, peft, type_name, edit=None):
+        folder = os.path.join(root, name)
+        os.makedirs(folder)
+        path = os.path.join(folder, "adapter_model.gguf")
+        gguf.convert_lora(peft, model, path, type_name)
+        if edit:
+            meta, tensors = gguf.read(path)
+            # The LoRA metadata are strings but for the alpha (F32).
+            meta = [(k, gguf.STRING if isinstance(v, str) else gguf.F32V, v)
+                    for k, v in meta.items()]
+            gguf.write(path, *edit(meta, tensors))
+        return folder
+
+    def run_adapters(self, model, dirs, prompt):
+        names = list(dirs) + [None]
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump({"prompts": [prompt] * len(names), "prompt_adapters": names,
+                       "adapters": dirs, "max_new_tokens": 4, "chunk": 7}, f)
+            request = f.name
+        try:
+            proc = subprocess.run([os.path.join(BUILD_DIR, "tests", "parity_driver"), "--model",
+                                   model, "--request", request], capture_output=True, text=True)
+        finally:
+            os.unlink(request)
+        return proc
+
+    def check_arch(self, arch):
+        root, model, peft, config = self.setup_arch(arch)
+        dirs = {"peft": peft}
+        for t in ("f32", "f16", "q8_0"):
+            dirs[t] = self.gguf_adapter(root, t, model, peft, t)
+        prompt = np.random.default_rng(2).integers(0, config["vocab_size"], size=9).tolist()
+        proc = self.run_adapters(model, dirs, prompt)
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        got = json.loads(proc.stdout)["alone"]
+        logits = {name: np.array(got[i]["first_logits"]) for i, name in enumerate(dirs)}
+        base = np.array(got[-1]["first_logits"])
+        want = logits["peft"]
+        scale = max(1.0, np.abs(want).max())
+        moved = np.abs(want - base).max()
+        self.assertGreater(moved, 1e-2 * scale, f"{arch}: the adapter must move the logits")
+        # F32 factors: the PEFT adapter exactly (the q/k rows back in order).
+        self.assertLessEqual(np.abs(logits["f32"] - want).max(), 1e-5 * scale, arch)
+        self.assertEqual(got[1]["tokens"], got[0]["tokens"], arch)
+        # F16 and Q8_0 factors: the PEFT adapter up to the factors' rounding.
+        for t in ("f16", "q8_0"):
+            self.assertLessEqual(np.abs(logits[t] - want).max(), 0.05 * moved, f"{arch} {t}")
+
+    def test_llama(self):
+        self.check_arch("llama")
+
+    def test_qwen2(self):
+        self.check_arch("qwen2")
+
+    def test_refusals_name_the_problem(self):
+        root, model, peft, config = self.setup_arch("llama")
+
+        def set_key(key, value):
+            def edit(meta, tensors):
+                return [(k, t, value if k == key else v) for k, t, v in meta], tensors
+            return edit
+
+        def rename_first(meta, tensors):
+            name, t, shape, raw = tensors[0]
+            return meta, [("blk.0.attn_norm.weight.lora_a", t, shape, raw)] + tensors[1:]
+
+        cases = {"qwen2": (set_key("general.architecture", "qwen2"), "qwen2"),
+                 "model": (set_key("general.type", "model"), "general.type"),
+                 "name": (rename_first, "attn_norm")}
+        for name, (edit, message) in cases.items():
+            folder = self.gguf_adapter(root, "bad-" + name, model, peft, "f32", edit)
+            proc = self.run_adapters(model, {"bad": folder}, [1, 2, 3])
+            self.assertNotEqual(proc.returncode, 0, name)
+            self.assertIn(message, proc.stderr, name)
 
 
 def add_tests():

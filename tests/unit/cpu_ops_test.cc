@@ -248,6 +248,74 @@ TEST(CpuBackendTest, PagedAttentionMatchesDense) {
   }
 }
 
+// A BF16 or F16 cache stores K and V rounded to its type and reads them back exactly: attention
+// over it equals, bit for bit, attention over an F32 cache holding the rounded values.
+TEST(CpuBackendTest, HalfPrecisionKvCachesEqualAnF32CacheOfTheRoundedValues) {
+  auto backend = CreateCpuBackend({});
+  const int heads = 6, kv_heads = 3, hd = 40, bs = 4, T = 9;
+  std::vector<int32_t> table = {2, 0, 3};
+  std::vector<int32_t> ids(T, 0), positions(T), slots(T), seq(T, 0);
+  for (int t = 0; t < T; ++t) {
+    positions[t] = t;
+    slots[t] = table[t / bs] * bs + t % bs;
+  }
+  StepMetadata meta;
+  meta.num_tokens = T;
+  meta.num_seqs = 1;
+  const auto wrap = [](std::vector<int32_t>& v, Shape s) {
+    return Tensor::Wrap(v.data(), DType::kI32, std::move(s), nullptr);
+  };
+  meta.token_ids = wrap(ids, {T});
+  meta.positions = wrap(positions, {T});
+  meta.slot_mapping = wrap(slots, {T});
+  meta.token_seq = wrap(seq, {T});
+  meta.block_tables = wrap(table, {1, 3});
+  Tensor q = Random(DType::kF32, {T, heads * hd}, 18);
+  Tensor k = Random(DType::kF32, {T, kv_heads * hd}, 19);
+  Tensor v = Random(DType::kF32, {T, kv_heads * hd}, 20);
+  for (DType dtype : {DType::kBF16, DType::kF16}) {
+    const auto round = [dtype](const Tensor& x) {
+      Tensor out = Tensor::Empty(DType::kF32, x.shape());
+      for (int64_t i = 0; i < x.numel(); ++i) {
+        const float f = x.data<float>()[i];
+        out.data<float>()[i] =
+            dtype == DType::kBF16 ? BF16ToF32(F32ToBF16(f)) : F16ToF32(F32ToF16(f));
+      }
+      return out;
+    };
+    KvCacheSpec half_spec{2, 4, bs, kv_heads, hd, dtype};
+    KvCacheSpec f32_spec{2, 4, bs, kv_heads, hd, DType::kF32};
+    KvCache half = *backend->AllocateKvCache(half_spec);
+    KvCache f32 = *backend->AllocateKvCache(f32_spec);
+    ASSERT_EQ(half.k.dtype(), dtype);
+    ASSERT_EQ(half.k.nbytes() * 2, f32.k.nbytes());
+    const Tensor kr = round(k), vr = round(v);
+    for (int layer = 0; layer < 2; ++layer) {
+      backend->WriteKv(k, v, meta, layer, half);
+      backend->WriteKv(kr, vr, meta, layer, f32);
+    }
+    // Layer 1 of the half cache holds exactly the rounded values.
+    const uint16_t* stored = half.k.data<uint16_t>() + half.k.numel() / 2;
+    const size_t slot0 = (static_cast<size_t>(table[0]) * kv_heads + 1) * bs * hd;  // head 1
+    for (int i = 0; i < hd; ++i) {
+      const float f =
+          dtype == DType::kBF16 ? BF16ToF32(stored[slot0 + i]) : F16ToF32(stored[slot0 + i]);
+      ASSERT_EQ(f, kr.data<float>()[hd + i]) << DTypeName(dtype) << " " << i;
+    }
+    for (int window : {0, 3}) {
+      AttentionParams p{heads, kv_heads, hd, 0.2f, window};
+      Tensor want = Tensor::Zeros(DType::kF32, {T, heads * hd});
+      Tensor got = Tensor::Zeros(DType::kF32, {T, heads * hd});
+      backend->Attention(q, meta, 1, f32, p, want);
+      backend->Attention(q, meta, 1, half, p, got);
+      ASSERT_EQ(std::memcmp(want.raw(), got.raw(), want.nbytes()), 0)
+          << DTypeName(dtype) << " window " << window;
+    }
+  }
+  KvCacheSpec bad{1, 2, bs, kv_heads, hd, DType::kI32};
+  EXPECT_EQ(backend->AllocateKvCache(bad).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(DTypeTest, BF16RoundsToNearestEvenAndKeepsNaN) {
   EXPECT_EQ(F32ToBF16(1.0f), 0x3f80);
   EXPECT_EQ(BF16ToF32(F32ToBF16(3.140625f)), 3.140625f);

@@ -37,10 +37,12 @@ class SchedulerEngineTest : public ::testing::Test {
     EngineOptions options;
     options.model_dir = TinyModelDir();
     options.block_size = 8;
-    // 3 layers x 2 KV heads x 16 dims x 8 tokens x K,V x F32 = 6 KiB a block; 40 blocks.
-    options.kv_cache_bytes = 40 * 6144;
+    // 3 layers x 2 KV heads x 16 dims x 8 tokens x K,V x BF16 (the cache's default type for this
+    // BF16 model) = 3 KiB a block; 40 blocks.
+    options.kv_cache_bytes = 40 * 3072;
     auto engine = Engine::Create(options);
     ASSERT_TRUE(engine.ok()) << engine.status();
+    ASSERT_EQ((*engine)->num_kv_blocks(), 40);
     engine_ = std::move(*engine);
     executor_ = MakeEngineExecutor(*engine_);
     for (const char* name : {"lora", "loramoe", "mhmoe", "mixlora"}) {

@@ -541,6 +541,43 @@ def convert(model_dir, out, requested):
     write(out, meta, tensors)
 
 
+# PEFT module names -> llama.cpp's per-layer tensor names.
+LORA_MODULES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+                "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+                "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+
+
+def convert_lora(adapter_dir, model_dir, out, type_name="f32"):
+    """A PEFT LoRA adapter as llama.cpp's LoRA converter lays it out: general.type "adapter",
+    adapter.type "lora", adapter.lora.alpha; per target <base tensor>.lora_a [r, in] and .lora_b
+    [out, r]; for the llama architecture the B rows of q and k permuted as the base's rows are."""
+    with open(os.path.join(model_dir, "config.json")) as f:
+        cfg = json.load(f)
+    with open(os.path.join(adapter_dir, "adapter_config.json")) as f:
+        acfg = json.load(f)
+    arch = "qwen2" if cfg.get("model_type") == "qwen2" else "llama"
+    H, KV = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    weights = read_safetensors(os.path.join(adapter_dir, "adapter_model.safetensors"))
+    meta = [("general.architecture", STRING, arch), ("general.type", STRING, "adapter"),
+            ("adapter.type", STRING, "lora"), ("adapter.lora.alpha", F32V,
+                                               float(acfg["lora_alpha"]))]
+    tensors = []
+    for name in sorted(weights):
+        parts = name.split(".")
+        i = parts.index("layers")
+        layer, module, which = int(parts[i + 1]), ".".join(parts[i + 2:i + 4]), parts[i + 4]
+        w = weights[name]
+        base = f"blk.{layer}.{LORA_MODULES[module]}.weight"
+        if which == "lora_B" and arch == "llama" and module == "self_attn.q_proj":
+            w = permute_rope_rows(w, H)
+        if which == "lora_B" and arch == "llama" and module == "self_attn.k_proj":
+            w = permute_rope_rows(w, KV)
+        suffix = ".lora_a" if which == "lora_A" else ".lora_b"
+        t = type_name if w.shape[-1] % TYPES[type_name][1] == 0 else "f32"
+        tensors.append((base + suffix, t, list(w.shape), encode(w, t)))
+    write(out, meta, tensors)
+
+
 def random_blocks(out, seed):
     """One tensor per type filled with random bytes (F16 scales kept finite), a tensor of every
     dense type, and metadata of every value type: the reader and dequantizer test's input."""
@@ -586,12 +623,19 @@ def main(argv):
     t.add_argument("--tokenizer-dir", required=True)
     t.add_argument("--pre", default="llama-bpe")
     t.add_argument("--out", required=True)
+    lo = sub.add_parser("lora", help="a PEFT LoRA adapter as llama.cpp's LoRA converter writes it")
+    lo.add_argument("--adapter", required=True)
+    lo.add_argument("--model", required=True, help="the base model folder")
+    lo.add_argument("--out", required=True)
+    lo.add_argument("--type", default="f32", choices=["f32", "f16", "bf16", "q8_0"])
     dq = sub.add_parser("dequantize")
     dq.add_argument("file")
     dq.add_argument("out")
     args = ap.parse_args(argv)
     if args.cmd == "convert":
         convert(args.model, args.out, args.type)
+    elif args.cmd == "lora":
+        convert_lora(args.adapter, args.model, args.out, args.type)
     elif args.cmd == "tokenizer":
         write(args.out, [("general.architecture", STRING, "llama")] +
               tokenizer_metadata(args.tokenizer_dir, args.pre), [])

@@ -70,14 +70,18 @@ class CpuBackend final : public Backend {
   }
 
   absl::StatusOr<KvCache> AllocateKvCache(const KvCacheSpec& spec) override {
+    if (spec.dtype != DType::kF32 && spec.dtype != DType::kBF16 && spec.dtype != DType::kF16) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the KV cache holds F32, BF16 or F16, not ", DTypeName(spec.dtype)));
+    }
     KvCache cache;
     cache.spec = spec;
     const Shape shape = {spec.num_layers, spec.num_blocks, spec.num_kv_heads, spec.block_size,
                          spec.head_dim};
     // Zeroed so that never-written slots hold finite values (they are never read, but this keeps
     // tools like valgrind quiet and makes stale reads visible as zeros rather than garbage).
-    cache.k = Tensor::Zeros(DType::kF32, shape);
-    cache.v = Tensor::Zeros(DType::kF32, shape);
+    cache.k = Tensor::Zeros(spec.dtype, shape);
+    cache.v = Tensor::Zeros(spec.dtype, shape);
     return cache;
   }
 
@@ -182,15 +186,16 @@ class CpuBackend final : public Backend {
     const int64_t T = meta.num_tokens, hd = sp.head_dim, nkv = sp.num_kv_heads;
     SY_CHECK(k.dim(0) == T && k.dim(1) == nkv * hd && v.dim(1) == nkv * hd);
     const int32_t* slots = meta.slot_mapping.data<int32_t>();
+    const size_t esize = SizeOf(sp.dtype);
     const size_t layer_stride = static_cast<size_t>(sp.num_blocks) * nkv * sp.block_size * hd;
-    float* kl = cache.k.data<float>() + layer * layer_stride;
-    float* vl = cache.v.data<float>() + layer * layer_stride;
+    char* kl = cache.k.data<char>() + layer * layer_stride * esize;
+    char* vl = cache.v.data<char>() + layer * layer_stride * esize;
     for (int64_t t = 0; t < T; ++t) {
       const int64_t block = slots[t] / sp.block_size, offset = slots[t] % sp.block_size;
       for (int64_t h = 0; h < nkv; ++h) {
-        const size_t dst = ((block * nkv + h) * sp.block_size + offset) * hd;
-        std::memcpy(kl + dst, k.data<float>() + t * nkv * hd + h * hd, hd * sizeof(float));
-        std::memcpy(vl + dst, v.data<float>() + t * nkv * hd + h * hd, hd * sizeof(float));
+        const size_t dst = ((block * nkv + h) * sp.block_size + offset) * hd * esize;
+        ConvertFromF32(sp.dtype, k.data<float>() + t * nkv * hd + h * hd, kl + dst, hd);
+        ConvertFromF32(sp.dtype, v.data<float>() + t * nkv * hd + h * hd, vl + dst, hd);
       }
     }
   }
@@ -203,8 +208,9 @@ class CpuBackend final : public Backend {
     SY_CHECK(q.dim(0) == T && q.dim(1) == p.num_heads * hd && out.dim(1) == q.dim(1));
     const size_t layer_stride =
         static_cast<size_t>(sp.num_blocks) * sp.num_kv_heads * sp.block_size * hd;
-    const float* kl = cache.k.data<float>() + layer * layer_stride;
-    const float* vl = cache.v.data<float>() + layer * layer_stride;
+    const size_t esize = SizeOf(sp.dtype);
+    const char* kl = cache.k.data<char>() + layer * layer_stride * esize;
+    const char* vl = cache.v.data<char>() + layer * layer_stride * esize;
     const int32_t* pos = meta.positions.data<int32_t>();
     const int32_t* seq = meta.token_seq.data<int32_t>();
     const int64_t max_blocks = meta.block_tables.dim(1);
@@ -229,6 +235,7 @@ class CpuBackend final : public Backend {
             hd,
             kl,
             vl,
+            sp.dtype,
             sp.num_kv_heads,
             h,
             sp.block_size,

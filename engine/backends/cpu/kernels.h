@@ -50,8 +50,9 @@ struct AttentionTask {
   float* out;      // [group, head_dim]
   int group;
   int head_dim;
-  const float* k_layer;
-  const float* v_layer;
+  const void* k_layer;
+  const void* v_layer;
+  DType kv_dtype;  // F32, BF16 or F16
   int num_kv_heads;
   int kv_head;
   int block_size;

@@ -406,26 +406,45 @@ float ExpShiftedSum(float* x, int64_t n, float shift) {
   return s;
 }
 
-inline float Dot(const float* a, const float* b, int d) {
+// Rows of the KV cache in each of its element types: L values as a vector, or one as a float.
+struct F32Row {
+  using T = float;
+  static VF Load(const float* p) { return LoadF(p); }
+  static float Scalar(const float* p) { return *p; }
+};
+struct BF16Row {
+  using T = uint16_t;
+  static VF Load(const uint16_t* p) { return LoadBF16(p); }
+  static float Scalar(const uint16_t* p) { return Bf16Scalar(*p); }
+};
+struct F16Row {
+  using T = uint16_t;
+  static VF Load(const uint16_t* p) { return LoadF16(p); }
+  static float Scalar(const uint16_t* p) { return F16Scalar(*p); }
+};
+
+template <class Row>
+inline float Dot(const float* a, const typename Row::T* b, int d) {
   VF acc = VF{};
   int i = 0;
-  for (; i + L <= d; i += L) acc += LoadF(a + i) * LoadF(b + i);
+  for (; i + L <= d; i += L) acc += LoadF(a + i) * Row::Load(b + i);
   float s = HSum(acc);
-  for (; i < d; ++i) s += a[i] * b[i];
+  for (; i < d; ++i) s += a[i] * Row::Scalar(b + i);
   return s;
 }
 
-inline void Axpy(float alpha, const float* x, float* y, int d) {
+template <class Row>
+inline void Axpy(float alpha, const typename Row::T* x, float* y, int d) {
   const VF va = Splat(alpha);
   int i = 0;
-  for (; i + L <= d; i += L) StoreF(y + i, LoadF(y + i) + va * LoadF(x + i));
-  for (; i < d; ++i) y[i] += alpha * x[i];
+  for (; i + L <= d; i += L) StoreF(y + i, LoadF(y + i) + va * Row::Load(x + i));
+  for (; i < d; ++i) y[i] += alpha * Row::Scalar(x + i);
 }
 
 // Calls fn(j, pointer to row j) for every key position j in [lo, hi], walking the block table of
 // a [block][kv_head][slot][head_dim] layer one block-run at a time.
-template <typename Fn>
-inline void ForEachCachedRow(const AttentionTask& t, const float* layer, Fn fn) {
+template <typename T, typename Fn>
+inline void ForEachCachedRow(const AttentionTask& t, const T* layer, Fn fn) {
   const int bs = t.block_size;
   for (int64_t j = t.lo; j <= t.hi;) {
     const int slot = static_cast<int>(j % bs);
@@ -438,15 +457,20 @@ inline void ForEachCachedRow(const AttentionTask& t, const float* layer, Fn fn) 
   }
 }
 
-// Softmax attention of one query token's q-head group over keys [lo, hi] of its sequence.
-void Attend(const AttentionTask& t) {
+// Softmax attention of one query token's q-head group over keys [lo, hi] of its sequence, with K
+// and V rows of type Row (converted to F32 as they are loaded).
+template <class Row>
+void AttendRows(const AttentionTask& t) {
+  using T = typename Row::T;
   const int G = t.group;
   const int hd = t.head_dim;
   const int64_t n = t.hi - t.lo + 1;
   float* scores = t.scratch;  // [G][n]
 
-  ForEachCachedRow(t, t.k_layer, [&](int64_t j, const float* k) {
-    for (int g = 0; g < G; ++g) scores[g * n + (j - t.lo)] = Dot(t.q + g * hd, k, hd) * t.scale;
+  ForEachCachedRow(t, static_cast<const T*>(t.k_layer), [&](int64_t j, const T* k) {
+    for (int g = 0; g < G; ++g) {
+      scores[g * n + (j - t.lo)] = Dot<Row>(t.q + g * hd, k, hd) * t.scale;
+    }
   });
 
   for (int g = 0; g < G; ++g) {
@@ -467,9 +491,20 @@ void Attend(const AttentionTask& t) {
   }
 
   std::memset(t.out, 0, sizeof(float) * static_cast<size_t>(G) * hd);
-  ForEachCachedRow(t, t.v_layer, [&](int64_t j, const float* v) {
-    for (int g = 0; g < G; ++g) Axpy(scores[g * n + (j - t.lo)], v, t.out + g * hd, hd);
+  ForEachCachedRow(t, static_cast<const T*>(t.v_layer), [&](int64_t j, const T* v) {
+    for (int g = 0; g < G; ++g) Axpy<Row>(scores[g * n + (j - t.lo)], v, t.out + g * hd, hd);
   });
+}
+
+void Attend(const AttentionTask& t) {
+  switch (t.kv_dtype) {
+    case DType::kBF16:
+      return AttendRows<BF16Row>(t);
+    case DType::kF16:
+      return AttendRows<F16Row>(t);
+    default:
+      return AttendRows<F32Row>(t);
+  }
 }
 
 #define SY_STRINGIFY_INNER(x) #x

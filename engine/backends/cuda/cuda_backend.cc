@@ -140,6 +140,11 @@ class CudaBackend final : public Backend {
   }
 
   absl::StatusOr<KvCache> AllocateKvCache(const KvCacheSpec& spec) override {
+    if (spec.dtype != DType::kF32) {
+      return absl::UnimplementedError(absl::StrCat("the CUDA backend's KV cache is F32 only, not ",
+                                                   DTypeName(spec.dtype),
+                                                   " (--kv_cache_dtype f32 or auto)"));
+    }
     KvCache cache;
     cache.spec = spec;
     const Shape shape = {spec.num_layers, spec.num_blocks, spec.num_kv_heads, spec.block_size,
