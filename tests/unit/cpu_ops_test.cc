@@ -186,6 +186,33 @@ TEST(CpuKernelsTest, ActivationsAndExpMatchLibm) {
   }
 }
 
+// The step of one sequence of `tokens` tokens (positions 0..tokens-1) whose KV blocks are `table`.
+// Not copyable: `meta` views the vectors.
+struct OneSequenceStep {
+  OneSequenceStep(std::vector<int32_t> blocks, int tokens, int block_size)
+      : table(std::move(blocks)), ids(tokens, 0), positions(tokens), slots(tokens), seq(tokens, 0) {
+    for (int t = 0; t < tokens; ++t) {
+      positions[t] = t;
+      slots[t] = table[t / block_size] * block_size + t % block_size;
+    }
+    const auto wrap = [](std::vector<int32_t>& v, Shape s) {
+      return Tensor::Wrap(v.data(), DType::kI32, std::move(s), nullptr);
+    };
+    meta.num_tokens = tokens;
+    meta.num_seqs = 1;
+    meta.token_ids = wrap(ids, {tokens});
+    meta.positions = wrap(positions, {tokens});
+    meta.slot_mapping = wrap(slots, {tokens});
+    meta.token_seq = wrap(seq, {tokens});
+    meta.block_tables = wrap(table, {1, static_cast<int64_t>(table.size())});
+  }
+  OneSequenceStep(const OneSequenceStep&) = delete;
+  OneSequenceStep& operator=(const OneSequenceStep&) = delete;
+
+  std::vector<int32_t> table, ids, positions, slots, seq;
+  StepMetadata meta;
+};
+
 // Attention over a paged cache with scattered blocks, against a dense loop.
 TEST(CpuBackendTest, PagedAttentionMatchesDense) {
   auto backend = CreateCpuBackend({});
@@ -194,23 +221,8 @@ TEST(CpuBackendTest, PagedAttentionMatchesDense) {
   auto cache = backend->AllocateKvCache(spec);
   ASSERT_TRUE(cache.ok());
   // One sequence of 11 tokens whose blocks are scattered: 5, 1, 7.
-  std::vector<int32_t> table = {5, 1, 7};
-  std::vector<int32_t> ids(T, 0), positions(T), slots(T), seq(T, 0);
-  for (int t = 0; t < T; ++t) {
-    positions[t] = t;
-    slots[t] = table[t / bs] * bs + t % bs;
-  }
-  StepMetadata meta;
-  meta.num_tokens = T;
-  meta.num_seqs = 1;
-  const auto wrap = [](std::vector<int32_t>& v, Shape s) {
-    return Tensor::Wrap(v.data(), DType::kI32, std::move(s), nullptr);
-  };
-  meta.token_ids = wrap(ids, {T});
-  meta.positions = wrap(positions, {T});
-  meta.slot_mapping = wrap(slots, {T});
-  meta.token_seq = wrap(seq, {T});
-  meta.block_tables = wrap(table, {1, 3});
+  const OneSequenceStep step({5, 1, 7}, T, bs);
+  const StepMetadata& meta = step.meta;
   Tensor q = Random(DType::kF32, {T, heads * hd}, 8);
   Tensor k = Random(DType::kF32, {T, kv_heads * hd}, 9);
   Tensor v = Random(DType::kF32, {T, kv_heads * hd}, 10);
@@ -253,23 +265,9 @@ TEST(CpuBackendTest, PagedAttentionMatchesDense) {
 TEST(CpuBackendTest, HalfPrecisionKvCachesEqualAnF32CacheOfTheRoundedValues) {
   auto backend = CreateCpuBackend({});
   const int heads = 6, kv_heads = 3, hd = 40, bs = 4, T = 9;
-  std::vector<int32_t> table = {2, 0, 3};
-  std::vector<int32_t> ids(T, 0), positions(T), slots(T), seq(T, 0);
-  for (int t = 0; t < T; ++t) {
-    positions[t] = t;
-    slots[t] = table[t / bs] * bs + t % bs;
-  }
-  StepMetadata meta;
-  meta.num_tokens = T;
-  meta.num_seqs = 1;
-  const auto wrap = [](std::vector<int32_t>& v, Shape s) {
-    return Tensor::Wrap(v.data(), DType::kI32, std::move(s), nullptr);
-  };
-  meta.token_ids = wrap(ids, {T});
-  meta.positions = wrap(positions, {T});
-  meta.slot_mapping = wrap(slots, {T});
-  meta.token_seq = wrap(seq, {T});
-  meta.block_tables = wrap(table, {1, 3});
+  const OneSequenceStep step({2, 0, 3}, T, bs);
+  const StepMetadata& meta = step.meta;
+  const std::vector<int32_t>& table = step.table;
   Tensor q = Random(DType::kF32, {T, heads * hd}, 18);
   Tensor k = Random(DType::kF32, {T, kv_heads * hd}, 19);
   Tensor v = Random(DType::kF32, {T, kv_heads * hd}, 20);

@@ -88,6 +88,20 @@ void Reference(const std::vector<float>& x, int64_t m, const std::vector<float>&
   }
 }
 
+// y = x w^T (+ bias) through backend.Linear; with `accumulate`, onto 0.5 (else onto garbage).
+std::vector<float> RunLinear(Backend& backend, const Weight& w, const std::vector<float>& x,
+                             int64_t m, const std::vector<float>* bias, bool accumulate) {
+  const int64_t n = w.rows, k = w.cols;
+  Tensor xt = Tensor::Empty(DType::kF32, {m, k});
+  std::memcpy(xt.raw(), x.data(), m * k * 4);
+  Tensor bt = Tensor::Empty(DType::kF32, {n});
+  if (bias != nullptr) std::memcpy(bt.raw(), bias->data(), n * 4);
+  Tensor y = Tensor::Empty(DType::kF32, {m, n});
+  for (int64_t i = 0; i < m * n; ++i) y.data<float>()[i] = accumulate ? 0.5f : 1e30f;
+  backend.Linear(xt, w, bias != nullptr ? &bt : nullptr, y, accumulate);
+  return std::vector<float>(y.data<float>(), y.data<float>() + m * n);
+}
+
 TEST(QuantTest, VectorizedDequantizationIsBitIdenticalToTheReference) {
   for (QuantType type : kTypes) {
     const int64_t cols = 4 * Traits(type).values;
@@ -120,18 +134,12 @@ TEST(QuantTest, LinearMatchesTheDequantizedProductOnBothPaths) {
     for (int64_t m : {1, 2, 3, 5, 8, 9, 40}) {  // 9 and 40 take the dequantize-then-oneDNN path
       for (bool accumulate : {false, true}) {
         const std::vector<float> x = RandomVector(m * k, 11 + m);
-        Tensor xt = Tensor::Empty(DType::kF32, {m, k});
-        std::memcpy(xt.raw(), x.data(), x.size() * 4);
-        Tensor bt = Tensor::Empty(DType::kF32, {n});
-        std::memcpy(bt.raw(), bias.data(), n * 4);
-        Tensor y = Tensor::Empty(DType::kF32, {m, n});
-        for (int64_t i = 0; i < m * n; ++i) y.data<float>()[i] = accumulate ? 0.5f : 1e30f;
-        backend->Linear(xt, *weight, &bt, y, accumulate);
+        const std::vector<float> y = RunLinear(*backend, *weight, x, m, &bias, accumulate);
         std::vector<double> want, mag;
         Reference(x, m, w, n, k, bias.data(), &want, &mag);
         for (int64_t i = 0; i < m * n; ++i) {
           const double expect = want[i] + (accumulate ? 0.5 : 0.0);
-          ASSERT_NEAR(y.data<float>()[i], expect, 1e-5 * mag[i])
+          ASSERT_NEAR(y[i], expect, 1e-5 * mag[i])
               << Traits(type).name << " m=" << m << " accumulate=" << accumulate << " at " << i;
         }
       }
@@ -314,18 +322,12 @@ TEST(QuantTest, Int8ActivationsMatchTheProductOfBothDequantizedOperands) {
         const std::vector<float> x = RandomVector(m * k, 31 + m);
         cpu::Int8Rows xq;
         ReferenceQuantizeActivations(x, k, &xq);
-        Tensor xt = Tensor::Empty(DType::kF32, {m, k});
-        std::memcpy(xt.raw(), x.data(), x.size() * 4);
-        Tensor bt = Tensor::Empty(DType::kF32, {n});
-        std::memcpy(bt.raw(), bias.data(), n * 4);
-        Tensor y = Tensor::Empty(DType::kF32, {m, n});
-        for (int64_t i = 0; i < m * n; ++i) y.data<float>()[i] = accumulate ? 0.5f : 1e30f;
-        backend->Linear(xt, weight, &bt, y, accumulate);
+        const std::vector<float> y = RunLinear(*backend, weight, x, m, &bias, accumulate);
         std::vector<double> want, mag;
         Reference(DequantizedActivations(xq), m, w, n, k, bias.data(), &want, &mag);
         for (int64_t i = 0; i < m * n; ++i) {
           const double expect = want[i] + (accumulate ? 0.5 : 0.0);
-          ASSERT_NEAR(y.data<float>()[i], expect, 1e-5 * mag[i])
+          ASSERT_NEAR(y[i], expect, 1e-5 * mag[i])
               << Traits(type).name << " m=" << m << " accumulate=" << accumulate << " at " << i;
         }
       }
@@ -347,11 +349,8 @@ TEST(QuantTest, Int8ActivationsStayWithinHalfAStepOfTheF32Product) {
     const std::vector<float> x = RandomVector(m * k, 8);
     cpu::Int8Rows xq;
     ReferenceQuantizeActivations(x, k, &xq);
-    Tensor xt = Tensor::Empty(DType::kF32, {m, k});
-    std::memcpy(xt.raw(), x.data(), x.size() * 4);
-    Tensor ye = Tensor::Empty(DType::kF32, {m, n}), yi = Tensor::Empty(DType::kF32, {m, n});
-    exact->Linear(xt, we, nullptr, ye, false);
-    int8->Linear(xt, wi, nullptr, yi, false);
+    const std::vector<float> ye = RunLinear(*exact, we, x, m, nullptr, false);
+    const std::vector<float> yi = RunLinear(*int8, wi, x, m, nullptr, false);
     double total_error = 0, total_bound = 0;
     for (int64_t i = 0; i < m; ++i) {
       for (int64_t r = 0; r < n; ++r) {
@@ -360,7 +359,7 @@ TEST(QuantTest, Int8ActivationsStayWithinHalfAStepOfTheF32Product) {
           bound += std::fabs(w[r * k + c]) * xq.d[(i * k + c) / 32] / 2;
           mag += std::fabs(w[r * k + c] * x[i * k + c]);
         }
-        const double error = std::fabs(yi.data<float>()[i * n + r] - ye.data<float>()[i * n + r]);
+        const double error = std::fabs(yi[i * n + r] - ye[i * n + r]);
         ASSERT_LE(error, bound + 2e-5 * mag) << Traits(type).name << " row " << r;
         total_error += error;
         total_bound += bound;
