@@ -590,9 +590,13 @@ absl::StatusOr<Tensor> InHuggingFaceOrder(const AdapterFiles& files, const Model
 }
 
 absl::StatusOr<std::unique_ptr<AdapterFiles>> ReadAdapterFilesUnguarded(const ConfinedDir& dir) {
-  if (!dir.Exists("adapter_config.json") && dir.Exists(kGgufLoraFile)) {
-    const std::string path = dir.PathOf(kGgufLoraFile);
-    SY_ASSIGN_OR_RETURN(UniqueFd fd, dir.OpenFile(kGgufLoraFile));
+  const std::string gguf = !dir.file().empty() ? dir.file()
+                           : !dir.Exists("adapter_config.json") && dir.Exists(kGgufLoraFile)
+                               ? kGgufLoraFile
+                               : "";
+  if (!gguf.empty()) {
+    const std::string path = dir.PathOf(gguf);
+    SY_ASSIGN_OR_RETURN(UniqueFd fd, dir.OpenFile(gguf));
     SY_ASSIGN_OR_RETURN(std::string bytes, ReadAll(fd.get(), SIZE_MAX / 2, path));
     return ReadGgufLora(std::move(bytes), path);
   }

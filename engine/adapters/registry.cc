@@ -18,7 +18,8 @@ AdapterRegistry::AdapterRegistry(AdapterRegistryOptions options, TieredLoader lo
 absl::StatusOr<ConfinedDir> AdapterRegistry::Resolve(const std::string& path) const {
   if (options_.root.empty()) return absl::FailedPreconditionError("no adapter root is configured");
   SY_ASSIGN_OR_RETURN(ConfinedDir root, ConfinedDir::Open(options_.root));
-  return root.Sub(path);
+  // A .gguf path is a single-file adapter (a llama.cpp LoRA); anything else is a folder.
+  return absl::EndsWith(path, ".gguf") ? root.SubFile(path) : root.Sub(path);
 }
 
 absl::StatusOr<std::unique_ptr<AdapterWeights>> AdapterRegistry::Read(

@@ -139,6 +139,22 @@ absl::StatusOr<ConfinedDir> ConfinedDir::Sub(const std::string& relative) const 
   return ConfinedDir(root_, root_path_, joined);
 }
 
+absl::StatusOr<ConfinedDir> ConfinedDir::SubFile(const std::string& relative) const {
+  SY_ASSIGN_OR_RETURN(std::vector<std::string> parts, Components(relative));
+  if (parts.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("adapter path \"", relative, "\" names no file"));
+  }
+  SY_RETURN_IF_ERROR(OpenBeneath(relative, /*directory=*/false).status());
+  std::string joined = relative_;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    absl::StrAppend(&joined, joined.empty() ? "" : "/", parts[i]);
+  }
+  ConfinedDir dir(root_, root_path_, joined);
+  dir.file_ = parts.back();
+  return dir;
+}
+
 absl::StatusOr<UniqueFd> ConfinedDir::OpenFile(absl::string_view name) const {
   return OpenBeneath(std::string(name), /*directory=*/false);
 }

@@ -48,6 +48,11 @@ class ConfinedDir {
   // INVALID_ARGUMENT for an absolute path, PERMISSION_DENIED for one that leaves the root (with
   // "..", or through a symlink), NOT_FOUND for one that does not exist.
   absl::StatusOr<ConfinedDir> Sub(const std::string& relative) const;
+  // For a single-file adapter: the folder holding the regular file `relative` (below the root, as
+  // Sub's folders), with file() naming the file in it.
+  absl::StatusOr<ConfinedDir> SubFile(const std::string& relative) const;
+  // The file SubFile named; empty for a folder.
+  const std::string& file() const { return file_; }
 
   // A regular file in this folder (a name or a relative path), opened read-only.
   absl::StatusOr<UniqueFd> OpenFile(absl::string_view name) const;
@@ -67,6 +72,7 @@ class ConfinedDir {
   std::shared_ptr<const UniqueFd> root_;
   std::string root_path_;
   std::string relative_;  // "" for the root itself, else "a/b"
+  std::string file_;
 };
 
 // Reads all of `fd` (a regular file), refused with RESOURCE_EXHAUSTED past `max_bytes`; `what`

@@ -55,6 +55,27 @@ TEST_F(AdapterLoadTest, LoadsEveryValidFixture) {
   EXPECT_EQ((*mix)->layers[0].ffn->experts.size(), 4u);
 }
 
+// A llama.cpp GGUF LoRA, as a single file named by its path below the adapter root (through the
+// registry, as the server loads it) and as the only file of a folder: the PEFT adapter it came
+// from, matrix for matrix.
+TEST_F(AdapterLoadTest, LoadsGgufLorasAsFilesAndAsFolders) {
+  AdapterRegistry registry({Fixtures(), 0},
+                           [](const ConfinedDir& dir) { return engine_->LoadAdapter(dir); });
+  auto peft = engine_->LoadAdapter(Fixtures() + "/lora");
+  ASSERT_TRUE(peft.ok()) << peft.status();
+  for (const std::string path : {"lora.gguf", "lora_gguf"}) {
+    ASSERT_TRUE(registry.Load(path, path, false).ok()) << path;
+    auto held = registry.Acquire(path);
+    ASSERT_TRUE(held.ok()) << held.status();
+    const AdapterWeights& a = **held;
+    EXPECT_EQ(a.family, "lora") << path;
+    EXPECT_EQ(a.format, "gguf") << path;
+    EXPECT_EQ(a.bytes, (*peft)->bytes) << path;
+  }
+  EXPECT_EQ(registry.Load("x", "lora/adapter_config.gguf", false).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
 // The host tier's premise: building from the same files twice gives the same weights, and a
 // build leaves the files as they were.
 TEST_F(AdapterLoadTest, BuildingTwiceFromTheSameFilesGivesTheSameWeights) {
@@ -216,6 +237,8 @@ class RegistryTest : public ::testing::Test {
   AdapterRegistry Make(size_t budget) {
     return AdapterRegistry({root_.path(), budget}, [this](const ConfinedDir& dir) {
       ++reads_;
+      last_path_ = dir.path();
+      last_file_ = dir.file();
       auto a = std::make_unique<AdapterWeights>();
       a->bytes = std::filesystem::path(dir.path()).filename() == "big" ? 300 : 100;
       a->family = "lora";
@@ -224,6 +247,7 @@ class RegistryTest : public ::testing::Test {
   }
   TempDir root_;
   int reads_ = 0;
+  std::string last_path_, last_file_;
 };
 
 TEST_F(RegistryTest, SwapsAtomicallyAndOldHoldersKeepTheirVersion) {
@@ -343,6 +367,19 @@ TEST_F(RegistryTest, PathsStayInsideTheRoot) {
   auto escape = reg.Load("x", "escape", false);
   EXPECT_EQ(escape.status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_THAT(std::string(escape.status().message()), HasSubstr("outside the adapter root"));
+  // Single-file (.gguf) adapters: the same rules for the file, which must be a regular file.
+  EXPECT_EQ(reg.Load("x", "../x.gguf", false).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(reg.Load("x", "/x.gguf", false).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(reg.Load("x", "a/missing.gguf", false).status().code(), absl::StatusCode::kNotFound);
+  std::filesystem::create_directories(root_.path() + "/folder.gguf");
+  EXPECT_EQ(reg.Load("x", "folder.gguf", false).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  std::filesystem::create_symlink("/etc/hostname", root_.path() + "/out.gguf");
+  EXPECT_EQ(reg.Load("x", "out.gguf", false).status().code(), absl::StatusCode::kPermissionDenied);
+  std::ofstream(root_.path() + "/a/m.gguf") << "x";
+  ASSERT_TRUE(reg.Load("x", "a/m.gguf", false).ok());
+  EXPECT_EQ(last_file_, "m.gguf");
+  EXPECT_EQ(std::filesystem::path(last_path_).filename(), "a");
 }
 
 TEST_F(RegistryTest, ConcurrentAcquiresOfAnEvictedAdapterReloadItOnce) {

@@ -18,6 +18,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "reference"))
 import adapters  # noqa: E402
+import gguf  # noqa: E402  (tools/modelgen, on the path adapters.py sets)
 import hostile_checkpoints  # noqa: E402
 
 
@@ -58,6 +59,10 @@ def main():
                                                           seed=len(os.listdir(out)), **kw)
     mk("mixlora", "mixlora", fmt="bin", experts=4)
     mk("lora", "lora", fmt="safetensors", r=4)
+    # The same LoRA as llama.cpp's converter writes it: a single file, and in a folder of its own.
+    gguf.convert_lora(os.path.join(out, "lora"), args.model, os.path.join(out, "lora.gguf"))
+    os.makedirs(os.path.join(out, "lora_gguf"))
+    shutil.copy(os.path.join(out, "lora.gguf"), os.path.join(out, "lora_gguf", "adapter_model.gguf"))
     mk("loramoe", "loramoe", fmt="bin", experts=3)
     mk("mhmoe", "mhmoe", fmt="safetensors", experts=3, heads=2)
 
