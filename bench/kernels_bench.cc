@@ -1,13 +1,18 @@
 // Micro-benchmarks of the CPU matmul paths on the 0.5B benchmark model's shapes: our packed
 // streaming kernel (SmallM) against oneDNN on unpacked panels (LargeM), over M. The weights cycle
 // through copies larger than the caches, as a decode step's do. Finds kSmallMLimit.
+// BM_QuantDecode: the quantized decode kernels on one L2-resident matrix (1536 x 1536), so the
+// figure is the kernel's arithmetic rate, not the machine's memory bandwidth.
 //
 //   bench_kernels [--benchmark_filter=...]
 
+#include <cstring>
+#include <string>
 #include <vector>
 
 #include "benchmark/benchmark.h"
 #include "engine/backends/cpu/packed_matmul.h"
+#include "engine/core/quant.h"
 
 namespace switchyard::cpu {
 namespace {
@@ -55,6 +60,44 @@ void Run(benchmark::State& state, bool small) {
                                                  benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// Random blocks with finite F16 scales (every other byte as it comes).
+Weight RandomQuantized(QuantType type, int64_t n, int64_t k) {
+  const QuantTraits t = Traits(type);
+  Tensor blocks = Tensor::Empty(DType::kU8, {n, static_cast<int64_t>(QuantRowBytes(type, k))});
+  uint32_t state = 12345;
+  for (int64_t i = 0; i < blocks.numel(); ++i) {
+    state = state * 1664525u + 1013904223u;
+    blocks.data<uint8_t>()[i] = static_cast<uint8_t>(state >> 24);
+  }
+  std::vector<int> halves = {0};
+  if (type == QuantType::kQ4_K || type == QuantType::kQ5_K) halves = {0, 2};
+  if (type == QuantType::kQ6_K) halves = {208};
+  for (int64_t off = 0; off < blocks.numel(); off += t.bytes) {
+    for (int h : halves) {
+      const uint16_t v = F32ToF16(0.01f);
+      std::memcpy(blocks.data<uint8_t>() + off + h, &v, 2);
+    }
+  }
+  return CopyQuantizedWeight(blocks, type, k);
+}
+
+void BM_QuantDecode(benchmark::State& state) {
+  constexpr QuantType kTypes[] = {QuantType::kQ8_0, QuantType::kQ4_0, QuantType::kQ4_K,
+                                  QuantType::kQ5_K, QuantType::kQ6_K};
+  const QuantType type = kTypes[state.range(0)];
+  const int64_t m = state.range(1), n = 1536, k = 1536;
+  const Weight w = RandomQuantized(type, n, k);
+  Problem p(m, n, k, DType::kF32);
+  PackedMatmul mm(MatmulPrecision::kF32,
+                  state.range(2) ? QuantActivations::kInt8 : QuantActivations::kF32);
+  for (auto _ : state) {
+    mm.QuantSmallM(p.x.data<float>(), nullptr, k, m, w, nullptr, p.y.data<float>(), n, false);
+  }
+  state.SetLabel(std::string(Traits(type).name));
+  state.counters["GMAC/s"] =
+      benchmark::Counter(1e-9 * m * n * k, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void BM_PackedKernel(benchmark::State& state) { Run(state, true); }
 void BM_OneDnnPanels(benchmark::State& state) { Run(state, false); }
 
@@ -71,6 +114,10 @@ void Shapes(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_PackedKernel)
     ->ArgNames({"m", "n", "k", "bf16", "bf16math"})
     ->Apply(Shapes)
+    ->UseRealTime();
+BENCHMARK(BM_QuantDecode)
+    ->ArgNames({"type", "m", "int8"})
+    ->ArgsProduct({{0, 1, 2, 3, 4}, {1, 4}, {0, 1}})
     ->UseRealTime();
 BENCHMARK(BM_OneDnnPanels)
     ->ArgNames({"m", "n", "k", "bf16", "bf16math"})
