@@ -71,6 +71,14 @@ absl::StatusOr<QuantActivations> ParseQuantActivations(absl::string_view name) {
       absl::StrCat("--quantized_activations: unknown value \"", name, "\" (use int8 or f32)"));
 }
 
+absl::Status ParseNumerics(absl::string_view quantization, absl::string_view activations,
+                           absl::string_view kv_cache_dtype, EngineOptions* options) {
+  SY_ASSIGN_OR_RETURN(options->quantization, ParseQuantization(quantization));
+  SY_ASSIGN_OR_RETURN(options->quant_activations, ParseQuantActivations(activations));
+  SY_ASSIGN_OR_RETURN(options->kv_cache_dtype, ParseKvCacheDType(kv_cache_dtype));
+  return absl::OkStatus();
+}
+
 Engine::Engine(const EngineOptions& options) : options_(options) {}
 Engine::~Engine() = default;
 

@@ -42,6 +42,12 @@ absl::StatusOr<std::optional<DType>> ParseKvCacheDType(absl::string_view name);
 // --quantized_activations' values: "int8" and "f32".
 absl::StatusOr<QuantActivations> ParseQuantActivations(absl::string_view name);
 
+struct EngineOptions;
+// Sets `options`' quantization, quantized activations and KV cache type from the values of the
+// three flags (--quantization, --quantized_activations, --kv_cache_dtype).
+absl::Status ParseNumerics(absl::string_view quantization, absl::string_view activations,
+                           absl::string_view kv_cache_dtype, EngineOptions* options);
+
 struct EngineOptions {
   std::string model_dir;  // a Hugging Face folder, or a .gguf file
   // Quantizes the model's dense matrices at load (Q8_0 for int8, Q4_0 for int4); kNone keeps

@@ -276,17 +276,12 @@ int Main() {
   } else if (precision != "f32") {
     return Fail(absl::InvalidArgumentError("--matmul_precision: use f32 or bf16"));
   }
-  absl::StatusOr<QuantType> quantization = ParseQuantization(absl::GetFlag(FLAGS_quantization));
-  if (!quantization.ok()) return Fail(quantization.status());
-  eo.quantization = *quantization;
-  absl::StatusOr<QuantActivations> activations =
-      ParseQuantActivations(absl::GetFlag(FLAGS_quantized_activations));
-  if (!activations.ok()) return Fail(activations.status());
-  eo.quant_activations = *activations;
-  absl::StatusOr<std::optional<DType>> kv_dtype =
-      ParseKvCacheDType(absl::GetFlag(FLAGS_kv_cache_dtype));
-  if (!kv_dtype.ok()) return Fail(kv_dtype.status());
-  eo.kv_cache_dtype = *kv_dtype;
+  if (absl::Status s = ParseNumerics(absl::GetFlag(FLAGS_quantization),
+                                     absl::GetFlag(FLAGS_quantized_activations),
+                                     absl::GetFlag(FLAGS_kv_cache_dtype), &eo);
+      !s.ok()) {
+    return Fail(s);
+  }
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(eo);
   if (!engine.ok()) return Fail(engine.status());
   SY_LOG(kInfo, "engine: %s", (*engine)->Describe());
