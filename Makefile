@@ -76,6 +76,7 @@ bench: demo js-deps $(BENCH_MODELS)/llama-0.5b-bf16/config.json \
 	$(BUILD_DIR)/bench/bench_engine --models $(BENCH_MODELS)/llama-0.5b-bf16,$(BENCH_MODELS)/llama-0.5b-f32
 	$(BUILD_DIR)/bench/bench_engine --models $(BENCH_MODELS)/llama-0.5b-bf16 --precision bf16
 	$(BUILD_DIR)/bench/bench_kernels --benchmark_min_time=0.2
+	$(BUILD_DIR)/bench/bench_expert_diagnostics --benchmark_min_time=0.2
 	$(BUILD_DIR)/bench/bench_tokenizer --tokenizers $(TOKENIZER_PEERS)/tokenizer-llama3/models,$(TOKENIZER_PEERS)/tokenizer-qwen3/models,$(TOKENIZER_PEERS)/tokenizer-llama2/models
 	$(BUILD_DIR)/bench/bench_adapters --model $(BENCH_MODELS)/llama-0.5b-bf16 \
 	  --adapters $$(seq -s, -f '$(BENCH_ADAPTERS)/mixlora-%g' 0 31)

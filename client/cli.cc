@@ -3,7 +3,8 @@
 //   switchyard-cli [--target HOST:PORT] generate [--adapter A] [--max_tokens N] PROMPT
 //   switchyard-cli chat [--adapter A] [--system TEXT]
 //   switchyard-cli adapters list | load NAME PATH [--pin] | swap NAME PATH | unload NAME [--drain]
-//   switchyard-cli stats ADAPTER [--total]
+//   switchyard-cli stats ADAPTER [--total] [--compare]
+//   switchyard-cli inspect ADAPTER [--similarity_threshold X] [--layer N]
 //   switchyard-cli health | info
 //   switchyard-cli bench [--mode closed|poisson] ...   (the load generator,
 //   client/load_generator.h)
@@ -27,6 +28,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "client/connection.h"
+#include "client/inspect.h"
 #include "client/load_generator.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -45,6 +47,10 @@ ABSL_FLAG(std::string, system, "", "chat: system message");
 ABSL_FLAG(bool, pin, false, "adapters load/swap: never evict the adapter");
 ABSL_FLAG(bool, drain, false, "adapters unload: wait for running requests instead of refusing");
 ABSL_FLAG(bool, total, false, "stats: since the adapter was loaded instead of the recent window");
+ABSL_FLAG(bool, compare, false,
+          "stats: the version before the last swap beside the current one (load per expert)");
+ABSL_FLAG(double, similarity_threshold, 0.9, "inspect: flag expert pairs at least this similar");
+ABSL_FLAG(int, layer, -1, "inspect: one layer only (-1: all)");
 ABSL_FLAG(bool, json, false, "print JSON where there is a table");
 ABSL_FLAG(std::string, service, "", "health: service name (empty: the server as a whole)");
 
@@ -233,6 +239,9 @@ std::string Shade(double relative, bool colour) {
 
 int Stats(v1::Switchyard::Stub& stub, const std::vector<std::string>& args) {
   if (args.size() != 1) return Usage();
+  if (absl::GetFlag(FLAGS_compare)) {
+    return CompareStats(stub, args[0], absl::GetFlag(FLAGS_total), absl::GetFlag(FLAGS_json));
+  }
   grpc::ClientContext ctx;
   ConfigureContext(&ctx, false);
   v1::GetRoutingStatsRequest req;
@@ -242,11 +251,7 @@ int Stats(v1::Switchyard::Stub& stub, const std::vector<std::string>& args) {
   if (!s.ok()) return Error(s);
   const auto& sites = absl::GetFlag(FLAGS_total) ? resp.total() : resp.window();
   if (absl::GetFlag(FLAGS_json)) {
-    std::string json;
-    google::protobuf::util::JsonPrintOptions opts;
-    opts.add_whitespace = true;
-    (void)google::protobuf::util::MessageToJsonString(resp, &json, opts);
-    std::printf("%s", json.c_str());
+    PrintJson(resp);
     return 0;
   }
   std::printf("adapter %s v%llu, %s (%s)\n", resp.adapter().c_str(),
@@ -326,6 +331,11 @@ int Main(const std::vector<char*>& positional) {
   if (command == "chat") return Chat(*stub);
   if (command == "adapters") return Adapters(*stub, args);
   if (command == "stats") return Stats(*stub, args);
+  if (command == "inspect" && args.size() == 1) {
+    return Inspect(*stub, args[0],
+                   {absl::GetFlag(FLAGS_similarity_threshold), absl::GetFlag(FLAGS_layer),
+                    absl::GetFlag(FLAGS_json), isatty(1) && std::getenv("NO_COLOR") == nullptr});
+  }
   if (command == "health") return Health(channel.get());
   if (command == "info") return Info(*stub);
   if (command == "bench") return RunLoadGenerator(channel);
@@ -341,7 +351,8 @@ int main(int argc, char** argv) {
       "  generate [--adapter A] [--max_tokens N] [--routing] PROMPT...\n"
       "  chat [--adapter A] [--system TEXT]\n"
       "  adapters list | load NAME PATH [--pin] | swap NAME PATH | unload NAME [--drain]\n"
-      "  stats ADAPTER [--total] [--json]\n"
+      "  stats ADAPTER [--total] [--compare] [--json]\n"
+      "  inspect ADAPTER [--similarity_threshold X] [--layer N] [--json]\n"
       "  health | info\n"
       "  bench [--mode closed|poisson] [--concurrency N | --rate R] [--duration_s S] "
       "[--adapters A,B,...] [--zipf S] [--prompt_tokens MIN:MAX] [--output_tokens MIN:MAX] "

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/adapters/expert_diagnostics.h"
 #include "engine/backends/backend.h"
 #include "engine/core/activation.h"
 
@@ -65,6 +66,9 @@ struct AdapterWeights {
   std::string format;    // where it came from, e.g. "moe-peft .bin", "peft safetensors"
   std::vector<AdapterLayer> layers;
   size_t bytes = 0;  // device memory held
+  // Computed once at load from the weights (expert_diagnostics.h); shared with the registry,
+  // which keeps them while the adapter is evicted.
+  std::shared_ptr<const AdapterDiagnostics> diagnostics;
 };
 
 }  // namespace switchyard

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "engine/adapters/expert_diagnostics.h"
 #include "engine/adapters/gguf_lora.h"
 #include "engine/adapters/torch_checkpoint.h"
 #include "engine/core/confined_dir.h"
@@ -450,13 +451,15 @@ class Builder {
       : c_(c), m_(m), backend_(b), lora_dtype_(lora_dtype) {}
 
   // A router: F32 whatever the LoRA dtype.
+  // `host` (may be null) receives the F32 values, for the expert diagnostics.
   absl::StatusOr<Weight> Router(const Tensor& t, int64_t rows, int64_t cols,
-                                const std::string& what) {
-    return Matrix(t, rows, cols, what, 1.0f, WeightUse::kDefault, DType::kF32);
+                                const std::string& what, Tensor* host = nullptr) {
+    return Matrix(t, rows, cols, what, 1.0f, WeightUse::kDefault, DType::kF32, host);
   }
 
   absl::StatusOr<Weight> Matrix(const Tensor& t, int64_t rows, int64_t cols,
-                                const std::string& what, float scale, WeightUse use, DType dtype) {
+                                const std::string& what, float scale, WeightUse use, DType dtype,
+                                Tensor* host = nullptr) {
     if (t.rank() != 2 || t.dim(0) != rows || t.dim(1) != cols) {
       return absl::InvalidArgumentError(absl::StrCat("adapter weights: ", what, " has shape ",
                                                      ShapeString(t.shape()), ", expected [", rows,
@@ -472,6 +475,7 @@ class Builder {
       }
       v *= scale;
     }
+    if (host != nullptr) *host = f;
     if (dtype == DType::kBF16) {
       Tensor h = Tensor::Empty(DType::kBF16, f.shape());
       for (int64_t i = 0; i < f.numel(); ++i) h.data<uint16_t>()[i] = F32ToBF16(f.data<float>()[i]);
@@ -482,9 +486,10 @@ class Builder {
     return w;
   }
 
-  // A LoRA pair of rank `r` on a [in -> out] map; `b` absorbs `scale`.
+  // A LoRA pair of rank `r` on a [in -> out] map; `b` absorbs `scale`. `host` (may be null)
+  // receives the pair in F32, for the expert diagnostics.
   absl::StatusOr<LoraPair> Pair(const RawLora& raw, int64_t in, int64_t out, int r, float scale,
-                                const std::string& what) {
+                                const std::string& what, HostLora* host = nullptr) {
     if (!raw.a || !raw.b) {
       return absl::InvalidArgumentError(
           absl::StrCat("adapter weights: ", what, " lacks lora_", raw.a ? "B" : "A"));
@@ -496,11 +501,12 @@ class Builder {
     }
     LoraPair p;
     p.rank = r;
-    SY_ASSIGN_OR_RETURN(
-        p.a, Matrix(*raw.a, r, in, what + ".lora_A", 1.0f, WeightUse::kDefault, lora_dtype_));
+    SY_ASSIGN_OR_RETURN(p.a, Matrix(*raw.a, r, in, what + ".lora_A", 1.0f, WeightUse::kDefault,
+                                    lora_dtype_, host ? &host->a : nullptr));
     // Ranks above 256 keep B in F32 (the CPU expand widens BF16 blocks of up to 256 rows).
-    SY_ASSIGN_OR_RETURN(p.b, Matrix(*raw.b, out, r, what + ".lora_B", scale, WeightUse::kExpand,
-                                    r <= 256 ? lora_dtype_ : DType::kF32));
+    SY_ASSIGN_OR_RETURN(p.b,
+                        Matrix(*raw.b, out, r, what + ".lora_B", scale, WeightUse::kExpand,
+                               r <= 256 ? lora_dtype_ : DType::kF32, host ? &host->b : nullptr));
     return p;
   }
 
@@ -635,6 +641,7 @@ absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapterUnguarded(const Adap
   adapter->format = absl::StrCat(c.legacy_mlora ? "mLoRA legacy " : "", format);
   adapter->layers.resize(static_cast<size_t>(m.num_layers));
   Builder b(c, m, backend, lora_dtype);
+  auto diagnostics = std::make_shared<AdapterDiagnostics>();
   const auto check_layer = [&](int layer) -> absl::Status {
     if (layer >= m.num_layers) {
       return absl::InvalidArgumentError(absl::StrCat("adapter weights name layer ", layer,
@@ -662,8 +669,11 @@ absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapterUnguarded(const Adap
                                                      mix.experts.size(), " experts, config says ",
                                                      E));
     }
-    SY_ASSIGN_OR_RETURN(block->router, b.Router(*mix.router, E, m.hidden_size,
-                                                absl::StrCat("layer ", layer, " router")));
+    Tensor router_host;
+    SY_ASSIGN_OR_RETURN(block->router,
+                        b.Router(*mix.router, E, m.hidden_size,
+                                 absl::StrCat("layer ", layer, " router"), &router_host));
+    std::array<std::vector<HostLora>, 3> host;  // gate, up, down
     SY_ASSIGN_OR_RETURN(Activation act, c.act_fn.empty() ? absl::StatusOr<Activation>(m.hidden_act)
                                                          : ParseActivation(c.act_fn));
     block->act = act;
@@ -677,10 +687,18 @@ absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapterUnguarded(const Adap
         }
         const Dims d = SiteDims(m, site);
         const int slot = site == LinearSite::kGate ? 0 : (site == LinearSite::kUp ? 1 : 2);
-        SY_ASSIGN_OR_RETURN(ex.lora[slot],
-                            b.Pair(pair, d.in, d.out, c.expert_r, expert_scale, label));
+        host[slot].emplace_back();
+        SY_ASSIGN_OR_RETURN(ex.lora[slot], b.Pair(pair, d.in, d.out, c.expert_r, expert_scale,
+                                                  label, &host[slot].back()));
       }
       block->experts.push_back(std::move(ex));
+    }
+    for (int slot = 0; slot < 3; ++slot) {
+      if (static_cast<int>(host[slot].size()) != E) continue;  // not every expert adapts it
+      const LinearSite site =
+          slot == 0 ? LinearSite::kGate : (slot == 1 ? LinearSite::kUp : LinearSite::kDown);
+      diagnostics->sites.push_back(
+          DiagnoseSite(layer, absl::StrCat("ffn.", LinearSiteName(site)), host[slot], router_host));
     }
     adapter->layers[layer].ffn = std::move(block);
   }
@@ -703,7 +721,10 @@ absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapterUnguarded(const Adap
       RawLora pair = rs.experts[-1];
       if (plain_with_shared_a) pair.a = rs.shared_a;
       out->spec.routing = Routing::kSingle;
-      SY_ASSIGN_OR_RETURN(LoraPair p, b.Pair(pair, d.in, d.out, c.r, scale, label));
+      HostLora host;
+      SY_ASSIGN_OR_RETURN(LoraPair p, b.Pair(pair, d.in, d.out, c.r, scale, label, &host));
+      diagnostics->sites.push_back(
+          DiagnoseSite(layer, std::string(LinearSiteName(site)), {&host, 1}, Tensor()));
       out->experts.push_back(std::move(p));
       adapter->layers[layer].sites[static_cast<int>(site)] = std::move(out);
       continue;
@@ -756,7 +777,10 @@ absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapterUnguarded(const Adap
           absl::StrCat(label, ": num_heads ", h, " does not divide ", d.in, " -> ", d.out));
     }
     out->heads = h;
-    SY_ASSIGN_OR_RETURN(out->router, b.Router(*rs.router, E, d.in / h, label + " router"));
+    Tensor router_host;
+    SY_ASSIGN_OR_RETURN(out->router,
+                        b.Router(*rs.router, E, d.in / h, label + " router", &router_host));
+    std::vector<HostLora> host(rs.experts.size());
     for (auto& [e, pair] : rs.experts) {
       RawLora p = pair;
       if (out->shared_a) {
@@ -767,9 +791,11 @@ absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapterUnguarded(const Adap
         p.a = rs.shared_a;
       }
       SY_ASSIGN_OR_RETURN(LoraPair lp, b.Pair(p, d.in / h, d.out / h, c.r, scale,
-                                              absl::StrCat(label, " expert ", e)));
+                                              absl::StrCat(label, " expert ", e), &host[e]));
       out->experts.push_back(std::move(lp));
     }
+    diagnostics->sites.push_back(
+        DiagnoseSite(layer, std::string(LinearSiteName(site)), host, router_host));
     if (c.family == AdapterConfig::Family::kMhMoeLora) {
       if (c.head_rank > 0) {
         SY_ASSIGN_OR_RETURN(out->head, b.Pair(rs.head, d.in, d.in, c.head_rank,
@@ -830,6 +856,11 @@ absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapterUnguarded(const Adap
       }
     }
   }
+  // Within a layer: the MixLoRA block's projections, then the linears in site order.
+  std::stable_sort(
+      diagnostics->sites.begin(), diagnostics->sites.end(),
+      [](const SiteDiagnostics& x, const SiteDiagnostics& y) { return x.layer < y.layer; });
+  adapter->diagnostics = std::move(diagnostics);
   adapter->family = family;
   adapter->bytes = b.bytes();
   return adapter;

@@ -155,6 +155,7 @@ absl::StatusOr<AdapterInfo> AdapterRegistry::Load(const std::string& name, const
   e.family = loaded->family;
   e.format = loaded->format;
   e.bytes = loaded->bytes;
+  e.diagnostics = loaded->diagnostics;
   e.current = std::shared_ptr<const AdapterWeights>(std::move(loaded));
   e.last_used = ++clock_;
   ++e.loads;
@@ -269,6 +270,7 @@ AdapterInfo AdapterRegistry::InfoLocked(const std::string& name, const Entry& e)
   info.in_use = e.current ? e.current.use_count() - 1 : 0;
   info.loads = e.loads;
   info.evictions = e.evictions;
+  info.diagnostics = e.diagnostics;
   return info;
 }
 

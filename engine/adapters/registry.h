@@ -46,6 +46,9 @@ struct AdapterInfo {
   int64_t in_use = 0;     // requests holding the current version
   int64_t loads = 0;      // including reloads after eviction
   int64_t evictions = 0;  // of this name since it was first loaded
+  // The current version's expert diagnostics (kept while it is evicted); null in tests whose
+  // loader makes adapters by hand.
+  std::shared_ptr<const AdapterDiagnostics> diagnostics;
 };
 
 struct AdapterRegistryCounters {
@@ -101,6 +104,7 @@ class AdapterRegistry {
     size_t bytes = 0;
     std::shared_ptr<std::mutex> reload;        // serialises reloads of one name
     std::shared_ptr<const AdapterFiles> host;  // the host tier's copy of its files, or null
+    std::shared_ptr<const AdapterDiagnostics> diagnostics;
   };
 
   // Reads (or, given `files`, rebuilds from them) the adapter; `read_files` receives the files

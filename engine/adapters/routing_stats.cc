@@ -68,8 +68,9 @@ RoutingHealth ComputeRoutingHealth(const SiteRoutingStats& s, double dead_probab
     h.switch_aux_loss += h.load[e] * h.mean_prob[e];
     most = std::max(most, s.selections[e]);
     const bool dead = s.dense ? h.mean_prob[e] < dead_probability : s.selections[e] == 0;
-    h.dead_experts += dead ? 1 : 0;
+    if (dead) h.dead.push_back(e);
   }
+  h.dead_experts = static_cast<int>(h.dead.size());
   h.switch_aux_loss *= E;
   h.load_cv = CoefficientOfVariation(s.selections);
   h.balancedness =

@@ -61,6 +61,7 @@ struct RoutingHealth {
   std::vector<double> mean_gate;  // gate_sum_i / tokens
   // Experts never selected (for dense families: P_i < dead_probability).
   int dead_experts = 0;
+  std::vector<int> dead;         // their indices
   double load_cv = 0;            // std(c) / mean(c) (population std); 0 when nothing was routed
   double balancedness = 0;       // mean(c) / max(c), 1 = balanced
   double switch_aux_loss = 0;    // E * sum f_i P_i, 1 = balanced

@@ -42,9 +42,17 @@ void RoutingWindow::DrainPending() const {
 }
 
 void RoutingWindow::Merge(const AdapterRoutingStats& a) const {
-  Adapter& entry = adapters_[a.adapter];
-  if (a.version < entry.version) return;  // an older version still finishing after a swap
-  if (a.version > entry.version) entry = Adapter{a.version, {}};
+  Adapter* target = &adapters_[a.adapter];
+  if (a.version < target->version) {
+    // An older version still finishing after a swap: into the previous version's statistics.
+    auto prev = previous_.find(a.adapter);
+    if (prev == previous_.end() || prev->second.version != a.version) return;
+    target = &prev->second;
+  } else if (a.version > target->version) {
+    if (!target->sites.empty()) previous_[a.adapter] = std::move(*target);
+    *target = Adapter{a.version, {}};
+  }
+  Adapter& entry = *target;
   for (const SiteRoutingStats& s : a.sites) {
     const auto key = std::make_pair(s.layer, s.site);
     auto it = std::lower_bound(entry.sites.begin(), entry.sites.end(), key,
@@ -85,6 +93,14 @@ std::optional<RoutingSnapshot> RoutingWindow::Snapshot(absl::string_view adapter
   return MakeSnapshot(it->first, it->second);
 }
 
+std::optional<RoutingSnapshot> RoutingWindow::PreviousSnapshot(absl::string_view adapter) const {
+  absl::MutexLock lock(&mu_);
+  DrainPending();
+  auto it = previous_.find(adapter);
+  if (it == previous_.end()) return std::nullopt;
+  return MakeSnapshot(it->first, it->second);
+}
+
 std::vector<RoutingSnapshot> RoutingWindow::SnapshotAll() const {
   absl::MutexLock lock(&mu_);
   DrainPending();
@@ -100,6 +116,7 @@ void RoutingWindow::Forget(absl::string_view adapter) {
   absl::MutexLock lock(&mu_);
   DrainPending();
   adapters_.erase(adapter);
+  previous_.erase(adapter);
 }
 
 }  // namespace switchyard

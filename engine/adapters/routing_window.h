@@ -50,6 +50,10 @@ class RoutingWindow {
 
   void Add(const RoutingStats& step);
   std::optional<RoutingSnapshot> Snapshot(absl::string_view adapter) const;
+  // The version before the current one, as it stood when the swap's first step arrived (plus
+  // the steps its last requests ran after): for comparing an adapter before and after a swap.
+  // Only a version that routed anything is kept.
+  std::optional<RoutingSnapshot> PreviousSnapshot(absl::string_view adapter) const;
   std::vector<RoutingSnapshot> SnapshotAll() const;
   // Drops an adapter's statistics (after unload).
   void Forget(absl::string_view adapter);
@@ -75,6 +79,7 @@ class RoutingWindow {
   const int64_t bucket_rows_;
   mutable absl::Mutex mu_;
   mutable absl::flat_hash_map<std::string, Adapter> adapters_ ABSL_GUARDED_BY(mu_);
+  mutable absl::flat_hash_map<std::string, Adapter> previous_ ABSL_GUARDED_BY(mu_);
   mutable absl::Mutex pending_mu_;
   mutable std::vector<AdapterRoutingStats> pending_ ABSL_GUARDED_BY(pending_mu_);
 };

@@ -49,6 +49,17 @@ class LoggingSink final : public RequestSink {
   const FrontendObserver* observer_;
 };
 
+std::optional<AdapterInfo> FindAdapter(const AdapterRegistry& registry, const std::string& name) {
+  for (AdapterInfo& a : registry.List()) {
+    if (a.name == name) return std::move(a);
+  }
+  return std::nullopt;
+}
+
+absl::Status NotLoaded(const std::string& adapter) {
+  return absl::NotFoundError(absl::StrCat("adapter \"", adapter, "\" is not loaded"));
+}
+
 }  // namespace
 
 std::string RoutingSiteName(int site) {
@@ -333,12 +344,8 @@ absl::Status Frontend::UnloadAdapter(const std::string& name, bool drain) {
 }
 
 absl::StatusOr<RoutingSnapshot> Frontend::RoutingStats(const std::string& adapter) const {
-  const std::vector<AdapterInfo> all = registry_->List();
-  auto it =
-      std::find_if(all.begin(), all.end(), [&](const AdapterInfo& a) { return a.name == adapter; });
-  if (it == all.end()) {
-    return absl::NotFoundError(absl::StrCat("adapter \"", adapter, "\" is not loaded"));
-  }
+  const std::optional<AdapterInfo> it = FindAdapter(*registry_, adapter);
+  if (!it.has_value()) return NotLoaded(adapter);
   std::optional<RoutingSnapshot> snap = engine_->routing_window().Snapshot(adapter);
   // Statistics of an older version (before a swap) do not describe the current one.
   if (!snap.has_value() || snap->version != it->version) {
@@ -349,6 +356,45 @@ absl::StatusOr<RoutingSnapshot> Frontend::RoutingStats(const std::string& adapte
     return empty;
   }
   return *snap;
+}
+
+absl::StatusOr<RoutingSnapshot> Frontend::PreviousRoutingStats(const std::string& adapter) const {
+  const std::optional<AdapterInfo> info = FindAdapter(*registry_, adapter);
+  if (!info.has_value()) return NotLoaded(adapter);
+  // Until the new version routes, the window still holds the old one as its current entry.
+  std::optional<RoutingSnapshot> snap = engine_->routing_window().Snapshot(adapter);
+  if (snap.has_value() && snap->version < info->version) return *std::move(snap);
+  snap = engine_->routing_window().PreviousSnapshot(adapter);
+  if (snap.has_value() && snap->version < info->version) return *std::move(snap);
+  return absl::NotFoundError(absl::StrCat("adapter \"", adapter, "\" has no routing statistics ",
+                                          "of a version before its current one (", info->version,
+                                          ")"));
+}
+
+absl::StatusOr<ExpertReport> Frontend::ExpertDiagnostics(const std::string& adapter,
+                                                         double similarity_threshold) const {
+  if (!(similarity_threshold >= -1.0 && similarity_threshold <= 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("similarity_threshold must lie in [-1, 1], got ", similarity_threshold));
+  }
+  const std::optional<AdapterInfo> info = FindAdapter(*registry_, adapter);
+  if (!info.has_value()) return NotLoaded(adapter);
+  ExpertReport report;
+  report.adapter = adapter;
+  report.version = info->version;
+  report.similarity_threshold = similarity_threshold;
+  report.diagnostics =
+      info->diagnostics ? info->diagnostics : std::make_shared<const AdapterDiagnostics>();
+  report.redundant = report.diagnostics->RedundantPairs(similarity_threshold);
+  report.summary = report.diagnostics->Summary();
+  SY_ASSIGN_OR_RETURN(RoutingSnapshot routing, RoutingStats(adapter));
+  report.window_full = routing.window_full;
+  if (!routing.window_full) return report;
+  for (const SiteRoutingStats& s : routing.window) {
+    const RoutingHealth h = ComputeRoutingHealth(s);
+    if (!h.dead.empty()) report.dead.push_back({s.layer, RoutingSiteName(s.site), h.dead});
+  }
+  return report;
 }
 
 ServerInfo Frontend::Info() const {

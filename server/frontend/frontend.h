@@ -70,6 +70,27 @@ struct PreparedRequest {
   Submitted submitted;  // all but the id
 };
 
+// An adapter's expert diagnostics (computed at load, expert_diagnostics.h) beside the dead
+// experts of its routing window.
+struct ExpertReport {
+  std::string adapter;
+  uint64_t version = 0;
+  double similarity_threshold = 0;
+  std::shared_ptr<const AdapterDiagnostics> diagnostics;  // never null
+  std::vector<RedundantPair> redundant;                   // similarity >= the threshold
+  DiagnosticsSummary summary;
+  struct DeadExperts {
+    int layer = 0;
+    std::string site;  // RoutingSiteName
+    std::vector<int> experts;
+  };
+  bool window_full = false;       // dead experts are judged only on a full window
+  std::vector<DeadExperts> dead;  // sites with dead experts
+};
+
+// Pairs at or above this similarity are flagged when a caller names no threshold.
+constexpr double kDefaultRedundantSimilarity = 0.9;
+
 struct ServerInfo {
   std::string version;
   std::string model;
@@ -137,6 +158,12 @@ class Frontend {
   std::vector<AdapterInfo> ListAdapters() const { return registry_->List(); }
   // NOT_FOUND for an adapter that is not loaded; an empty snapshot for one that has not run.
   absl::StatusOr<RoutingSnapshot> RoutingStats(const std::string& adapter) const;
+  // The statistics of the version before the current one (kept from the last swap), to compare
+  // with: NOT_FOUND when the adapter is not loaded or was never swapped with traffic.
+  absl::StatusOr<RoutingSnapshot> PreviousRoutingStats(const std::string& adapter) const;
+  // NOT_FOUND for an adapter that is not loaded; INVALID_ARGUMENT for a threshold outside [-1, 1].
+  absl::StatusOr<ExpertReport> ExpertDiagnostics(const std::string& adapter,
+                                                 double similarity_threshold) const;
 
   ServerInfo Info() const;
   const Tokenizer& tokenizer() const { return *tokenizer_; }

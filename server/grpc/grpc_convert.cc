@@ -107,4 +107,39 @@ absl::StatusOr<GenerateInput> GenerateInputFromProto(const v1::GenerateRequest& 
   return in;
 }
 
+void ExpertReportToProto(const ExpertReport& report, v1::GetExpertDiagnosticsResponse* out) {
+  out->set_adapter(report.adapter);
+  out->set_version(report.version);
+  out->set_similarity_threshold(report.similarity_threshold);
+  for (const SiteDiagnostics& d : report.diagnostics->sites) {
+    v1::SiteDiagnostics* s = out->add_sites();
+    s->set_layer(d.layer);
+    s->set_site(d.site);
+    s->set_experts(d.experts);
+    s->mutable_rank()->Add(d.rank.begin(), d.rank.end());
+    s->mutable_norm()->Add(d.norm.begin(), d.norm.end());
+    s->mutable_effective_rank()->Add(d.effective_rank.begin(), d.effective_rank.end());
+    s->mutable_similarity()->Add(d.similarity.begin(), d.similarity.end());
+    s->mutable_router_norm()->Add(d.router_norm.begin(), d.router_norm.end());
+  }
+  for (const RedundantPair& p : report.redundant) {
+    v1::RedundantExpertPair* r = out->add_redundant_pairs();
+    r->set_layer(p.layer);
+    r->set_site(p.site);
+    r->set_first(p.first);
+    r->set_second(p.second);
+    r->set_similarity(p.similarity);
+  }
+  out->set_window_full(report.window_full);
+  for (const ExpertReport::DeadExperts& d : report.dead) {
+    v1::DeadExperts* x = out->add_dead_experts();
+    x->set_layer(d.layer);
+    x->set_site(d.site);
+    x->mutable_experts()->Add(d.experts.begin(), d.experts.end());
+  }
+  out->set_max_similarity(report.summary.max_similarity);
+  out->set_min_effective_rank(report.summary.min_effective_rank);
+  out->set_mean_effective_rank(report.summary.mean_effective_rank);
+}
+
 }  // namespace switchyard

@@ -15,4 +15,6 @@ namespace switchyard {
 absl::StatusOr<GenerateInput> GenerateInputFromProto(const v1::GenerateRequest& req,
                                                      std::optional<absl::Time> deadline);
 
+void ExpertReportToProto(const ExpertReport& report, v1::GetExpertDiagnosticsResponse* out);
+
 }  // namespace switchyard

@@ -408,7 +408,9 @@ class GrpcServer::Service final : public v1::Switchyard::CallbackService {
   grpc::ServerUnaryReactor* GetRoutingStats(grpc::CallbackServerContext* ctx,
                                             const v1::GetRoutingStatsRequest* req,
                                             v1::GetRoutingStatsResponse* resp) override {
-    absl::StatusOr<RoutingSnapshot> snap = frontend_->RoutingStats(req->adapter());
+    absl::StatusOr<RoutingSnapshot> snap = req->previous()
+                                               ? frontend_->PreviousRoutingStats(req->adapter())
+                                               : frontend_->RoutingStats(req->adapter());
     if (snap.ok()) {
       resp->set_adapter(snap->adapter);
       resp->set_version(snap->version);
@@ -418,6 +420,16 @@ class GrpcServer::Service final : public v1::Switchyard::CallbackService {
       for (const SiteRoutingStats& s : snap->total) FillSiteStats(s, resp->add_total());
     }
     return Done(ctx, snap.status());
+  }
+
+  grpc::ServerUnaryReactor* GetExpertDiagnostics(grpc::CallbackServerContext* ctx,
+                                                 const v1::GetExpertDiagnosticsRequest* req,
+                                                 v1::GetExpertDiagnosticsResponse* resp) override {
+    absl::StatusOr<ExpertReport> report = frontend_->ExpertDiagnostics(
+        req->adapter(), req->has_similarity_threshold() ? req->similarity_threshold()
+                                                        : kDefaultRedundantSimilarity);
+    if (report.ok()) ExpertReportToProto(*report, resp);
+    return Done(ctx, report.status());
   }
 
   grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* ctx,

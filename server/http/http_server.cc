@@ -24,6 +24,7 @@
 #include "boost/beast/ssl.hpp"
 #include "engine/core/log.h"
 #include "engine/core/status_macros.h"
+#include "server/http/adapter_json.h"
 #include "server/http/openai.h"
 
 namespace switchyard {
@@ -297,12 +298,11 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
         (path == "/v1/load_lora_adapter" || path == "/v1/unload_lora_adapter")) {
       return Admin(path == "/v1/load_lora_adapter");
     }
-    if (verb == http::verb::get && absl::StartsWith(path, "/v1/adapters/") &&
-        absl::EndsWith(path, "/routing")) {
+    if (verb == http::verb::get && absl::StartsWith(path, "/v1/adapters/")) {
       absl::string_view name = path;
       absl::ConsumePrefix(&name, "/v1/adapters/");
-      absl::ConsumeSuffix(&name, "/routing");
-      return Routing(std::string(name));
+      if (absl::ConsumeSuffix(&name, "/routing")) return Routing(std::string(name), target);
+      if (absl::ConsumeSuffix(&name, "/experts")) return Experts(std::string(name), target);
     }
     static const absl::string_view kPaths[] = {"/health",
                                                "/version",
@@ -381,38 +381,32 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
         });
   }
 
-  void Routing(const std::string& name) {
-    absl::StatusOr<RoutingSnapshot> snap = frontend()->RoutingStats(name);
+  // ?version=previous: the version before the last swap, to compare with.
+  void Routing(const std::string& name, absl::string_view target) {
+    const std::optional<std::string> version = QueryParameter(target, "version");
+    if (version.has_value() && *version != "current" && *version != "previous") {
+      return SendError(absl::InvalidArgumentError(
+          absl::StrCat("version must be current or previous, got \"", *version, "\"")));
+    }
+    absl::StatusOr<RoutingSnapshot> snap = version == "previous"
+                                               ? frontend()->PreviousRoutingStats(name)
+                                               : frontend()->RoutingStats(name);
     if (!snap.ok()) return SendError(snap.status());
-    const auto sites = [](const std::vector<SiteRoutingStats>& stats) {
-      json out = json::array();
-      for (const SiteRoutingStats& s : stats) {
-        const RoutingHealth h = ComputeRoutingHealth(s);
-        out.push_back({{"layer", s.layer},
-                       {"site", RoutingSiteName(s.site)},
-                       {"tokens", s.tokens},
-                       {"selections", s.selections},
-                       {"load", h.load},
-                       {"mean_prob", h.mean_prob},
-                       {"gate_sum", s.gate_sum},
-                       {"experts_per_token_histogram", s.experts_per_token},
-                       {"dead_experts", h.dead_experts},
-                       {"load_cv", h.load_cv},
-                       {"balancedness", h.balancedness},
-                       {"switch_aux_loss", h.switch_aux_loss},
-                       {"importance_loss", h.importance_loss},
-                       {"router_entropy", h.router_entropy},
-                       {"z_loss", h.z_loss},
-                       {"experts_per_token", h.experts_per_token}});
+    SendJson(http::status::ok, RoutingSnapshotJson(*snap));
+  }
+
+  // ?similarity_threshold=X flags pairs at or above X (default 0.9).
+  void Experts(const std::string& name, absl::string_view target) {
+    double threshold = kDefaultRedundantSimilarity;
+    if (std::optional<std::string> t = QueryParameter(target, "similarity_threshold")) {
+      if (!absl::SimpleAtod(*t, &threshold)) {
+        return SendError(absl::InvalidArgumentError(
+            absl::StrCat("similarity_threshold is not a number: \"", *t, "\"")));
       }
-      return out;
-    };
-    SendJson(http::status::ok, {{"adapter", snap->adapter},
-                                {"version", snap->version},
-                                {"window_tokens", snap->window_tokens},
-                                {"window_full", snap->window_full},
-                                {"window", sites(snap->window)},
-                                {"total", sites(snap->total)}});
+    }
+    absl::StatusOr<ExpertReport> report = frontend()->ExpertDiagnostics(name, threshold);
+    if (!report.ok()) return SendError(report.status());
+    SendJson(http::status::ok, ExpertReportJson(*report));
   }
 
   // -- generation --

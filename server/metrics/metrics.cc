@@ -170,6 +170,7 @@ class Metrics::State {
       out.Counter("switchyard_adapter_evictions_total",
                   "Evictions under the adapter memory budget.", l,
                   static_cast<double>(a.evictions));
+      if (a.diagnostics) CollectDiagnostics(*a.diagnostics, l, out);
     }
     const AdapterRegistryCounters rc = registry_->counters();
     for (const auto& [event, n] : {std::pair<const char*, int64_t>{"load", rc.loads},
@@ -187,6 +188,24 @@ class Metrics::State {
   }
 
  private:
+  // Per adapter only (bounded by the adapters loaded): the per-site detail is served by
+  // GET /v1/adapters/{name}/experts.
+  static void CollectDiagnostics(const AdapterDiagnostics& d, const Labels& l, FamilyBuilder& out) {
+    const DiagnosticsSummary s = d.Summary();
+    out.Gauge("switchyard_adapter_expert_similarity_max",
+              "Largest cosine similarity between two experts' weight deltas at one site.", l,
+              s.max_similarity);
+    out.Gauge("switchyard_adapter_redundant_expert_pairs",
+              "Pairs of experts at one site whose weight deltas have cosine similarity >= 0.9.", l,
+              static_cast<double>(d.RedundantPairs(kDefaultRedundantSimilarity).size()));
+    out.Gauge("switchyard_adapter_expert_effective_rank_min",
+              "Smallest effective rank (exp of the singular-value entropy) of an expert's delta.",
+              l, s.min_effective_rank);
+    out.Gauge("switchyard_adapter_expert_effective_rank_mean",
+              "Mean effective rank of the experts' weight deltas over all sites.", l,
+              s.mean_effective_rank);
+  }
+
   void CollectRouting(const std::vector<AdapterInfo>& adapters, FamilyBuilder& out) const {
     absl::flat_hash_map<std::string, uint64_t> current;
     for (const AdapterInfo& a : adapters) current[a.name] = a.version;

@@ -4,11 +4,14 @@
 // INVALID_ARGUMENT (400) or NOT_FOUND (an unknown model, 404), never anything else, and so is
 // preparing its first choice (tokenizing, compiling its output constraint); a refusal's error
 // object serialises; a parsed request's choices and responses serialise, whatever text the
-// request carried.
+// request carried. The body as a query string of the adapter endpoints' GET requests: the
+// threshold read from it is refused as INVALID_ARGUMENT or answered (NOT_FOUND: no such adapter).
 #include <cstdint>
 #include <string>
 
+#include "absl/strings/numbers.h"
 #include "server/frontend/frontend.h"
+#include "server/http/adapter_json.h"
 #include "server/http/openai.h"
 #include "tests/fuzz/fuzz_util.h"
 
@@ -57,6 +60,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           "the response serialises");
     Check(!openai::Dump(openai::BuildUsageChunk(*req, "id", 0, choices)).empty(),
           "the usage chunk serialises");
+  }
+  for (const char* key : {"similarity_threshold", "version"}) {
+    const std::optional<std::string> value = QueryParameter("/v1/adapters/a/experts?" + body, key);
+    double threshold = 0;
+    if (!value.has_value() || !absl::SimpleAtod(*value, &threshold)) continue;
+    const absl::StatusCode code = f.ExpertDiagnostics("a", threshold).status().code();
+    Check(code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kNotFound,
+          "a threshold is refused or the adapter looked up");
   }
   for (auto* fn : {&openai::Tokenize, &openai::Detokenize}) {
     absl::StatusOr<nlohmann::json> out = fn(body, f);

@@ -243,8 +243,30 @@ describe("switchyard-server over gRPC", () => {
     assert.ok(gen.length > 0);
     assert.match(cli("adapters", "list"), /mixlora\s+v\d+\s+mixlora/);
     assert.match(cli("adapters", "load", "cli-test", "mhmoe"), /cli-test/);
+    // stats --compare: no earlier version until a swap; then the old one beside the new.
+    assert.throws(() => cli("stats", "cli-test", "--compare"),
+                  (e) => e.status === 1 && /NOT_FOUND.*before its current one/.test(e.stderr));
+    cli("generate", "--adapter", "cli-test", "--max_tokens", "3", "--temperature", "0", "Hi");
     assert.match(cli("adapters", "swap", "cli-test", "loramoe"), /loramoe/);
+    cli("generate", "--adapter", "cli-test", "--max_tokens", "3", "--temperature", "0", "Hi");
+    const compare = cli("stats", "cli-test", "--compare", "--total");
+    assert.match(compare, /v\d+ -> v\d+/, compare);
+    assert.match(compare, /layer\s+\d+ (gate|up|down)_proj\s+e0 /, compare);
+    const both = JSON.parse(cli("stats", "cli-test", "--compare", "--json"));
+    assert.ok(Number(both.previous.version) < Number(both.current.version));
     assert.match(cli("adapters", "unload", "cli-test"), /unloaded/);
+    // inspect: heatmaps of the experts' similarity, effective ranks, router norms.
+    const inspect = cli("inspect", "mixlora", "--layer", "0");
+    assert.match(inspect, /max expert similarity/);
+    assert.match(inspect, /layer 0 ffn\.gate_proj: 4 experts/);
+    assert.match(inspect, /effective rank/);
+    assert.match(inspect, /router norm/);
+    assert.doesNotMatch(inspect, /layer 1 /, "--layer keeps one layer");
+    const diag = JSON.parse(cli("inspect", "mixlora", "--json", "--similarity_threshold", "-1"));
+    assert.ok(diag.redundant_pairs.length > 0, "every pair is at least -1 similar");
+    assert.throws(() => cli("inspect", "mixlora", "--similarity_threshold", "3"),
+                  (e) => e.status === 1 && /INVALID_ARGUMENT/.test(e.stderr));
+    assert.throws(() => cli("inspect", "nope"), (e) => e.status === 1 && /NOT_FOUND/.test(e.stderr));
     const stats = cli("stats", "mixlora");
     assert.match(stats, /ffn: load per expert/);
     assert.match(stats, /layer\s+e0\s+e1\s+e2\s+e3/);

@@ -84,7 +84,7 @@ function openStream(server, body) {
 describe("the OpenAI SDK against switchyard-server", () => {
   let server, root, openai;
   before(async () => {
-    root = makeAdapterRoot(ADAPTERS);
+    root = makeAdapterRoot([...ADAPTERS, "mixlora_twin"]);
     server = await startServer(["--adapter-root", root, "--admin-token", TOKEN,
                                 "--served-model-name", BASE, "--log-level", "info",
                                 ...ADAPTERS.flatMap((a) => ["--adapter", `${a}=${a}`])]);
@@ -392,6 +392,64 @@ describe("the OpenAI SDK against switchyard-server", () => {
       assert.ok(Math.abs(sum - 1) < 1e-6, `load sums to 1 in layer ${s.layer}`);
       assert.ok(s.router_entropy >= 0 && s.load_cv >= 0 && s.switch_aux_loss > 0);
     }
+  });
+
+  test("expert diagnostics as JSON, and the routing of the version before a swap", async () => {
+    let r = await call(server, "GET", "/v1/adapters/mixlora/experts");
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.similarity_threshold, 0.9);
+    const ffn = r.json.sites.filter((s) => s.site.startsWith("ffn."));
+    assert.ok(ffn.length > 0, r.text);
+    let pairs = 0;
+    for (const s of r.json.sites) {
+      assert.equal(s.similarity.length, s.experts);
+      s.similarity.forEach((row, i) => assert.ok(Math.abs(row[i] - 1) < 1e-9, "diagonal"));
+      s.effective_rank.forEach((e, i) => assert.ok(e >= 1 && e <= s.rank[i] + 1e-9, `${e}`));
+      pairs += s.experts * (s.experts - 1) / 2;
+    }
+    for (const s of ffn) assert.equal(s.router_norm.length, s.experts);
+    assert.deepEqual(r.json.redundant_pairs, [], "random experts are not alike");
+    assert.equal(r.json.summary.sites, r.json.sites.length);
+    r = await call(server, "GET", "/v1/adapters/mixlora/experts?similarity_threshold=-1");
+    assert.equal(r.json.redundant_pairs.length, pairs, "every pair at threshold -1");
+    for (const q of ["abc", "2", "nan"]) {
+      assertErrorBody(await call(server, "GET", `/v1/adapters/mixlora/experts?similarity_threshold=${q}`),
+                      400, /similarity_threshold/);
+    }
+    assertErrorBody(await call(server, "GET", "/v1/adapters/nope/experts"), 404, /nope/);
+
+    // A swap to an adapter whose expert 3 copies expert 1: flagged in every MixLoRA projection.
+    const auth = { authorization: `Bearer ${TOKEN}` };
+    const load = (body) => call(server, "POST", "/v1/load_lora_adapter", body, auth);
+    assert.equal((await load({ lora_name: "twin", lora_path: "mixlora" })).status, 200);
+    assertErrorBody(await call(server, "GET", "/v1/adapters/twin/routing?version=previous"), 404,
+                    /before its current one/);
+    await openai.completions.create({ model: "twin", prompt: PROMPT, max_tokens: 4 });
+    const before = (await call(server, "GET", "/v1/adapters/twin/routing")).json;
+    assert.equal((await load({ lora_name: "twin", lora_path: "mixlora_twin",
+                               load_inplace: true })).status, 200);
+    r = await call(server, "GET", "/v1/adapters/twin/experts");
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.redundant_pairs.length, ffn.length, r.text);
+    for (const p of r.json.redundant_pairs) {
+      assert.deepEqual(p.experts, [1, 3]);
+      assert.ok(p.similarity > 0.9999 && p.site.startsWith("ffn."), JSON.stringify(p));
+    }
+    assert.ok(r.json.summary.max_similarity > 0.9999);
+    // Before the new version routes, and after: the previous version's statistics stay.
+    for (let i = 0; i < 2; i++) {
+      r = await call(server, "GET", "/v1/adapters/twin/routing?version=previous");
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.json.version, before.version);
+      assert.deepEqual(r.json.total, before.total);
+      await openai.completions.create({ model: "twin", prompt: PROMPT, max_tokens: 4 });
+    }
+    const now = (await call(server, "GET", "/v1/adapters/twin/routing")).json;
+    assert.ok(now.version > before.version && now.total.length > 0);
+    assertErrorBody(await call(server, "GET", "/v1/adapters/twin/routing?version=old"), 400,
+                    /version/);
+    const gone = await call(server, "POST", "/v1/unload_lora_adapter", { lora_name: "twin" }, auth);
+    assert.equal(gone.status, 200, gone.text);
   });
 
   test("load and unload adapters as vLLM does, while streams run", async () => {

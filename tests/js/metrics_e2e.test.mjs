@@ -56,10 +56,11 @@ describe("metrics scraped by a real Prometheus", () => {
   };
 
   before(async () => {
-    root = makeAdapterRoot(["mixlora", "mixlora_dead"]);
+    root = makeAdapterRoot(["mixlora", "mixlora_dead", "mixlora_twin"]);
     server = await startServer(["--adapter-root", root, "--metrics-port", "0",
                                 "--routing-window-tokens", "64", "--served-model-name", "tiny",
-                                "--adapter", "mixlora", "--adapter", "dead=mixlora_dead"]);
+                                "--adapter", "mixlora", "--adapter", "dead=mixlora_dead",
+                                "--adapter", "twin=mixlora_twin"]);
     promDir = fs.mkdtempSync(path.join(os.tmpdir(), "switchyard-prom-"));
     fs.copyFileSync(path.join(ROOT, "deploy/prometheus/rules.yml"), path.join(promDir, "rules.yml"));
     fs.writeFileSync(path.join(promDir, "prometheus.yml"), [
@@ -228,6 +229,15 @@ describe("metrics scraped by a real Prometheus", () => {
     }
     const heat = await query('switchyard_expert_load{adapter="mixlora", site=~".*"}');
     assert.equal(heat.length, LAYERS * 4, "the heatmap has a cell per layer and expert");
+    // The expert diagnostics: twin's expert 3 copies expert 1 in each MixLoRA projection.
+    const pairs = Object.fromEntries((await query("switchyard_adapter_redundant_expert_pairs"))
+      .map((r) => [r.metric.adapter, Number(r.value[1])]));
+    assert.deepEqual(pairs, { mixlora: 0, dead: 0, twin: 3 * LAYERS });
+    const most = await query('switchyard_adapter_expert_similarity_max{adapter="twin"}');
+    assert.ok(Number(most[0].value[1]) > 0.9999, JSON.stringify(most));
+    const rank = await query("switchyard_adapter_expert_effective_rank_min");
+    assert.equal(rank.length, 3);
+    for (const r of rank) assert.ok(Number(r.value[1]) >= 1, JSON.stringify(r));
   });
 
   test("promtool accepts the exposition on both ports and the shipped files", async () => {

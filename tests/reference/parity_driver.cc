@@ -4,7 +4,8 @@
 //   chunked: prompts prefilled in chunks, staggered, mixed with the others' decode tokens.
 // For each prompt: the logits after its last prompt token and the greedy continuation; alone, also
 // the routing decisions and routing statistics of its prefill. With "crowd", the first prompt also
-// runs beside 31 others that each use a different adapter.
+// runs beside 31 others that each use a different adapter. Every adapter's expert diagnostics
+// come with the results.
 //
 //   parity_driver --model DIR|FILE.gguf [--quantization int8|int4] --request FILE.json
 //   FILE.json: {"prompts": [[ids...], ...], "max_new_tokens": 32, "chunk": 7,
@@ -225,6 +226,21 @@ int Main() {
     }
     if (absl::Status st = Run(**engine, seqs, max_new, 0, false); !st.ok()) return Fail(st);
     result["crowd"] = record(seqs)[0];
+  }
+  // Each adapter's expert diagnostics, for test_adapter_parity.py's numpy check.
+  for (const auto& [name, a] : adapters) {
+    nlohmann::json sites = nlohmann::json::array();
+    for (const SiteDiagnostics& d : a->diagnostics->sites) {
+      sites.push_back({{"layer", d.layer},
+                       {"site", d.site},
+                       {"experts", d.experts},
+                       {"rank", d.rank},
+                       {"norm", d.norm},
+                       {"effective_rank", d.effective_rank},
+                       {"similarity", d.similarity},
+                       {"router_norm", d.router_norm}});
+    }
+    result["diagnostics"][name] = std::move(sites);
   }
   result["engine"] = (*engine)->Describe();
   std::printf("%s\n", result.dump().c_str());

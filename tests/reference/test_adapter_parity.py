@@ -25,6 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "tools", "modelgen"))
 import adapters  # noqa: E402
+import expert_reference  # noqa: E402
 import gguf  # noqa: E402
 import reference  # noqa: E402
 
@@ -61,6 +62,9 @@ FIXTURES += [
     ("loramoe_peft_st", "loramoe-peft", "safetensors", dict(experts=4)),
     ("lora_bin", "lora", "bin", dict(r=8)),
 ]
+# A redundant pair (expert 3 a copy of expert 1, B halved) for the expert diagnostics.
+FIXTURES += [("mixlora_twin", "mixlora", "safetensors", dict(experts=4, top_k=2,
+                                                             duplicate_expert=(1, 3)))]
 # On half-precision base models (what users run): one adapter of each family, against the
 # reference with the LoRA factors rounded as the engine holds them there (BF16).
 HALF_FIXTURES = ["mixlora", "mixlora_dynamic", "mixlora_switch", "loramoe", "mola", "hydralora",
@@ -223,7 +227,35 @@ class ParityBase(unittest.TestCase):
 
 
 class AdapterParityTest(ParityBase):
-    pass
+    def test_expert_diagnostics_match_numpy(self):
+        """Every fixture's similarity, norms, effective ranks and router norms (the engine's, via
+        r x r products) equal numpy's on the full deltas; the twin fixture's pair is at 1."""
+        for name, _, _, _ in self.FIXTURE_SET + [(c, 0, 0, 0) for c in self.dirs
+                                                 if c.startswith("crowd")]:
+            want = expert_reference.site_deltas(self.dirs[name])
+            got = {(d["layer"], d["site"]): d for d in self.got["diagnostics"][name]}
+            self.assertEqual(sorted(got), sorted(want), f"{name}: sites")
+            for key, w in want.items():
+                where = f"{name} layer {key[0]} {key[1]}"
+                g = got[key]
+                sim, norms, ranks = expert_reference.diagnose(w["experts"])
+                E = len(w["experts"])
+                self.assertEqual(g["experts"], E, where)
+                np.testing.assert_allclose(np.array(g["similarity"]).reshape(E, E), sim,
+                                           atol=2e-5, err_msg=where + ": similarity")
+                np.testing.assert_allclose(g["norm"], norms, rtol=1e-5, err_msg=where + ": norm")
+                np.testing.assert_allclose(g["effective_rank"], ranks, rtol=1e-4,
+                                           err_msg=where + ": effective rank")
+                if w["router"] is None:
+                    self.assertEqual(g["router_norm"], [], where)
+                else:
+                    np.testing.assert_allclose(g["router_norm"], np.linalg.norm(w["router"], axis=1),
+                                               rtol=1e-6, err_msg=where + ": router norms")
+        twin = {(d["layer"], d["site"]): d for d in self.got["diagnostics"]["mixlora_twin"]}
+        for (layer, site), d in twin.items():
+            if site.startswith("ffn."):
+                self.assertAlmostEqual(d["similarity"][1 * 4 + 3], 1.0, places=5, msg=site)
+                self.assertAlmostEqual(d["norm"][3], d["norm"][1] / 2, places=5, msg=site)
 
 
 class Bf16ModelParityTest(ParityBase):

@@ -202,7 +202,11 @@ class GgufModelTest(unittest.TestCase):
             want = ref.forward(prompt)[-1].numpy()
             scale = max(1.0, np.abs(want).max())
             diff = np.abs(np.array(got["alone"][i]["first_logits"], np.float32) - want).max()
-            self.assertLessEqual(diff, 2e-4 * scale,
+            # Typically ~1e-6; an activation that sits on a rounding boundary may round the
+            # other way in the engine (its F32 sums differ by an ulp from torch's, and differ
+            # again between the AVX2 and AVX-512 builds): one such flip moved a logit by 0.002
+            # (llama/q4_k_m on an AVX-512 machine), still 18x under the F32 path's difference.
+            self.assertLessEqual(diff, 1e-3 * scale,
                                  f"{arch}/{type_name} prompt {i}: logits differ by {diff}")
             # The F32 path is a different computation: the check above could not pass on it.
             exact_diff = np.abs(np.array(exact["alone"][i]["first_logits"]) - want).max()

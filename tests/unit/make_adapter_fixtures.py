@@ -131,6 +131,8 @@ def main():
 
     # Top-1 MixLoRA whose expert 3 can never be chosen (for the dead-expert metrics).
     mk("mixlora_dead", "mixlora", fmt="bin", experts=4, top_k=1, dead_expert=3)
+    # Expert 3 a copy of expert 1 (for the expert diagnostics' redundant pairs).
+    mk("mixlora_twin", "mixlora", fmt="safetensors", experts=4, top_k=2, duplicate_expert=(1, 3))
 
 
 if __name__ == "__main__":

@@ -146,6 +146,30 @@ TEST(RoutingWindowTest, ANewVersionStartsFreshAndOldStepsAreIgnored) {
   EXPECT_FALSE(window.Snapshot("never").has_value());
 }
 
+TEST(RoutingWindowTest, TheVersionBeforeASwapIsKeptForComparison) {
+  RoutingWindow window({.window_tokens = 1000, .buckets = 4});
+  window.Add(Step("a", 1, 10, 0));
+  EXPECT_FALSE(window.PreviousSnapshot("a").has_value());
+  window.Add(Step("a", 2, 5, 1));
+  window.Add(Step("a", 1, 4, 2));  // a request still finishing on version 1: counted there
+  std::optional<RoutingSnapshot> old = window.PreviousSnapshot("a");
+  ASSERT_TRUE(old.has_value());
+  EXPECT_EQ(old->version, 1u);
+  EXPECT_EQ(old->total[0].tokens, 14);
+  EXPECT_EQ(old->total[0].selections[0], 10);
+  EXPECT_EQ(old->total[0].selections[2], 4);
+  EXPECT_EQ(window.Snapshot("a")->total[0].tokens, 5);
+  // Version 3 arrives: 2 becomes the previous one; 1 is gone, so its late steps are dropped.
+  window.Add(Step("a", 3, 6, 3));
+  window.Add(Step("a", 1, 9, 0));
+  old = window.PreviousSnapshot("a");
+  EXPECT_EQ(old->version, 2u);
+  EXPECT_EQ(old->total[0].tokens, 5);
+  EXPECT_EQ(window.Snapshot("a")->total[0].tokens, 6);
+  window.Forget("a");
+  EXPECT_FALSE(window.PreviousSnapshot("a").has_value());
+}
+
 TEST(RoutingWindowTest, ReadersAndTheEngineThreadRunConcurrently) {
   RoutingWindow window({.window_tokens = 64, .buckets = 8});
   std::thread writer([&] {

@@ -86,11 +86,15 @@ def write(folder, config, tensors, fmt):
 
 def make_adapter(folder, base, family, seed, fmt="bin", experts=4, top_k=2, r=8, alpha=16,
                  rslora=False, expert_r=None, targets=None, top_p=0.75, temperature=0.0,
-                 heads=2, head_rank=0, merge_rank=0, act_fn=None, layers=None, dead_expert=None):
+                 heads=2, head_rank=0, merge_rank=0, act_fn=None, layers=None, dead_expert=None,
+                 duplicate_expert=None):
     """Writes one adapter folder for the base model config `base` (a dict).
 
     dead_expert (MixLoRA top-1): that expert's router row is the mean of two other experts' rows,
-    so its logit never exceeds both of theirs and top-1 routing never selects it."""
+    so its logit never exceeds both of theirs and top-1 routing never selects it.
+
+    duplicate_expert=(src, dst) (MoE-PEFT layouts: experts.{e}.): expert dst's LoRA becomes a
+    copy of expert src's with B halved, a redundant pair (cosine 1) for the expert diagnostics."""
     g = Gen(seed)
     L = base["num_hidden_layers"]
     layers = list(range(L)) if layers is None else layers
@@ -229,6 +233,12 @@ def make_adapter(folder, base, family, seed, fmt="bin", experts=4, top_k=2, r=8,
                     tensors[p + f"lora_B{e}.weight"] = b
     else:
         raise ValueError(family)
+    if duplicate_expert is not None:
+        src, dst = duplicate_expert
+        for k in list(tensors):
+            if f"experts.{dst}." in k and ".lora_" in k:
+                twin = tensors[k.replace(f"experts.{dst}.", f"experts.{src}.")]
+                tensors[k] = twin * np.float32(0.5 if ".lora_B" in k else 1.0)
     write(folder, cfg, tensors, fmt)
     return folder
 
@@ -249,13 +259,17 @@ def main():
     ap.add_argument("--heads", type=int, default=2)
     ap.add_argument("--dead-expert", type=int, default=None,
                     help="MixLoRA top-1: an expert the router can never choose")
+    ap.add_argument("--duplicate-expert", default=None, metavar="SRC:DST",
+                    help="expert DST's LoRA a copy of SRC's (a redundant pair)")
     args = ap.parse_args()
     with open(os.path.join(args.model, "config.json")) as f:
         base = json.load(f)
     make_adapter(args.out, base, args.family, args.seed, fmt=args.format, experts=args.experts,
                  top_k=args.top_k, r=args.r, alpha=args.alpha, rslora=args.rslora,
                  targets=[t for t in args.targets.split(",") if t] or None, heads=args.heads,
-                 dead_expert=args.dead_expert)
+                 dead_expert=args.dead_expert,
+                 duplicate_expert=tuple(int(x) for x in args.duplicate_expert.split(":"))
+                 if args.duplicate_expert else None)
 
 
 if __name__ == "__main__":
