@@ -147,5 +147,24 @@ TEST(ExpertDiagnosticsTest, AZeroDeltaHasNoSimilarityAndRankZero) {
   EXPECT_NEAR(d.Similarity(0, 0), 1.0, 1e-9);
 }
 
+TEST(ExpertDiagnosticsTest, ExtremeButFiniteWeightsEndWithoutHanging) {
+  // The loader admits any finite value: products of 1e30 overflow to Inf and NaN, which must
+  // leave figures that are not numbers, not a crash or an endless eigenvalue loop.
+  std::vector<HostLora> experts{
+      {Tensor::Empty(DType::kF32, {3, 8}), Tensor::Empty(DType::kF32, {6, 3})},
+      {Tensor::Empty(DType::kF32, {3, 8}), Tensor::Empty(DType::kF32, {6, 3})}};
+  for (HostLora& p : experts) {
+    for (Tensor* t : {&p.a, &p.b}) {
+      for (int64_t i = 0; i < t->numel(); ++i) t->data<float>()[i] = (i % 3 ? 1e30f : -3e38f);
+    }
+  }
+  const SiteDiagnostics d = DiagnoseSite(0, "o_proj", experts, Tensor());
+  EXPECT_EQ(d.experts, 2);
+  AdapterDiagnostics all;
+  all.sites.push_back(d);
+  EXPECT_TRUE(all.RedundantPairs(0.9).size() <= 1);
+  (void)all.Summary();
+}
+
 }  // namespace
 }  // namespace switchyard
