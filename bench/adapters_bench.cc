@@ -2,7 +2,8 @@
 //   decode step time for a batch of sequences: (a) all base, (b) all one adapter, (c) every
 //   sequence a different adapter; the naive MixLoRA variant (the frozen down projection per
 //   (token, expert), as the reference implementations run it) beside ours; routing statistics
-//   on and off;
+//   on and off; (g) every sequence a different mixture of two adapters, (h) every sequence the same
+//   mixture of two (docs/adapters.md "Mixtures"), against (c) and (b);
 //   adapter load time and bandwidth;
 //   p50/p99 step time while an adapter loads on a background thread, against the same steps
 //   without it.
@@ -34,7 +35,7 @@ ABSL_FLAG(int, steps, 8, "timed decode steps per scenario and round");
 ABSL_FLAG(int, rounds, 5, "rounds (scenarios alternate within each)");
 ABSL_FLAG(bool, json, false, "print JSON");
 ABSL_FLAG(std::string, only, "",
-          "run only these scenarios (letters of a..f), e.g. \"ab\"; skips the "
+          "run only these scenarios (letters of a..h), e.g. \"ab\"; skips the "
           "loading measurement");
 
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
@@ -44,9 +45,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Sequence i's adapters: a mixture (one member at weight 1: that adapter; none: the base).
+using Mixtures = std::vector<std::vector<AdapterMember>>;
+
 // Step times of `steps` decode steps after a 16-token prefill, sequence i using adapters[i].
-std::vector<double> DecodeSteps(Engine& engine, const std::vector<const AdapterWeights*>& adapters,
-                                int steps) {
+std::vector<double> DecodeSteps(Engine& engine, const Mixtures& adapters, int steps) {
   BlockPool pool(engine.num_kv_blocks());
   const int n = static_cast<int>(adapters.size());
   std::vector<std::vector<int32_t>> blocks(n);
@@ -55,7 +58,7 @@ std::vector<double> DecodeSteps(Engine& engine, const std::vector<const AdapterW
   for (int i = 0; i < n; ++i) {
     SY_CHECK(pool.Allocate((16 + steps + 15) / 16 + 1, &blocks[i]));
     for (int t = 0; t < 16; ++t) prefill.tokens.push_back((i * 31 + t * 7) % 500 + 1);
-    prefill.sequences.push_back({0, 16, blocks[i], true, adapters[i]});
+    prefill.sequences.push_back({0, 16, blocks[i], true, nullptr, false, adapters[i]});
   }
   SY_CHECK_OK(engine.Step(prefill).status());
   std::vector<double> times;
@@ -63,7 +66,7 @@ std::vector<double> DecodeSteps(Engine& engine, const std::vector<const AdapterW
     StepBatch step;
     for (int i = 0; i < n; ++i) {
       step.tokens.push_back((s * 13 + i) % 500 + 1);
-      step.sequences.push_back({len[i], 1, blocks[i], true, adapters[i]});
+      step.sequences.push_back({len[i], 1, blocks[i], true, nullptr, false, adapters[i]});
       ++len[i];
     }
     const auto t0 = Clock::now();
@@ -111,12 +114,20 @@ int Main() {
     loaded.push_back(std::move(*a));
   }
   const int batch = absl::GetFlag(FLAGS_batch), steps = absl::GetFlag(FLAGS_steps);
-  std::vector<const AdapterWeights*> none(batch, nullptr), one(batch, loaded[0].get()), many;
-  for (int i = 0; i < batch; ++i) many.push_back(loaded[i % loaded.size()].get());
+  const auto member = [&](size_t i, float w) {
+    return AdapterMember{loaded[i % loaded.size()].get(), w};
+  };
+  Mixtures none(batch), one(batch, {member(0, 1.0f)}), many, mixed,
+      mixed_one(batch, {member(0, 0.5f), member(1, 0.5f)});
+  for (int i = 0; i < batch; ++i) {
+    many.push_back({member(i, 1.0f)});
+    // Each sequence its own pair of adapters, weighted (g); every sequence one pair (h).
+    mixed.push_back({member(i, 0.6f), member(i + 1, 0.4f)});
+  }
 
   struct Scenario {
     const char* name;
-    const std::vector<const AdapterWeights*>* adapters;
+    const Mixtures* adapters;
     MoeLoraOptions options;
   };
   MoeLoraOptions ours, naive, no_stats;
@@ -129,6 +140,8 @@ int Main() {
       {"b, naive down projection", &one, naive},
       {"c, naive down projection", &many, naive},
       {"c, routing stats off", &many, no_stats},
+      {"g: distinct 2-adapter mixtures", &mixed, ours},
+      {"h: one 2-adapter mixture", &mixed_one, ours},
   };
   std::vector<std::vector<double>> medians(scenarios.size());
   const std::string only = absl::GetFlag(FLAGS_only);
@@ -171,11 +184,9 @@ int Main() {
   const struct {
     const char* name;
     size_t num, den;
-  } ratios[] = {{"(b)/(a)", 1, 0},
-                {"(c)/(b)", 2, 1},
-                {"naive/ours (b)", 3, 1},
-                {"naive/ours (c)", 4, 2},
-                {"stats on/off (c)", 2, 5}};
+  } ratios[] = {{"(b)/(a)", 1, 0},        {"(c)/(b)", 2, 1},          {"naive/ours (b)", 3, 1},
+                {"naive/ours (c)", 4, 2}, {"stats on/off (c)", 2, 5}, {"mixtures (g)/(c)", 6, 2},
+                {"mixture (h)/(b)", 7, 1}};
   for (const auto& r : ratios) {
     if (ms(r.num) > 0 && ms(r.den) > 0) out["ratios"][r.name] = ms(r.num) / ms(r.den);
   }

@@ -1,6 +1,7 @@
 // switchyard-cli: talks to switchyard-server over gRPC.
 //
-//   switchyard-cli [--target HOST:PORT] generate [--adapter A] [--max_tokens N] PROMPT
+//   switchyard-cli [--target HOST:PORT] generate [--adapter A | --mix A:W,B:W] [--max_tokens N]
+//                  PROMPT
 //   switchyard-cli chat [--adapter A] [--system TEXT]
 //   switchyard-cli adapters list | load NAME PATH [--pin] | swap NAME PATH | unload NAME [--drain]
 //   switchyard-cli stats ADAPTER [--total] [--compare]
@@ -24,8 +25,10 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "client/connection.h"
 #include "client/inspect.h"
@@ -35,6 +38,8 @@
 #include "switchyard/v1/switchyard.grpc.pb.h"
 
 ABSL_FLAG(std::string, adapter, "", "adapter name (empty: the base model)");
+ABSL_FLAG(std::string, mix, "",
+          "instead of --adapter: a mixture of adapters, NAME:WEIGHT,... (one member: a scale)");
 ABSL_FLAG(int, max_tokens, 256, "tokens to generate");
 ABSL_FLAG(double, temperature, 0.7, "sampling temperature (0: greedy)");
 ABSL_FLAG(double, top_p, 1.0, "nucleus sampling threshold");
@@ -70,9 +75,27 @@ int Usage() {
   return 2;
 }
 
+// --mix's NAME:WEIGHT,... into req.adapters; false (with a message) when malformed.
+bool AddMixture(const std::string& spec, v1::GenerateRequest* req) {
+  for (absl::string_view part : absl::StrSplit(spec, ',', absl::SkipEmpty())) {
+    const size_t colon = part.rfind(':');
+    float weight = 1.0f;
+    if (colon == absl::string_view::npos || colon == 0 ||
+        !absl::SimpleAtof(part.substr(colon + 1), &weight)) {
+      std::fprintf(stderr, "--mix: \"%s\" is not NAME:WEIGHT\n", std::string(part).c_str());
+      return false;
+    }
+    v1::AdapterWeight* a = req->add_adapters();
+    a->set_name(std::string(part.substr(0, colon)));
+    a->set_weight(weight);
+  }
+  return true;
+}
+
 v1::GenerateRequest BaseRequest() {
   v1::GenerateRequest req;
   req.set_adapter(absl::GetFlag(FLAGS_adapter));
+  if (!AddMixture(absl::GetFlag(FLAGS_mix), &req)) std::exit(2);
   req.set_max_tokens(absl::GetFlag(FLAGS_max_tokens));
   v1::SamplingParams* s = req.mutable_sampling();
   s->set_temperature(static_cast<float>(absl::GetFlag(FLAGS_temperature)));
@@ -114,6 +137,7 @@ void PrintFinish(const v1::GenerateStreamResponse& last) {
 
 void PrintRouting(const v1::RoutingSummary& routing) {
   for (const v1::SiteRouting& s : routing.sites()) {
+    if (!s.adapter().empty()) std::fprintf(stderr, "  %-12s", s.adapter().c_str());
     std::fprintf(stderr, "  layer %2d %-9s", s.layer(), s.site().c_str());
     for (int64_t n : s.expert_tokens()) std::fprintf(stderr, " %5lld", static_cast<long long>(n));
     std::fprintf(stderr, "\n");
@@ -348,7 +372,7 @@ int Main(const std::vector<char*>& positional) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "switchyard-cli [--target HOST:PORT] COMMAND ...\n"
-      "  generate [--adapter A] [--max_tokens N] [--routing] PROMPT...\n"
+      "  generate [--adapter A | --mix A:0.6,B:0.4] [--max_tokens N] [--routing] PROMPT...\n"
       "  chat [--adapter A] [--system TEXT]\n"
       "  adapters list | load NAME PATH [--pin] | swap NAME PATH | unload NAME [--drain]\n"
       "  stats ADAPTER [--total] [--compare] [--json]\n"

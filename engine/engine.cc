@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -26,7 +27,8 @@ struct Engine::State {
   KvCache kv;
   // Host-side metadata buffers, reused every step.
   std::vector<int32_t> positions, slots, token_seq, tables, logit_rows;
-  std::vector<const AdapterWeights*> token_adapter;
+  std::vector<AdapterMember> single_member;  // per sequence with `adapter`
+  std::vector<std::span<const AdapterMember>> token_members;
   std::vector<uint8_t> token_decisions;  // record this token's routing decisions
   std::unique_ptr<MoeLoraExecutor> moe_lora;
   Tensor host_logits;
@@ -201,12 +203,7 @@ absl::Status Engine::Validate(const StepBatch& batch) const {
                                                      s.block_table.size() * options_.block_size,
                                                      " positions; it needs ", end));
     }
-    if (s.adapter != nullptr &&
-        static_cast<int64_t>(s.adapter->layers.size()) != state_->config.num_layers) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", i, "'s adapter \"",
-                                                     s.adapter->name, "\" was built for ",
-                                                     s.adapter->layers.size(), " layers"));
-    }
+    SY_RETURN_IF_ERROR(ValidateAdapters(s, i));
     for (int32_t b : s.block_table) {
       if (b < 0 || b >= num_blocks) {
         return absl::InvalidArgumentError(
@@ -218,6 +215,34 @@ absl::Status Engine::Validate(const StepBatch& batch) const {
   if (sum != T) {
     return absl::InvalidArgumentError(
         absl::StrCat("sequences cover ", sum, " tokens but the step holds ", T));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::ValidateAdapters(const StepSequence& s, size_t i) const {
+  if (s.adapter != nullptr && !s.mixture.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequence ", i, " names both an adapter and a mixture"));
+  }
+  if (s.mixture.size() > kMaxMixtureMembers) {
+    return absl::InvalidArgumentError(absl::StrCat("sequence ", i, "'s mixture has ",
+                                                   s.mixture.size(), " members; at most ",
+                                                   kMaxMixtureMembers));
+  }
+  const AdapterMember single{s.adapter, 1.0f};
+  for (const AdapterMember& m : s.adapter != nullptr ? std::span(&single, 1) : s.mixture) {
+    if (m.adapter == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", i, "'s mixture has no adapter"));
+    }
+    if (!std::isfinite(m.weight)) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", i, "'s weight for adapter \"",
+                                                     m.adapter->name, "\" is not finite"));
+    }
+    if (static_cast<int64_t>(m.adapter->layers.size()) != state_->config.num_layers) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", i, "'s adapter \"",
+                                                     m.adapter->name, "\" was built for ",
+                                                     m.adapter->layers.size(), " layers"));
+    }
   }
   return absl::OkStatus();
 }
@@ -236,19 +261,23 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
   s.token_seq.resize(T);
   s.tables.assign(static_cast<size_t>(S * max_blocks), 0);
   s.logit_rows.clear();
-  s.token_adapter.assign(static_cast<size_t>(T), nullptr);
+  s.single_member.resize(static_cast<size_t>(S));
+  s.token_members.assign(static_cast<size_t>(T), {});
   s.token_decisions.assign(static_cast<size_t>(T), 0);
   const int bs = options_.block_size;
   int64_t t = 0;
   for (int64_t i = 0; i < S; ++i) {
     const StepSequence& seq = batch.sequences[i];
     std::copy(seq.block_table.begin(), seq.block_table.end(), s.tables.begin() + i * max_blocks);
+    s.single_member[i] = {seq.adapter, 1.0f};
+    const std::span<const AdapterMember> members =
+        seq.adapter != nullptr ? std::span(&s.single_member[i], 1) : seq.mixture;
     for (int64_t j = 0; j < seq.num_tokens; ++j, ++t) {
       const int64_t pos = seq.first_position + j;
       s.positions[t] = static_cast<int32_t>(pos);
       s.slots[t] = seq.block_table[pos / bs] * bs + static_cast<int32_t>(pos % bs);
       s.token_seq[t] = static_cast<int32_t>(i);
-      s.token_adapter[t] = seq.adapter;
+      s.token_members[t] = members;
       s.token_decisions[t] = seq.record_routing ? 1 : 0;
     }
     if (seq.want_logits) s.logit_rows.push_back(static_cast<int32_t>(t - 1));
@@ -270,7 +299,7 @@ absl::StatusOr<StepOutput> Engine::Step(const StepBatch& batch) {
   SY_ASSIGN_OR_RETURN(Tensor rows, s.backend->Upload(wrap(s.logit_rows, {R})));
   StepOutput out;
   SY_ASSIGN_OR_RETURN(const bool adapted,
-                      s.moe_lora->BeginStep(s.token_adapter, s.token_decisions, &out.routing));
+                      s.moe_lora->BeginStep(s.token_members, s.token_decisions, &out.routing));
   SY_ASSIGN_OR_RETURN(Tensor logits,
                       s.model->Forward(meta, rows, s.kv, adapted ? s.moe_lora.get() : nullptr));
   if (adapted) SY_RETURN_IF_ERROR(s.moe_lora->EndStep());

@@ -72,6 +72,9 @@ struct EngineOptions {
   RoutingWindowOptions routing_window;
 };
 
+// Members of one sequence's adapter mixture, at most (RoutingDecision::member is 8 bits).
+inline constexpr int kMaxMixtureMembers = 16;
+
 // One sequence's share of a step: tokens [first_position, first_position + num_tokens) of it,
 // stored contiguously in StepBatch::tokens in sequence order.
 struct StepSequence {
@@ -81,6 +84,9 @@ struct StepSequence {
   bool want_logits = false;                 // logits after its last token of this step
   const AdapterWeights* adapter = nullptr;  // null: the base model; must outlive the step
   bool record_routing = false;  // report its tokens' selected experts in StepOutput::routing
+  // Several adapters with weights (or one with a scale) instead of `adapter`: each member's delta
+  // weighted (docs/adapters.md "Mixtures"); at most kMaxMixtureMembers, finite weights.
+  std::span<const AdapterMember> mixture;
 };
 
 struct StepBatch {
@@ -132,6 +138,7 @@ class Engine {
  private:
   explicit Engine(const EngineOptions& options);
   absl::Status Validate(const StepBatch& batch) const;
+  absl::Status ValidateAdapters(const StepSequence& s, size_t i) const;
 
   EngineOptions options_;
   struct State;

@@ -71,4 +71,11 @@ struct AdapterWeights {
   std::shared_ptr<const AdapterDiagnostics> diagnostics;
 };
 
+// One adapter of a token's mixture: its delta enters scaled by `weight` (docs/adapters.md,
+// "Mixtures"). A plain request is the mixture {adapter, 1}.
+struct AdapterMember {
+  const AdapterWeights* adapter = nullptr;
+  float weight = 1.0f;
+};
+
 }  // namespace switchyard

@@ -12,8 +12,17 @@ MoeLoraExecutor::MoeLoraExecutor(Backend& backend, const ModelConfig& model,
     : backend_(backend), model_(model), weights_(weights), options_(options) {}
 
 absl::StatusOr<bool> MoeLoraExecutor::BeginStep(
-    std::span<const AdapterWeights* const> adapter_of_token,
+    std::span<const std::span<const AdapterMember>> members_of_token,
     std::span<const uint8_t> decisions_of_token, RoutingStats* stats) {
+  if (!options_.down_projection_once) {
+    // That path zeroes the activation and runs W2 per expert: it has no base to keep.
+    for (std::span<const AdapterMember> members : members_of_token) {
+      if (members.size() > 1 || (members.size() == 1 && members[0].weight != 1.0f)) {
+        return absl::UnimplementedError(
+            "adapter mixtures need MoeLoraOptions::down_projection_once");
+      }
+    }
+  }
   status_ = absl::OkStatus();
   stats_ = options_.record_stats ? stats : nullptr;
   decisions_of_token_ = decisions_of_token;
@@ -23,7 +32,7 @@ absl::StatusOr<bool> MoeLoraExecutor::BeginStep(
   decisions_ = any_decisions ? stats : nullptr;
   if (decisions_ != nullptr) decisions_->decisions.clear();
   if (stats_ != nullptr) stats_->adapters.clear();
-  plan_ = BuildMoeLoraPlan(model_, adapter_of_token, stats_);
+  plan_ = BuildMoeLoraPlan(model_, members_of_token, stats_);
   if (plan_.empty()) return false;
   SY_RETURN_IF_ERROR(PrepareBuffers());
   return true;
@@ -87,15 +96,15 @@ absl::Status MoeLoraExecutor::EndStep() {
     SiteRoutingStats& s = stats_->adapters[rec.adapter].sites[rec.site];
     const double* p = host.data<double>() + rec.offset;
     const int E = rec.num_experts;
-    s.tokens = static_cast<int64_t>(p[0]);
-    s.entropy_sum = p[1];
-    s.z_sum = p[2];
+    s.tokens += static_cast<int64_t>(p[0]);
+    s.entropy_sum += p[1];
+    s.z_sum += p[2];
     for (int e = 0; e < E; ++e) {
-      s.prob_sum[e] = p[3 + e];
-      s.gate_sum[e] = p[3 + E + e];
-      s.selections[e] = static_cast<int64_t>(p[3 + 2 * E + e]);
+      s.prob_sum[e] += p[3 + e];
+      s.gate_sum[e] += p[3 + E + e];
+      s.selections[e] += static_cast<int64_t>(p[3 + 2 * E + e]);
     }
-    for (int i = 0; i <= E; ++i) s.experts_per_token[i] = static_cast<int64_t>(p[3 + 3 * E + i]);
+    for (int i = 0; i <= E; ++i) s.experts_per_token[i] += static_cast<int64_t>(p[3 + 3 * E + i]);
   }
   return absl::OkStatus();
 }
@@ -131,10 +140,8 @@ void MoeLoraExecutor::RunSites(int layer, const SiteCall& c, const Tensor& x, Te
   RoutersAndRoute(layer, c, xg);
   const Tensor expand = View(buf_.expand, c.slots, c.omax);
   ShrinkExpand(c, xg, expand);
-  if (!c.combine_y.empty()) {
-    backend_.CombineSlots(expand, buf_.expert, buf_.weight, buf_.position, c.combine_y, &buf_.ints,
-                          nullptr, Backend::Combine::kAdd, y);
-  }
+  CombineByMember(expand, buf_.expert, buf_.weight, buf_.position, c.combine_y, c.y_passes, nullptr,
+                  y);
   if (!c.combine_merge.empty()) {
     Tensor merged = View(buf_.merge, c.merge_rows, c.max_out);
     backend_.ZeroFill(merged);
@@ -165,6 +172,20 @@ void MoeLoraExecutor::HeadProjection(const SiteCall& c, Tensor& xg) {
   }
 }
 
+void MoeLoraExecutor::CombineByMember(const Tensor& src, const Tensor& slot_expert,
+                                      const Tensor& slot_weight, const Tensor& position,
+                                      std::span<const CombineUnit> units,
+                                      std::span<const size_t> passes, const Tensor* bias,
+                                      Tensor& dst) {
+  size_t begin = 0;
+  for (size_t end : passes) {
+    backend_.CombineSlots(src, slot_expert, slot_weight, position,
+                          units.subspan(begin, end - begin), &buf_.ints, bias,
+                          Backend::Combine::kAdd, dst);
+    begin = end;
+  }
+}
+
 void MoeLoraExecutor::RoutersAndRoute(int layer, const SiteCall& c, const Tensor& xg) {
   const Tensor logits = View(buf_.logits, c.sub_rows, c.max_e);
   jobs_.clear();
@@ -180,7 +201,8 @@ void MoeLoraExecutor::RoutersAndRoute(int layer, const SiteCall& c, const Tensor
   if (decisions_ != nullptr) {
     std::vector<DecisionUnit> units;
     for (size_t i = 0; i < c.units.size(); ++i) {
-      units.push_back({&c.route[i], c.units[i].group, c.units[i].site, c.units[i].lora->heads});
+      const PlanGroup& g = plan_.groups[c.units[i].group];
+      units.push_back({&c.route[i], &g.tokens, g.member, c.units[i].site, c.units[i].lora->heads});
     }
     RecordDecisions(layer, units, buf_.expert, c.slots);
   }
@@ -266,7 +288,8 @@ void MoeLoraExecutor::BeforeDown(int layer, const Tensor& x, const Tensor& gate_
   if (decisions_ != nullptr) {
     std::vector<DecisionUnit> units;
     for (size_t i = 0; i < c.units.size(); ++i) {
-      units.push_back({&c.route[i], c.units[i].group, kFfnBlockSite, 1});
+      units.push_back({&c.route[i], &c.units[i].tokens, plan_.groups[c.units[i].group].member,
+                       kFfnBlockSite, 1});
     }
     RecordDecisions(layer, units, buf_.mix_expert, c.slots);
   }
@@ -291,10 +314,13 @@ void MoeLoraExecutor::BeforeDown(int layer, const Tensor& x, const Tensor& gate_
   // order, the FFN activation becomes sum_e w_e a_e.
   Tensor as_act = View(buf_.act, c.slots, F);
   backend_.SegmentedGatedActivation(gu, buf_.seg_start, c.acts, as_act);
-  backend_.CombineSlots(
-      as_act, buf_.mix_expert, buf_.mix_weight, buf_.mix_position, c.combine_act, &buf_.ints,
-      nullptr,
-      options_.down_projection_once ? Backend::Combine::kOverwrite : Backend::Combine::kZero, act);
+  if (options_.down_projection_once) {
+    CombineByMember(as_act, buf_.mix_expert, buf_.mix_weight, buf_.mix_position, c.combine_act,
+                    c.passes, nullptr, act);
+  } else {
+    backend_.CombineSlots(as_act, buf_.mix_expert, buf_.mix_weight, buf_.mix_position,
+                          c.combine_act, &buf_.ints, nullptr, Backend::Combine::kZero, act);
+  }
 
   // Rank-r down corrections per (token, expert), added after the base down projection.
   Tensor sd = View(buf_.shrink, c.slots, c.rmax);
@@ -314,9 +340,8 @@ void MoeLoraExecutor::MixDown(int layer, Tensor& y) {
   if (c.units.empty()) return;
   const Tensor& bias = weights_.layers[layer].down_bias;
   const bool with_bias = bias.defined() && options_.down_projection_once;
-  backend_.CombineSlots(View(buf_.down, c.slots, model_.hidden_size), buf_.mix_expert,
-                        buf_.mix_weight, buf_.mix_position, c.combine_down, &buf_.ints,
-                        with_bias ? &bias : nullptr, Backend::Combine::kAdd, y);
+  CombineByMember(View(buf_.down, c.slots, model_.hidden_size), buf_.mix_expert, buf_.mix_weight,
+                  buf_.mix_position, c.combine_down, c.passes, with_bias ? &bias : nullptr, y);
 }
 
 void MoeLoraExecutor::RecordDecisions(int layer, std::span<const DecisionUnit> units,
@@ -332,14 +357,14 @@ void MoeLoraExecutor::RecordDecisions(int layer, std::span<const DecisionUnit> u
   const int32_t* expert = host.data<int32_t>();
   for (const DecisionUnit& u : units) {
     if (u.route->spec.routing == Routing::kSingle) continue;
-    const std::vector<int32_t>& tokens = plan_.groups[u.group].tokens;
     for (int64_t r = 0; r < u.route->rows; ++r) {
-      const int32_t token = tokens[r / u.heads];
+      const int32_t token = (*u.tokens)[r / u.heads];
       if (!options_.record_decisions && decisions_of_token_[token] == 0) continue;
       RoutingDecision d{token,
                         static_cast<int16_t>(layer),
                         static_cast<int8_t>(u.site),
                         static_cast<int16_t>(r % u.heads),
+                        static_cast<int8_t>(u.member),
                         {}};
       for (int j = 0; j < u.route->slots; ++j) {
         const int32_t e = expert[u.route->slot_off + r * u.route->slots + j];

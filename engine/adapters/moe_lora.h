@@ -44,11 +44,12 @@ class MoeLoraExecutor final : public LayerHooks {
   MoeLoraExecutor(Backend& backend, const ModelConfig& model, const ModelWeights& weights,
                   MoeLoraOptions options);
 
-  // Prepares a step: adapter_of_token[t] is token t's adapter or null. Returns false when no token
-  // has one (the step then needs no hooks). `stats` (may be null) receives the step's routing at
-  // EndStep, with the decisions of tokens whose decisions_of_token[t] is set (of all tokens with
-  // MoeLoraOptions::record_decisions). Errors: device memory for the step's buffers.
-  absl::StatusOr<bool> BeginStep(std::span<const AdapterWeights* const> adapter_of_token,
+  // Prepares a step: members_of_token[t] are token t's adapters with their weights (empty: the
+  // base model). Returns false when no token has one (the step then needs no hooks). `stats` (may
+  // be null) receives the step's routing at EndStep, with the decisions of tokens whose
+  // decisions_of_token[t] is set (of all tokens with MoeLoraOptions::record_decisions). Errors:
+  // device memory for the step's buffers; a weighted mixture with down_projection_once off.
+  absl::StatusOr<bool> BeginStep(std::span<const std::span<const AdapterMember>> members_of_token,
                                  std::span<const uint8_t> decisions_of_token, RoutingStats* stats);
   // After the forward pass: the step's routing statistics into `stats`, and any failure of the
   // hooks (which cannot return one).
@@ -78,9 +79,14 @@ class MoeLoraExecutor final : public LayerHooks {
   void ShrinkExpand(const SiteCall& call, const Tensor& xg, const Tensor& expand);
   void Merge(const SiteCall& call, Tensor& merged, Tensor& y);
   void MixDown(int layer, Tensor& y);
+  // Adds each member's units into dst, one CombineSlots per member (`passes`: the runs' ends).
+  void CombineByMember(const Tensor& src, const Tensor& slot_expert, const Tensor& slot_weight,
+                       const Tensor& position, std::span<const CombineUnit> units,
+                       std::span<const size_t> passes, const Tensor* bias, Tensor& dst);
   struct DecisionUnit {
     const RouteUnit* route;
-    int group, site, heads;
+    const std::vector<int32_t>* tokens;  // the unit's step tokens
+    int member, site, heads;
   };
   // Each routed row's experts, for the tokens that asked (waits for the device: tests and
   // requests that record their routing only).

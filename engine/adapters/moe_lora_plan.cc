@@ -1,6 +1,7 @@
 #include "engine/adapters/moe_lora_plan.h"
 
 #include <algorithm>
+#include <initializer_list>
 
 namespace switchyard {
 namespace {
@@ -46,8 +47,9 @@ class PlanBuilder {
  public:
   PlanBuilder(const ModelConfig& model, RoutingStats* stats) : model_(model), stats_(stats) {}
 
-  MoeLoraPlan Build(std::span<const AdapterWeights* const> adapter_of_token) && {
-    GroupTokens(adapter_of_token);
+  MoeLoraPlan Build(std::span<const std::span<const AdapterMember>> members_of_token) && {
+    num_tokens_ = static_cast<int64_t>(members_of_token.size());
+    GroupTokens(members_of_token);
     if (plan_.groups.empty()) return std::move(plan_);
     plan_.layers.resize(static_cast<size_t>(model_.num_layers));
     for (int layer = 0; layer < model_.num_layers; ++layer) {
@@ -63,42 +65,61 @@ class PlanBuilder {
   }
 
  private:
-  void GroupTokens(std::span<const AdapterWeights* const> adapter_of_token) {
+  void GroupTokens(std::span<const std::span<const AdapterMember>> members_of_token) {
     std::vector<PlanGroup>& groups = plan_.groups;
-    for (int32_t t = 0; t < static_cast<int32_t>(adapter_of_token.size()); ++t) {
-      const AdapterWeights* a = adapter_of_token[t];
-      if (a == nullptr) continue;
-      auto it = std::find_if(groups.begin(), groups.end(),
-                             [&](const PlanGroup& g) { return g.adapter == a; });
-      if (it == groups.end()) {
-        groups.push_back({a, {}, 0, -1});
-        it = groups.end() - 1;
-        if (stats_ != nullptr) {
-          it->stats_index = static_cast<int>(stats_->adapters.size());
-          stats_->adapters.push_back({a->name, a->version, {}});
+    for (int32_t t = 0; t < static_cast<int32_t>(members_of_token.size()); ++t) {
+      const std::span<const AdapterMember> members = members_of_token[t];
+      for (int k = 0; k < static_cast<int>(members.size()); ++k) {
+        const AdapterMember& m = members[k];
+        if (m.adapter == nullptr) continue;
+        auto it = std::find_if(groups.begin(), groups.end(), [&](const PlanGroup& g) {
+          return g.adapter == m.adapter && g.member == k && g.weight == m.weight;
+        });
+        if (it == groups.end()) {
+          groups.push_back({m.adapter, k, m.weight, {}, 0, -1});
+          it = groups.end() - 1;
         }
+        it->tokens.push_back(t);
       }
-      it->tokens.push_back(t);
     }
+    std::stable_sort(groups.begin(), groups.end(),
+                     [](const PlanGroup& a, const PlanGroup& b) { return a.member < b.member; });
     for (PlanGroup& g : groups) {
       g.tokens_off = static_cast<int64_t>(plan_.ints.size());
       plan_.ints.insert(plan_.ints.end(), g.tokens.begin(), g.tokens.end());
+      if (stats_ == nullptr) continue;
+      const auto same = std::find_if(groups.begin(), groups.end(), [&](const PlanGroup& o) {
+        return o.adapter == g.adapter && o.stats_index >= 0;
+      });
+      if (same != groups.end()) {
+        g.stats_index = same->stats_index;
+      } else {
+        g.stats_index = static_cast<int>(stats_->adapters.size());
+        stats_->adapters.push_back({g.adapter->name, g.adapter->version, {}});
+      }
     }
   }
 
-  // A zeroed routing record for (group, layer, site), or -1 without statistics.
+  // A routing record for (group, layer, site), or -1 without statistics. Groups of one adapter
+  // share the site's entry (each unit has a record of its own: EndStep adds them up).
   int64_t AddRecord(const PlanGroup& g, int layer, int site, const RouterSpec& spec) {
     if (stats_ == nullptr || g.stats_index < 0 || spec.routing == Routing::kSingle) return -1;
-    SiteRoutingStats shape;
-    shape.layer = layer;
-    shape.site = site;
-    shape.num_experts = spec.num_experts;
-    shape.dense = spec.routing == Routing::kDense;
     std::vector<SiteRoutingStats>& sites = stats_->adapters[g.stats_index].sites;
-    sites.push_back(shape.EmptyLike());
+    auto entry = std::find_if(sites.begin(), sites.end(), [&](const SiteRoutingStats& s) {
+      return s.layer == layer && s.site == site;
+    });
+    if (entry == sites.end()) {
+      SiteRoutingStats shape;
+      shape.layer = layer;
+      shape.site = site;
+      shape.num_experts = spec.num_experts;
+      shape.dense = spec.routing == Routing::kDense;
+      sites.push_back(shape.EmptyLike());
+      entry = sites.end() - 1;
+    }
     const int64_t offset = plan_.stats_size;
     plan_.records.push_back(
-        {g.stats_index, static_cast<int>(sites.size()) - 1, offset, spec.num_experts});
+        {g.stats_index, static_cast<int>(entry - sites.begin()), offset, spec.num_experts});
     plan_.stats_size += RoutingRecordSize(spec.num_experts);
     return offset;
   }
@@ -139,7 +160,12 @@ class PlanBuilder {
       }
     }
     if (c.units.empty()) return c;
-    for (SiteUnit& u : c.units) LayoutSiteUnit(layer, u, c);
+    std::vector<int> y_member;
+    for (SiteUnit& u : c.units) {
+      LayoutSiteUnit(layer, u, c);
+      if (u.merge_off < 0) y_member.push_back(plan_.groups[u.group].member);
+    }
+    c.y_passes = OrderByMember(y_member, {&c.combine_y});
     FillSiteSlots(c);
     PlanCapacity& cap = plan_.capacity;
     cap.x = std::max(cap.x, c.rows * c.in);
@@ -173,8 +199,8 @@ class PlanBuilder {
                 c.segments,
                 AddRecord(g, layer, u.site, lora.spec)};
     c.route.push_back(r);
-    CombineUnit comb{n * lora.heads, c.slots, S,     lora.heads,
-                     g.tokens_off,   0,       u.col, u.out / lora.heads};
+    CombineUnit comb{n * lora.heads,     c.slots,  S,   lora.heads, g.tokens_off, 0, u.col,
+                     u.out / lora.heads, g.weight, 1.0f};
     if (lora.merge.rank > 0) {
       u.merge_off = c.merge_rows;
       comb.dst_rows_off = -1;
@@ -223,26 +249,60 @@ class PlanBuilder {
     }
   }
 
-  MixCall BuildMixCall(int layer) {
-    MixCall c;
-    c.x_src_off = static_cast<int64_t>(plan_.ints.size());
-    const int64_t d = model_.hidden_size, F = model_.intermediate_size;
+  // The units of a MixLoRA layer: per group, its tokens split by `keep` (see MixUnit).
+  std::vector<MixUnit> MixUnits(int layer) {
+    std::vector<float> total(static_cast<size_t>(num_tokens_), 0.0f);
+    std::vector<int> opener(static_cast<size_t>(num_tokens_), -1);
+    for (int g = 0; g < static_cast<int>(plan_.groups.size()); ++g) {
+      const PlanGroup& group = plan_.groups[g];
+      if (group.adapter->layers[layer].ffn == nullptr) continue;
+      for (int32_t t : group.tokens) {
+        total[t] += group.weight;
+        if (opener[t] < 0) opener[t] = g;  // groups come by member
+      }
+    }
+    std::vector<MixUnit> units;
     for (int g = 0; g < static_cast<int>(plan_.groups.size()); ++g) {
       const MixLoraBlock* block = plan_.groups[g].adapter->layers[layer].ffn.get();
       if (block == nullptr) continue;
-      c.units.push_back({g, block, c.rows});
-      AppendRows(plan_.groups[g]);
-      c.rows += static_cast<int64_t>(plan_.groups[g].tokens.size());
+      const size_t first = units.size();
+      for (int32_t t : plan_.groups[g].tokens) {
+        const float keep = opener[t] == g ? 1.0f - total[t] : 1.0f;
+        auto it = std::find_if(units.begin() + first, units.end(),
+                               [&](const MixUnit& u) { return u.keep == keep; });
+        if (it == units.end()) {
+          units.push_back({g, block, 0, keep, {}, 0});
+          it = units.end() - 1;
+        }
+        it->tokens.push_back(t);
+      }
     }
+    return units;
+  }
+
+  MixCall BuildMixCall(int layer) {
+    MixCall c;
+    c.units = MixUnits(layer);
     if (c.units.empty()) return c;
+    const int64_t d = model_.hidden_size, F = model_.intermediate_size;
+    // The units' token lists, back to back, are also the rows the routers read.
+    c.x_src_off = static_cast<int64_t>(plan_.ints.size());
+    for (MixUnit& u : c.units) {
+      u.x_off = c.rows;
+      u.tokens_off = c.x_src_off + c.rows;
+      plan_.ints.insert(plan_.ints.end(), u.tokens.begin(), u.tokens.end());
+      c.rows += static_cast<int64_t>(u.tokens.size());
+    }
+    std::vector<int> member;
     for (const MixUnit& u : c.units) {
       const PlanGroup& g = plan_.groups[u.group];
-      const int64_t n = static_cast<int64_t>(g.tokens.size());
+      const int64_t n = static_cast<int64_t>(u.tokens.size());
       const int E = u.block->spec.num_experts, S = SlotsPerRow(u.block->spec);
       c.route.push_back({u.block->spec, n, u.x_off, c.slots, S, c.segments,
                          AddRecord(g, layer, kFfnBlockSite, u.block->spec)});
-      c.combine_act.push_back({n, c.slots, S, 1, g.tokens_off, 0, 0, F});
-      c.combine_down.push_back({n, c.slots, S, 1, g.tokens_off, 0, 0, d});
+      c.combine_act.push_back({n, c.slots, S, 1, u.tokens_off, 0, 0, F, g.weight, u.keep});
+      c.combine_down.push_back({n, c.slots, S, 1, u.tokens_off, 0, 0, d, g.weight, 1.0f});
+      member.push_back(g.member);
       c.acts.push_back({c.segments, c.segments + E, u.block->act});
       for (int e = 0; e < E; ++e) {
         const MixLoraExpert* x =
@@ -258,11 +318,13 @@ class PlanBuilder {
       c.segments += E;
       c.max_e = std::max(c.max_e, E);
     }
+    // Units already come by member (groups do): the passes are the runs.
+    c.passes = OrderByMember(member, {&c.combine_act, &c.combine_down});
     c.slot_xrow_off = Reserve(c.slots);
     c.slot_token_off = Reserve(c.slots);
     for (size_t i = 0; i < c.units.size(); ++i) {
       const RouteUnit& r = c.route[i];
-      const std::vector<int32_t>& tokens = plan_.groups[c.units[i].group].tokens;
+      const std::vector<int32_t>& tokens = c.units[i].tokens;
       for (int64_t row = 0; row < r.rows; ++row) {
         for (int j = 0; j < r.slots; ++j) {
           const int64_t s = r.slot_off + row * r.slots + j;
@@ -284,17 +346,38 @@ class PlanBuilder {
     return c;
   }
 
+  // Orders the combine lists (parallel, one entry per member[i]) by member, stably, and returns
+  // the end of each member's run: one CombineSlots pass each.
+  static std::vector<size_t> OrderByMember(const std::vector<int>& member,
+                                           std::initializer_list<std::vector<CombineUnit>*> lists) {
+    std::vector<size_t> order(member.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return member[a] < member[b]; });
+    for (std::vector<CombineUnit>* list : lists) {
+      std::vector<CombineUnit> sorted;
+      for (size_t i : order) sorted.push_back((*list)[i]);
+      *list = std::move(sorted);
+    }
+    std::vector<size_t> ends;
+    for (size_t i = 0; i < order.size(); ++i) {
+      if (i + 1 == order.size() || member[order[i + 1]] != member[order[i]]) ends.push_back(i + 1);
+    }
+    return ends;
+  }
+
   const ModelConfig& model_;
   RoutingStats* stats_;
+  int64_t num_tokens_ = 0;
   MoeLoraPlan plan_;
 };
 
 }  // namespace
 
 MoeLoraPlan BuildMoeLoraPlan(const ModelConfig& model,
-                             std::span<const AdapterWeights* const> adapter_of_token,
+                             std::span<const std::span<const AdapterMember>> members_of_token,
                              RoutingStats* stats) {
-  return PlanBuilder(model, stats).Build(adapter_of_token);
+  return PlanBuilder(model, stats).Build(members_of_token);
 }
 
 }  // namespace switchyard

@@ -18,11 +18,16 @@
 
 namespace switchyard {
 
+// The tokens that have `adapter` as member `member` of their mixture, with `weight`. Groups come
+// ordered by member: a token's members then combine into its rows in mixture order, one
+// CombineSlots pass per member (a pass never writes a row twice).
 struct PlanGroup {
   const AdapterWeights* adapter = nullptr;
+  int member = 0;
+  float weight = 1.0f;
   std::vector<int32_t> tokens;  // step tokens, ascending
   int64_t tokens_off = 0;       // of `tokens` in MoeLoraPlan::ints
-  int stats_index = -1;         // in RoutingStats::adapters
+  int stats_index = -1;         // in RoutingStats::adapters (shared by the adapter's groups)
 };
 
 // One adapter's routed LoRA on one site of a call.
@@ -41,8 +46,9 @@ struct SiteUnit {
 struct SiteCall {
   std::vector<SiteUnit> units;
   std::vector<RouteUnit> route;            // per unit
-  std::vector<CombineUnit> combine_y;      // units that add into y
-  std::vector<CombineUnit> combine_merge;  // MH-MoE units with a merge projection
+  std::vector<CombineUnit> combine_y;      // units that add into y, by member
+  std::vector<size_t> y_passes;            // end of each member's run in combine_y
+  std::vector<CombineUnit> combine_merge;  // MH-MoE units with a merge projection (own rows)
   // Per segment: the expert's A (null: HydraLoRA), one list per distinct MH-MoE head count of
   // the call (the gathered input is read as [.., in / heads]).
   std::vector<std::pair<int, std::vector<const Weight*>>> shrink;
@@ -59,18 +65,24 @@ struct SiteCall {
   bool shared_a = false;  // some unit is HydraLoRA (one A shared by its experts)
 };
 
+// A group's tokens at one MixLoRA layer that share their `keep` (CombineUnit): the first MixLoRA
+// member of a token scales the base activation by 1 - (its MixLoRA members' total weight).
 struct MixUnit {
   int group = 0;
   const MixLoraBlock* block = nullptr;
   int64_t x_off = 0;
+  float keep = 1.0f;
+  std::vector<int32_t> tokens;  // step tokens, ascending
+  int64_t tokens_off = 0;       // in MoeLoraPlan::ints
 };
 
 // The MixLoRA blocks of one layer.
 struct MixCall {
-  std::vector<MixUnit> units;
+  std::vector<MixUnit> units;  // by member
   std::vector<RouteUnit> route;
   std::vector<CombineUnit> combine_act;            // into the FFN activation
   std::vector<CombineUnit> combine_down;           // the down corrections, into y
+  std::vector<size_t> passes;                      // end of each member's run of units
   std::array<std::vector<const Weight*>, 3> a, b;  // gate, up, down per segment (null: rank 0)
   std::vector<const Weight*> down_base;            // W2 per segment (the per-expert path)
   std::vector<SegmentActivation> acts;
@@ -85,7 +97,8 @@ struct LayerPlan {
   MixCall mix;
 };
 
-// Where a routing record lives, for copying the step's statistics back.
+// Where a routing record lives, for copying the step's statistics back (an adapter's groups and
+// units may share a site entry: their records add up).
 struct StatsRecord {
   int adapter = 0;  // RoutingStats::adapters index
   int site = 0;     // index in its sites
@@ -110,10 +123,11 @@ struct MoeLoraPlan {
   bool empty() const { return groups.empty(); }
 };
 
-// The plan of a step whose token t uses adapter_of_token[t] (null: none). With `stats`, the
-// routed sites get records, and stats->adapters their (zero) entries in the order of execution.
+// The plan of a step whose token t uses the adapters members_of_token[t] (empty: none; a member
+// with a null adapter is skipped). With `stats`, the routed sites get records, and
+// stats->adapters their (zero) entries in the order of execution.
 MoeLoraPlan BuildMoeLoraPlan(const ModelConfig& model,
-                             std::span<const AdapterWeights* const> adapter_of_token,
+                             std::span<const std::span<const AdapterMember>> members_of_token,
                              RoutingStats* stats);
 
 }  // namespace switchyard

@@ -44,6 +44,7 @@ struct RoutingDecision {
   int16_t layer = 0;
   int8_t site = 0;
   int16_t head = 0;              // MH-MoE sub-token
+  int8_t member = 0;             // the adapter's index in the token's mixture
   std::vector<int16_t> experts;  // ascending
 };
 

@@ -193,11 +193,12 @@ class Backend {
   // GatedActivation of the sorted rows of each range's segments (gate_up [k, 2F] -> out [k, F]).
   virtual void SegmentedGatedActivation(const Tensor& gate_up, const Tensor& seg_start,
                                         std::span<const SegmentActivation> ranges, Tensor& out) = 0;
-  enum class Combine { kAdd, kOverwrite, kZero };
-  // For every routed row r of every unit: the destination (row, columns) of CombineUnit gets the
-  // sum over the row's filled slots, by ascending expert, of weight * src[position[slot], :width]
-  // (kAdd: added; kOverwrite: replaces it; kZero: set to zero); with `bias`, kAdd also adds
-  // (sum of the weights - 1) * bias. src [A, >= width] F32.
+  enum class Combine { kAdd, kZero };
+  // For every routed row r of every unit: the destination (row, columns) of CombineUnit becomes
+  // keep * itself + scale * the sum over the row's filled slots, by ascending expert, of
+  // weight * src[position[slot], :width] (keep 0: the old value is not read); with `bias`, also
+  // + scale * (sum of the weights - 1) * bias. kZero sets it to zero. src [A, >= width] F32. No
+  // two units may share a destination row (their order would be undefined): callers split them.
   virtual void CombineSlots(const Tensor& src, const Tensor& slot_expert, const Tensor& slot_weight,
                             const Tensor& position, std::span<const CombineUnit> units,
                             const Tensor* dst_rows, const Tensor* bias, Combine mode,

@@ -82,6 +82,10 @@ struct CombineUnit {
   int64_t dst_row_base = 0;   // or dst_row_base + r / heads when dst_rows_off < 0
   int64_t col = 0;            // head j writes columns [col + j * width, + width)
   int64_t width = 0;          // per head
+  // Combine::kAdd: dst = keep * dst + scale * sum (a mixture member's weight, and for the first
+  // MixLoRA member of a token, 1 - the token's MixLoRA weight: docs/adapters.md "Mixtures").
+  float scale = 1.0f;
+  float keep = 1.0f;
 };
 
 }  // namespace switchyard

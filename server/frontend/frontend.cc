@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "engine/core/json_util.h"
 #include "engine/core/log.h"
 #include "engine/core/status_macros.h"
@@ -22,13 +23,17 @@ namespace {
 // Forwards a request's events and logs one line when it finishes.
 class LoggingSink final : public RequestSink {
  public:
-  LoggingSink(std::shared_ptr<RequestSink> inner, std::string adapter,
+  // `adapter` names the request's adapter or mixture in the log; `observed` for the observer.
+  LoggingSink(std::shared_ptr<RequestSink> inner, std::string adapter, std::string observed,
               const FrontendObserver* observer)
-      : inner_(std::move(inner)), adapter_(std::move(adapter)), observer_(observer) {}
+      : inner_(std::move(inner)),
+        adapter_(std::move(adapter)),
+        observed_(std::move(observed)),
+        observer_(observer) {}
 
   void Deliver(RequestEvent e) override {
     if (e.finished()) {
-      if (observer_->request_finished) observer_->request_finished(adapter_, e);
+      if (observer_->request_finished) observer_->request_finished(observed_, e);
       const RequestUsage& u = e.usage;
       const double ttft =
           u.first_token > u.arrival ? absl::ToDoubleMilliseconds(u.first_token - u.arrival) : -1;
@@ -45,7 +50,7 @@ class LoggingSink final : public RequestSink {
 
  private:
   std::shared_ptr<RequestSink> inner_;
-  std::string adapter_;
+  std::string adapter_, observed_;
   const FrontendObserver* observer_;
 };
 
@@ -239,7 +244,10 @@ absl::StatusOr<Submitted> Frontend::SubmitUnobserved(GenerateInput input,
   GenerationRequest& r = p.request;
   out.prompt = r.prompt;
   out.adapter = r.adapter;
-  r.sink = std::make_shared<LoggingSink>(std::move(sink), out.adapter_name, &observer_);
+  // Mixtures (any weights: unbounded names) are observed under one name.
+  r.sink = std::make_shared<LoggingSink>(
+      std::move(sink), out.adapter_name,
+      r.mixture.empty() ? out.adapter_name : std::string(kMixtureObserverName), &observer_);
   SY_ASSIGN_OR_RETURN(out.id, scheduler_->Submit(std::move(r)));
   return out;
 }
@@ -286,7 +294,33 @@ absl::StatusOr<PreparedRequest> Frontend::Prepare(GenerateInput input) const {
     SY_ASSIGN_OR_RETURN(r.adapter, registry_->Acquire(input.adapter));
   }
   out.adapter_name = input.adapter;
+  if (r.adapter != nullptr) out.adapter_version = absl::StrCat(r.adapter->version);
+  SY_RETURN_IF_ERROR(AcquireMixture(input, r, out));
   return PreparedRequest{std::move(r), std::move(out)};
+}
+
+absl::Status Frontend::AcquireMixture(const GenerateInput& input, GenerationRequest& r,
+                                      Submitted& out) const {
+  if (input.mixture.empty()) return absl::OkStatus();
+  if (!input.adapter.empty()) {
+    return absl::InvalidArgumentError("adapters: name the adapters there, not also as the model");
+  }
+  if (input.mixture.size() > kMaxMixtureMembers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("adapters: ", input.mixture.size(), " members; at most ", kMaxMixtureMembers));
+  }
+  std::vector<std::string> names, versions;
+  for (const MixtureInput& m : input.mixture) {
+    if (m.name.empty()) return absl::InvalidArgumentError("adapters: a member has no name");
+    absl::StatusOr<std::shared_ptr<const AdapterWeights>> a = registry_->Acquire(m.name);
+    if (!a.ok()) return a.status();
+    r.mixture.push_back({*a, m.weight});
+    names.push_back(absl::StrCat(m.name, "*", m.weight));
+    versions.push_back(absl::StrCat((*a)->version));
+  }
+  out.adapter_name = absl::StrJoin(names, "+");
+  out.adapter_version = absl::StrJoin(versions, ",");
+  return absl::OkStatus();
 }
 
 absl::Status Frontend::Authorize(std::optional<absl::string_view> presented) const {

@@ -41,6 +41,12 @@ struct FrontendOptions {
   int max_pending_adapter_loads = 4;
 };
 
+// One adapter of a request's mixture, by name.
+struct MixtureInput {
+  std::string name;
+  float weight = 1.0f;
+};
+
 // A generation request in API-neutral form. Exactly one of text, token_ids, messages.
 struct GenerateInput {
   std::optional<std::string> text;
@@ -48,8 +54,10 @@ struct GenerateInput {
   std::optional<ChatInput> chat;
   // Text prompts: BOS and the like (chat prompts: the template decides); default true.
   std::optional<bool> add_special_tokens;
-  std::string adapter;  // empty: the base model
-  bool echo = false;    // report the prompt's text
+  std::string adapter;  // empty: the base model (or `mixture`)
+  // Instead of `adapter`: several adapters with weights, or one with a scale.
+  std::vector<MixtureInput> mixture;
+  bool echo = false;  // report the prompt's text
   // Structured output: every token is sampled from those the constraint allows.
   std::optional<OutputConstraint> constraint;
   // Sampling, limits and stops; its prompt, adapter and sink are filled in by Submit.
@@ -59,9 +67,11 @@ struct GenerateInput {
 struct Submitted {
   uint64_t id = 0;
   std::vector<int32_t> prompt;
-  std::string prompt_text;  // with echo
-  std::shared_ptr<const AdapterWeights> adapter;
-  std::string adapter_name;  // as the request named it
+  std::string prompt_text;                        // with echo
+  std::shared_ptr<const AdapterWeights> adapter;  // null for the base model and mixtures
+  std::string adapter_name;  // as the request named it; a mixture: "a*0.5+b*0.5"
+  // The version of each adapter that serves it (kept to the end), comma-separated; "" for none.
+  std::string adapter_version;
 };
 
 // A request checked and converted, not yet queued.
@@ -105,8 +115,12 @@ struct ServerInfo {
 };
 
 // What the frontend tells metrics. Set before serving; each hook may be empty.
+// The adapter name FrontendObserver::request_finished gets for every mixture.
+inline constexpr absl::string_view kMixtureObserverName = "_mixture";
+
 struct FrontendObserver {
-  // A request's last event, on the engine thread (must not block); adapter empty for the base.
+  // A request's last event, on the engine thread (must not block); adapter empty for the base,
+  // kMixtureObserverName for a mixture.
   std::function<void(const std::string& adapter, const RequestEvent& last)> request_finished;
   // A request refused before it ran (bad input, unknown adapter, full queue), on an API thread.
   std::function<void(absl::StatusCode code)> request_refused;
@@ -173,6 +187,9 @@ class Frontend {
   ToolCallFormat tool_call_format() const { return tool_call_format_; }
 
  private:
+  // A mixture's members acquired into `r`, named and versioned in `out`.
+  absl::Status AcquireMixture(const GenerateInput& input, GenerationRequest& r,
+                              Submitted& out) const;
   Frontend(Engine* engine, Scheduler* scheduler, AdapterRegistry* registry,
            const Tokenizer* tokenizer, FrontendOptions options,
            std::optional<ChatTemplate> chat_template);

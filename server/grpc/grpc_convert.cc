@@ -81,6 +81,9 @@ absl::StatusOr<GenerateInput> GenerateInputFromProto(const v1::GenerateRequest& 
   }
   if (req.has_add_special_tokens()) in.add_special_tokens = req.add_special_tokens();
   in.adapter = req.adapter();
+  for (const v1::AdapterWeight& a : req.adapters()) {
+    in.mixture.push_back({a.name(), a.has_weight() ? a.weight() : 1.0f});
+  }
   in.echo = req.echo();
   GenerationRequest& r = in.request;
   const v1::SamplingParams& s = req.sampling();

@@ -69,6 +69,7 @@ void FillUsage(const RequestUsage& u, v1::Usage* out) {
 void FillRouting(const std::vector<RequestRouting>& routing, v1::RoutingSummary* out) {
   for (const RequestRouting& r : routing) {
     v1::SiteRouting* s = out->add_sites();
+    s->set_adapter(r.adapter);
     s->set_layer(r.layer);
     s->set_site(RoutingSiteName(r.site));
     for (int64_t n : r.expert_tokens) s->add_expert_tokens(n);
@@ -165,7 +166,7 @@ class GenerateCollector final : public RequestSink {
       response_->set_prompt_text(sub.prompt_text);
       response_->mutable_prompt_token_ids()->Add(sub.prompt.begin(), sub.prompt.end());
     }
-    if (sub.adapter) response_->set_adapter_version(absl::StrCat(sub.adapter->version));
+    response_->set_adapter_version(sub.adapter_version);
     begun_ = true;
     MaybeFinish(lock);
   }
@@ -216,8 +217,8 @@ class StreamReactor final : public grpc::ServerWriteReactor<v1::GenerateStreamRe
   void Begin(const Submitted& submitted, bool echo) {
     std::unique_lock<std::mutex> lock(mu_);
     id_ = submitted.id;
-    if (submitted.adapter) {
-      pending_.set_adapter_version(absl::StrCat(submitted.adapter->version));
+    if (!submitted.adapter_version.empty()) {
+      pending_.set_adapter_version(submitted.adapter_version);
       has_pending_ = true;
     }
     if (echo) {

@@ -503,12 +503,55 @@ absl::StatusOr<std::string> ResolveModel(const json& body, const Frontend& front
   return *name;
 }
 
+// Switchyard's extension beside `model`: "adapters": [{"name": ..., "weight": 1.0}, ...], a
+// mixture of adapters (or one adapter with a scale); `model` then names the base model.
+absl::Status ParseMixture(const json& body, const std::string& adapter,
+                          std::vector<MixtureInput>* out) {
+  auto it = body.find("adapters");
+  if (it == body.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_array()) return Bad("adapters", "must be an array of {\"name\", \"weight\"}");
+  if (!adapter.empty()) {
+    return Bad("adapters", "with adapters, model names the base model, not an adapter");
+  }
+  if (it->empty()) return Bad("adapters", "empty");
+  if (it->size() > kMaxMixtureMembers) {
+    return Bad("adapters", absl::StrCat("at most ", kMaxMixtureMembers, " members"));
+  }
+  for (size_t i = 0; i < it->size(); ++i) {
+    const json& m = (*it)[i];
+    const std::string field = absl::StrCat("adapters[", i, "]");
+    if (!m.is_object()) return Bad(field, "must be an object {\"name\", \"weight\"}");
+    MixtureInput member;
+    for (const auto& [key, value] : m.items()) {
+      if (key == "name" && value.is_string()) {
+        member.name = value.get<std::string>();
+      } else if (key == "weight" && value.is_number()) {
+        const double w = value.get<double>();
+        if (!(std::abs(w) <= kMaxMixtureWeight)) {
+          return Bad(field + ".weight", absl::StrCat("must lie in [-", kMaxMixtureWeight, ", ",
+                                                     kMaxMixtureWeight, "]"));
+        }
+        member.weight = static_cast<float>(w);
+      } else if (key == "name" || key == "weight") {
+        return Bad(field + "." + key, key == "name" ? "must be a string" : "must be a number");
+      } else {
+        return Bad(field, absl::StrCat("unknown field \"", key, "\""));
+      }
+    }
+    if (member.name.empty()) return Bad(field + ".name", "required");
+    out->push_back(std::move(member));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, absl::string_view text,
                                            const Frontend& frontend) {
   SY_ASSIGN_OR_RETURN(const json body, ParseObject(text));
   ParsedRequest req;
   req.endpoint = endpoint;
   SY_ASSIGN_OR_RETURN(const std::string adapter, ResolveModel(body, frontend, &req.model));
+  std::vector<MixtureInput> mixture;
+  SY_RETURN_IF_ERROR(ParseMixture(body, adapter, &mixture));
 
   GenerationRequest base;
   double temperature = 1, top_p = 1, min_p = 0, presence = 0, frequency = 0, repetition = 1;
@@ -605,6 +648,7 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, absl::string_view 
     for (int j = 0; j < req.n; ++j) {
       GenerateInput in = p;
       in.adapter = adapter;
+      in.mixture = mixture;
       in.constraint = constraint;
       in.echo = req.echo;
       in.request = base;

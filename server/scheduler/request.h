@@ -41,6 +41,7 @@ struct RequestUsage {
 // How often each expert was selected for one request's tokens (prompt and output) at one routed
 // site of one layer (site numbering as SiteRoutingStats: 0..6 the linears, 7 the MixLoRA block).
 struct RequestRouting {
+  std::string adapter;  // of a mixture: which member routed
   int layer = 0;
   int site = 0;
   std::vector<int64_t> expert_tokens;  // MH-MoE: sub-tokens
@@ -68,9 +69,22 @@ class RequestSink {
   virtual void Deliver(RequestEvent event) = 0;
 };
 
+// A mixture member's weight lies in [-kMaxMixtureWeight, kMaxMixtureWeight]: beyond it a delta
+// only overflows the activations.
+inline constexpr float kMaxMixtureWeight = 100.0f;
+
+// One adapter of a request's mixture and its weight (docs/adapters.md, "Mixtures").
+struct MixtureMember {
+  std::shared_ptr<const AdapterWeights> adapter;
+  float weight = 1.0f;
+};
+
 struct GenerationRequest {
   std::vector<int32_t> prompt;
-  std::shared_ptr<const AdapterWeights> adapter;  // null: the base model
+  std::shared_ptr<const AdapterWeights> adapter;  // null: the base model, or `mixture`
+  // Instead of `adapter`: several adapters with weights, or one with a scale (at most
+  // kMaxMixtureMembers and max_adapters_per_step, distinct, |weight| <= kMaxMixtureWeight).
+  std::vector<MixtureMember> mixture;
   SamplingParams sampling;
   int64_t max_tokens = -1;  // -1: up to the model's context length
   std::vector<int32_t> stop_token_ids;

@@ -1,13 +1,17 @@
 #include "server/scheduler/scheduler.h"
 
 #include <algorithm>
+#include <bit>
+#include <cmath>
 #include <map>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "engine/core/check.h"
 #include "engine/core/log.h"
 #include "engine/core/status_macros.h"
+#include "engine/engine.h"
 #include "server/scheduler/step_planner.h"
 
 namespace switchyard {
@@ -38,10 +42,12 @@ struct Scheduler::Sequence {
   std::vector<int32_t> tokens;  // prompt, then the sampled tokens
   int64_t prompt_len = 0;
   int64_t max_tokens = 0;
-  int64_t computed = 0;         // tokens whose K/V are in the cache
-  std::vector<int32_t> blocks;  // block table
-  std::vector<uint64_t> keys;   // content keys of the first keys.size() blocks
-  uint64_t ns = 0;              // prefix-cache namespace (adapter and version)
+  int64_t computed = 0;                // tokens whose K/V are in the cache
+  std::vector<int32_t> blocks;         // block table
+  std::vector<uint64_t> keys;          // content keys of the first keys.size() blocks
+  uint64_t ns = 0;                     // prefix-cache namespace (adapters, versions and weights)
+  std::vector<AdapterMember> members;  // req.mixture for the engine
+  std::vector<const AdapterWeights*> adapters;  // and for the planner
   absl::flat_hash_set<int32_t> stop_ids;
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<grammar::GrammarMatcher> matcher;  // structured output
@@ -53,9 +59,9 @@ struct Scheduler::Sequence {
   bool cancelled = false;
   bool finished = false;
   int64_t chunk = 0;  // tokens scheduled in the current step
-  // With record_routing: per (layer, site), selections per expert; positions below
+  // With record_routing: per (member, layer, site), selections per expert; positions below
   // routed_upto are counted (recomputation after preemption does not count twice).
-  std::map<std::pair<int, int>, std::vector<int64_t>> routing;
+  std::map<std::tuple<int, int, int>, std::vector<int64_t>> routing;
   int64_t routed_upto = 0;
 
   int64_t generated() const { return static_cast<int64_t>(tokens.size()) - prompt_len; }
@@ -64,9 +70,17 @@ struct Scheduler::Sequence {
 
 namespace {
 
-uint64_t AdapterNamespace(const AdapterWeights* a) {
-  if (a == nullptr) return 0;
-  return BlockPool::BlockKey(std::hash<std::string>{}(a->name), a->version + 1, {});
+// K/V computed under one mixture serve only that mixture: the namespace hashes every member's
+// name, version and weight, in order (a lone adapter at weight 1 keeps its plain key).
+uint64_t MixtureNamespace(std::span<const AdapterMember> members) {
+  uint64_t ns = 0;
+  for (const AdapterMember& m : members) {
+    const uint64_t key =
+        BlockPool::BlockKey(std::hash<std::string>{}(m.adapter->name), m.adapter->version + 1, {});
+    if (members.size() == 1 && m.weight == 1.0f) return key;
+    ns = BlockPool::BlockKey(ns, key ^ std::bit_cast<uint32_t>(m.weight), {});
+  }
+  return ns;
 }
 
 }  // namespace
@@ -108,6 +122,40 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(StepExecutor* execu
   return std::unique_ptr<Scheduler>(new Scheduler(executor, tokenizer, std::move(options)));
 }
 
+absl::Status Scheduler::ValidateMixture(const GenerationRequest& request) const {
+  const auto& mixture = request.mixture;
+  if (mixture.empty()) return absl::OkStatus();
+  if (request.adapter != nullptr) {
+    return absl::InvalidArgumentError(
+        "adapters: a request names an adapter or a mixture, not both");
+  }
+  const size_t cap = std::min<size_t>(kMaxMixtureMembers, options_.max_adapters_per_step);
+  if (mixture.size() > cap) {
+    return absl::InvalidArgumentError(absl::StrCat("adapters: ", mixture.size(),
+                                                   " members; this server allows at most ", cap,
+                                                   " (max_adapters_per_step)"));
+  }
+  for (size_t i = 0; i < mixture.size(); ++i) {
+    if (mixture[i].adapter == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("adapters[", i, "]: no adapter"));
+    }
+    const float w = mixture[i].weight;
+    if (!std::isfinite(w) || std::abs(w) > kMaxMixtureWeight) {
+      return absl::InvalidArgumentError(absl::StrCat("adapters[", i, "]: weight ", w,
+                                                     " is outside [-", kMaxMixtureWeight, ", ",
+                                                     kMaxMixtureWeight, "]"));
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (mixture[j].adapter->name == mixture[i].adapter->name) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("adapters: \"", mixture[i].adapter->name,
+                         "\" is named twice (its weights add: name it once)"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<int64_t> Scheduler::Validate(const GenerationRequest& request) const {
   const int64_t n = static_cast<int64_t>(request.prompt.size());
   if (n == 0) return absl::InvalidArgumentError("prompt: empty (at least one token is needed)");
@@ -141,6 +189,7 @@ absl::StatusOr<int64_t> Scheduler::Validate(const GenerationRequest& request) co
           absl::StrCat("stop_token_ids: ", id, " is outside the vocabulary [0, ", vocab, ")"));
     }
   }
+  SY_RETURN_IF_ERROR(ValidateMixture(request));
   if (!request.stop_strings.empty() && tokenizer_ == nullptr) {
     return absl::InvalidArgumentError("stop: stop strings need a tokenizer");
   }
@@ -156,7 +205,12 @@ absl::StatusOr<uint64_t> Scheduler::Submit(GenerationRequest request) {
   s->prompt_len = n;
   s->max_tokens = max_tokens;
   s->tokens = request.prompt;
-  s->ns = AdapterNamespace(request.adapter.get());
+  if (request.adapter != nullptr) request.mixture = {{std::move(request.adapter), 1.0f}};
+  for (const MixtureMember& m : request.mixture) {
+    s->members.push_back({m.adapter.get(), m.weight});
+    s->adapters.push_back(m.adapter.get());
+  }
+  s->ns = MixtureNamespace(s->members);
   s->stop_ids.insert(request.stop_token_ids.begin(), request.stop_token_ids.end());
   if (!request.ignore_eos) {
     s->stop_ids.insert(options_.eos_token_ids.begin(), options_.eos_token_ids.end());
@@ -234,15 +288,19 @@ void Scheduler::Finish(Sequence& s, FinishReason reason, RequestEvent event, abs
   event.usage = s.usage;
   for (auto& [key, counts] : s.routing) {
     // Experts never selected count too.
-    const AdapterLayer& layer = s.req.adapter->layers[key.first];
-    const int experts = key.second == kFfnBlockSite ? layer.ffn->spec.num_experts
-                                                    : layer.sites[key.second]->spec.num_experts;
+    const auto [member, layer_index, site] = key;
+    const AdapterWeights& adapter = *s.req.mixture[member].adapter;
+    const AdapterLayer& layer = adapter.layers[layer_index];
+    const int experts =
+        site == kFfnBlockSite ? layer.ffn->spec.num_experts : layer.sites[site]->spec.num_experts;
     counts.resize(std::max<size_t>(counts.size(), static_cast<size_t>(experts)), 0);
-    event.routing.push_back({key.first, key.second, std::move(counts)});
+    event.routing.push_back({adapter.name, layer_index, site, std::move(counts)});
   }
   Deliver(s, event);
-  // Nothing of a finished request may pin its adapter (an unload checks for holders) or its sink.
-  s.req.adapter.reset();
+  // Nothing of a finished request may pin its adapters (an unload checks for holders) or its sink.
+  s.req.mixture.clear();
+  s.members.clear();
+  s.adapters.clear();
   s.req.sink.reset();
   if (!s.admitted) --queued_;
   --outstanding_;
@@ -305,7 +363,7 @@ StepPlan Scheduler::Plan() const {
     std::vector<PlanSequence> out;
     out.reserve(list.size());
     for (const auto& s : list) {
-      out.push_back({s->id, s->req.adapter.get(), s->tokens, s->computed, s->blocks, s->ns});
+      out.push_back({s->id, nullptr, s->adapters, s->tokens, s->computed, s->blocks, s->ns});
     }
     return out;
   };
@@ -405,14 +463,14 @@ StepBatch Scheduler::BuildBatch(const std::vector<Sequence*>& scheduled, StepRec
     ss.num_tokens = s->chunk;
     ss.block_table = s->blocks;
     ss.want_logits = s->computed + s->chunk == static_cast<int64_t>(s->tokens.size());
-    ss.adapter = s->req.adapter.get();
-    ss.record_routing = s->req.record_routing && ss.adapter != nullptr;
+    ss.mixture = s->members;
+    ss.record_routing = s->req.record_routing && !ss.mixture.empty();
     batch.tokens.insert(batch.tokens.end(), s->tokens.begin() + s->computed,
                         s->tokens.begin() + s->computed + s->chunk);
     batch.sequences.push_back(ss);
     const bool decode = s->chunk == 1 && s->computed >= s->prompt_len;
     (decode ? record->decode_tokens : record->prefill_tokens) += s->chunk;
-    if (ss.adapter != nullptr) distinct.insert(ss.adapter);
+    distinct.insert(s->adapters.begin(), s->adapters.end());
   }
   record->tokens = static_cast<int64_t>(batch.tokens.size());
   record->sequences = static_cast<int64_t>(scheduled.size());
@@ -575,7 +633,7 @@ void Scheduler::CountRouting(const std::vector<Sequence*>& scheduled, const Step
   for (const RoutingDecision& d : routing.decisions) {
     auto [s, position] = owner[static_cast<size_t>(d.token)];
     if (!s->req.record_routing || position < s->routed_upto) continue;
-    std::vector<int64_t>& counts = s->routing[{d.layer, d.site}];
+    std::vector<int64_t>& counts = s->routing[{d.member, d.layer, d.site}];
     for (int16_t e : d.experts) {
       if (counts.size() <= static_cast<size_t>(e)) counts.resize(static_cast<size_t>(e) + 1, 0);
       ++counts[e];
@@ -600,8 +658,9 @@ void Scheduler::PublishStats(const StepRecord& record) {
     out->clear();
     absl::flat_hash_set<const AdapterWeights*> seen;
     for (const auto& s : list) {
-      const AdapterWeights* a = s->req.adapter.get();
-      if (a != nullptr && seen.insert(a).second) out->push_back(a->name);
+      for (const AdapterWeights* a : s->adapters) {
+        if (seen.insert(a).second) out->push_back(a->name);
+      }
     }
     std::sort(out->begin(), out->end());
     out->erase(std::unique(out->begin(), out->end()), out->end());  // versions of one name

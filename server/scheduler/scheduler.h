@@ -120,6 +120,7 @@ class Scheduler {
   absl::StatusOr<uint64_t> Submit(GenerationRequest request);
   // Submit's checks of the request alone (the sink aside), queueing nothing: the effective
   // max_tokens, or INVALID_ARGUMENT naming the field. Thread-safe.
+  absl::Status ValidateMixture(const GenerationRequest& request) const;
   absl::StatusOr<int64_t> Validate(const GenerationRequest& request) const;
   // The request finishes with kCancelled within a step (no-op for unknown or finished ids).
   void Cancel(uint64_t request_id);

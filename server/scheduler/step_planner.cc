@@ -7,15 +7,23 @@
 
 namespace switchyard {
 
+std::span<const AdapterWeights* const> StepAdapters(const PlanSequence& s) {
+  if (s.adapter != nullptr) return std::span(&s.adapter, 1);
+  return s.mixture;
+}
+
 absl::flat_hash_set<const AdapterWeights*> ChooseStepAdapters(std::span<const PlanSequence> running,
                                                               std::span<const PlanSequence> waiting,
                                                               int cap) {
   // Each adapter with work, with the age of its oldest sequence (ids grow with arrival).
   absl::flat_hash_map<const AdapterWeights*, uint64_t> oldest;
+  // A mixture's members share its age: the oldest sequence's members are all chosen (the cap is
+  // at least a mixture's size), so no mixture starves.
   const auto note = [&](const PlanSequence& s) {
-    if (s.adapter == nullptr) return;
-    auto [it, fresh] = oldest.try_emplace(s.adapter, s.id);
-    if (!fresh) it->second = std::min(it->second, s.id);
+    for (const AdapterWeights* a : StepAdapters(s)) {
+      auto [it, fresh] = oldest.try_emplace(a, s.id);
+      if (!fresh) it->second = std::min(it->second, s.id);
+    }
   };
   for (const PlanSequence& s : running) note(s);
   for (const PlanSequence& s : waiting) note(s);
@@ -55,7 +63,8 @@ class Planner {
 
  private:
   bool Allowed(const PlanSequence& s) const {
-    return s.adapter == nullptr || plan_.adapters.contains(s.adapter);
+    return std::all_of(StepAdapters(s).begin(), StepAdapters(s).end(),
+                       [&](const AdapterWeights* a) { return plan_.adapters.contains(a); });
   }
   int64_t BlocksFor(int64_t tokens) const {
     return (tokens + limits_.block_size - 1) / limits_.block_size;

@@ -30,12 +30,13 @@ namespace switchyard {
 
 // A sequence as the planner sees it.
 struct PlanSequence {
-  uint64_t id = 0;                          // its age: lower is older
-  const AdapterWeights* adapter = nullptr;  // null: the base model
-  std::span<const int32_t> tokens;          // every known token (prompt and sampled)
-  int64_t computed = 0;                     // tokens whose K/V are cached (0 while waiting)
-  std::span<const int32_t> blocks;          // its block table (empty while waiting)
-  uint64_t prefix_namespace = 0;            // prefix-cache namespace (adapter and version)
+  uint64_t id = 0;                                 // its age: lower is older
+  const AdapterWeights* adapter = nullptr;         // null: the base model, or `mixture`
+  std::span<const AdapterWeights* const> mixture;  // a mixture's members: all run, or none
+  std::span<const int32_t> tokens;                 // every known token (prompt and sampled)
+  int64_t computed = 0;                            // tokens whose K/V are cached (0 while waiting)
+  std::span<const int32_t> blocks;                 // its block table (empty while waiting)
+  uint64_t prefix_namespace = 0;  // prefix-cache namespace (adapters, versions, weights)
 };
 
 struct PlanLimits {
@@ -81,6 +82,9 @@ struct StepPlan {
 };
 
 StepPlan PlanStep(const PlanInput& input);
+
+// The adapters a sequence needs in a step: its adapter, or its mixture's members.
+std::span<const AdapterWeights* const> StepAdapters(const PlanSequence& s);
 
 // The adapters a step may run (the first rule above); exposed for tests.
 absl::flat_hash_set<const AdapterWeights*> ChooseStepAdapters(std::span<const PlanSequence> running,

@@ -316,6 +316,57 @@ describe("the OpenAI SDK against switchyard-server", () => {
     for (const e of events.slice(0, -2)) assert.equal(e.choices[0].finish_reason, null);
   });
 
+  test("a mixture of adapters by the adapters extension field, as over gRPC", async () => {
+    const params = { model: BASE, prompt: PROMPT, max_tokens: 10, temperature: 0,
+                     ignore_eos: true };
+    const text = async (extra) => (await openai.completions.create({ ...params, ...extra }))
+      .choices[0].text;
+    const mixture = [{ name: "mixlora", weight: 0.6 }, { name: "loramoe", weight: 0.4 }];
+    const mixed = await openai.completions.create({ ...params, adapters: mixture });
+    assert.equal(mixed.model, BASE);
+    assert.equal(mixed.usage.completion_tokens, 10);
+    // Weight 1 is the adapter itself, weight 0 the base model, exactly.
+    assert.equal(await text({ adapters: [{ name: "mixlora" }] }),
+                 await text({ model: "mixlora" }));
+    assert.equal(await text({ adapters: [{ name: "mixlora", weight: 0 }] }), await text({}));
+    // One generation path: gRPC's adapters field gives the same text, and each member's routing.
+    const before = (await call(server, "GET", "/v1/adapters/loramoe/routing")).json;
+    const g = await unary(server.client, "Generate", {
+      text: PROMPT, adapters: mixture, max_tokens: 10, ignore_eos: true,
+      sampling: { temperature: 0 }, include_routing: true,
+    });
+    assert.equal(g.text, mixed.choices[0].text);
+    assert.match(g.adapter_version, /^\d+,\d+$/, "each member's version");
+    const routedBy = new Set(g.routing.sites.map((site) => site.adapter));
+    assert.deepEqual([...routedBy].sort(), ["loramoe", "mixlora"]);
+    assert.ok(g.routing.sites.some((site) => site.adapter === "mixlora" && site.site === "ffn"));
+    const after = (await call(server, "GET", "/v1/adapters/loramoe/routing")).json;
+    const tokens = (snap) => snap.total.reduce((n, site) => n + site.tokens, 0);
+    assert.ok(tokens(after) > tokens(before), "a member's routing counts as its own");
+  });
+
+  test("malformed mixtures: 400 naming the field, 404 for an unknown member", async () => {
+    const post = (adapters, model = BASE) => call(server, "POST", "/v1/completions",
+                                                  { model, prompt: "x", max_tokens: 2, adapters });
+    let e = assertErrorBody(await post([{ name: "nope" }]), 404, /nope/);
+    e = assertErrorBody(await post([{ name: "lora", weight: "x" }]), 400, /number/);
+    assert.equal(e.param, "adapters[0].weight");
+    e = assertErrorBody(await post([{ name: "lora" }, { name: "mixlora", weight: 1e9 }]), 400,
+                        /\[-100, 100\]/);
+    assert.equal(e.param, "adapters[1].weight");
+    assertErrorBody(await post([{ weight: 1 }]), 400, /required/);
+    assertErrorBody(await post([{ name: "lora", scale: 1 }]), 400, /unknown field "scale"/);
+    assertErrorBody(await post([]), 400, /empty/);
+    assertErrorBody(await post("lora"), 400, /array/);
+    assertErrorBody(await post([{ name: "lora" }], "mixlora"), 400, /base model/);
+    assertErrorBody(await post([{ name: "lora" }, { name: "lora" }]), 400, /named twice/);
+    assertErrorBody(await post(Array.from({ length: 17 }, () => ({ name: "lora" }))), 400,
+                    /at most 16/);
+    await assert.rejects(unary(server.client, "Generate", {
+      text: "x", adapters: [{ name: "lora", weight: NaN }], max_tokens: 2 }), /weight/);
+    assert.equal((await call(server, "GET", "/health")).status, 200);
+  });
+
   test("bad requests: 400, 404, 405 with OpenAI's error object", async () => {
     let e = assertErrorBody(await call(server, "POST", "/v1/completions", "{not json"), 400,
                             /JSON/);

@@ -205,6 +205,30 @@ class AdapterReference:
 
     def mixlora(self, l, x, ref):
         """MoE-PEFT's MixtralSparseMoe forward: every selected expert a full FFN, summed."""
+        mp = f"model.layers.{l}.mlp."
+        W1, W3, W2 = (ref.w[mp + n + ".weight"] for n in ("gate_proj", "up_proj", "down_proj"))
+        final = torch.zeros_like(x)
+        # W1 x and W3 x are shared by all experts (MixLoRA); W2 runs per (token, expert), as the
+        # reference does.
+        for rows, a, weights, down_lora in self.mixlora_experts(l, x, x @ W1.T, x @ W3.T, ref):
+            y = a @ W2.T + down_lora(a)
+            final.index_add_(0, torch.tensor(rows), y * weights)
+        return final
+
+    def mixlora_parts(self, l, x, gate, up, ref):
+        """For mixtures: over the given base gate and up outputs, (sum_e g_e a_e, the expert
+        activations weighted, and sum_e g_e B_e A_e a_e, the weighted down corrections)."""
+        acts = torch.zeros_like(gate)
+        down = torch.zeros_like(x)
+        for rows, a, weights, down_lora in self.mixlora_experts(l, x, gate, up, ref):
+            idx = torch.tensor(rows)
+            acts.index_add_(0, idx, a * weights)
+            down.index_add_(0, idx, down_lora(a) * weights)
+        return acts, down
+
+    def mixlora_experts(self, l, x, common1, common3, ref):
+        """Routes the block and yields, per expert with rows: (rows, its activations on them, their
+        gate weights as a column, its down LoRA as a function)."""
         c = self.cfg
         p = f"mixlora.layers.{l}."
         G = self.w[p + ("gate.weight" if self.legacy else "mlp.moe_gate.weight")]
@@ -214,33 +238,57 @@ class AdapterReference:
                                temperature=c.get("temperature", 0.0))
         self.record(l, 7, routes)
         act = ref.act if not c.get("act_fn") else ACTS[c["act_fn"]]
-        mp = f"model.layers.{l}.mlp."
-        W1, W3, W2 = (ref.w[mp + n + ".weight"] for n in ("gate_proj", "up_proj", "down_proj"))
         legacy = {"gate_proj": "w1_proj", "down_proj": "w2_proj", "up_proj": "w3_proj"}
-        final = torch.zeros_like(x)
-        E = G.shape[0]
-        common1, common3 = x @ W1.T, x @ W3.T  # shared by all experts (MixLoRA)
-        for e in range(E):
+        for e in range(G.shape[0]):
             rows = [t for t, sel in enumerate(routes) if e in dict(sel)]
             if not rows:
                 continue
             xs = x[rows]
-            def ep(proj):
-                return (p + f"experts.{e}.{legacy[proj]}." if self.legacy else
-                        p + f"mlp.{proj}.experts.{e}.")
-            def with_lora(base_out, inp, proj):
-                pre = ep(proj)
-                if pre + "lora_A.weight" in self.w:
-                    return base_out + self.lora(inp, pre, self.expert_s)
-                return base_out
-            w1 = with_lora(common1[rows], xs, "gate_proj")
-            w3 = with_lora(common3[rows], xs, "up_proj")
-            a = act(w1) * w3
-            y = with_lora(a @ W2.T, a, "down_proj")  # W2 per (token, expert), as the reference
-            weights = torch.stack([dict(routes[t])[e] for t in rows]).unsqueeze(-1)
-            final.index_add_(0, torch.tensor(rows), y * weights)
-        return final
 
+            def lora_of(proj, inp, width, e=e):
+                pre = (p + f"experts.{e}.{legacy[proj]}." if self.legacy else
+                       p + f"mlp.{proj}.experts.{e}.")
+                if pre + "lora_A.weight" in self.w:
+                    return self.lora(inp, pre, self.expert_s)
+                return torch.zeros(inp.shape[0], width)
+            F, d = common1.shape[1], x.shape[1]
+            w1 = common1[rows] + lora_of("gate_proj", xs, F)
+            w3 = common3[rows] + lora_of("up_proj", xs, F)
+            weights = torch.stack([dict(routes[t])[e] for t in rows]).unsqueeze(-1)
+            yield rows, act(w1) * w3, weights, lambda a, f=lora_of, d=d: f("down_proj", a, d)
+
+
+class MixtureReference:
+    """Forward hooks for a mixture of adapters: [(AdapterReference, weight)], per
+    docs/adapters.md "Mixtures". Each linear site gets the members' deltas weighted; a layer with
+    MixLoRA members mixes their expert activations into the FFN activation,
+    act = a0 + sum_m w_m (sum_e g_e a_e - a0), and adds their weighted down corrections, where a0
+    and the experts ride on the gate and up outputs the other members' site deltas made."""
+
+    def __init__(self, members):
+        self.members = members
+
+    def linear(self, l, site, x, y):
+        out = y
+        for h, w in self.members:
+            out = out + w * (h.linear(l, site, x, y) - y)
+        return out
+
+    def has_mixlora(self, l):
+        return any(h.has_mixlora(l) for h, _ in self.members)
+
+    def mixlora(self, l, x, ref):
+        p = f"model.layers.{l}.mlp."
+        gate = self.linear(l, "gate_proj", x, ref.linear(x, p + "gate_proj"))
+        up = self.linear(l, "up_proj", x, ref.linear(x, p + "up_proj"))
+        a0 = ref.act(gate) * up
+        act, extra = a0.clone(), torch.zeros_like(x)
+        for h, w in self.members:
+            if h.has_mixlora(l):
+                acts, down = h.mixlora_parts(l, x, gate, up, ref)
+                act = act + w * (acts - a0)
+                extra = extra + w * down
+        return self.linear(l, "down_proj", act, ref.linear(act, p + "down_proj")) + extra
 
 ACTS = {
     "silu": torch.nn.functional.silu,

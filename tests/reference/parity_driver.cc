@@ -9,8 +9,11 @@
 //
 //   parity_driver --model DIR|FILE.gguf [--quantization int8|int4] --request FILE.json
 //   FILE.json: {"prompts": [[ids...], ...], "max_new_tokens": 32, "chunk": 7,
-//               "adapters": {name: dir}, "prompt_adapters": [name | null, ...],
+//               "adapters": {name: dir},
+//               "prompt_adapters": [name | null | [[name, weight], ...] (a mixture), ...],
 //               "crowd": [name, ...]}
+// A mixture's decisions carry the member's index as a sixth element; routing statistics name
+// their adapter.
 
 #include <cstdio>
 #include <map>
@@ -38,6 +41,7 @@ namespace {
 struct Sequence {
   std::vector<int32_t> prompt;
   const AdapterWeights* adapter = nullptr;
+  std::vector<AdapterMember> mixture;
   nlohmann::json decisions = nlohmann::json::array();
   nlohmann::json routing_stats = nlohmann::json::array();
   std::vector<int32_t> generated;
@@ -82,6 +86,7 @@ absl::Status Run(Engine& engine, std::vector<Sequence>& seqs, int max_new, int c
       ss.first_position = s.cached;
       ss.block_table = s.blocks;
       ss.adapter = s.adapter;
+      ss.mixture = s.mixture;
       if (s.cached < prompt_len) {
         const int64_t n =
             chunk > 0 ? std::min<int64_t>(chunk, prompt_len - s.cached) : prompt_len - s.cached;
@@ -102,18 +107,24 @@ absl::Status Run(Engine& engine, std::vector<Sequence>& seqs, int max_new, int c
     if (batch.sequences.empty()) break;
     absl::StatusOr<StepOutput> out = engine.Step(batch);
     if (!out.ok()) return out.status();
+    const auto decision = [](const Sequence& s, int64_t position, const RoutingDecision& d) {
+      nlohmann::json j = {position, d.layer, d.site, d.head, d.experts};
+      if (!s.mixture.empty()) j.push_back(d.member);
+      return j;
+    };
     for (const RoutingDecision& d : out->routing.decisions) {
       const auto& [seq, position] = token_at[static_cast<size_t>(d.token)];
-      seq->all_decisions.push_back({position, d.layer, d.site, d.head, d.experts});
+      seq->all_decisions.push_back(decision(*seq, position, d));
     }
     // Routing decisions of a lone sequence's prefill: step token index = prompt position.
     if (seqs.size() == 1 && step == 0) {
       for (const RoutingDecision& d : out->routing.decisions) {
-        seqs[0].decisions.push_back({d.token, d.layer, d.site, d.head, d.experts});
+        seqs[0].decisions.push_back(decision(seqs[0], d.token, d));
       }
       for (const AdapterRoutingStats& a : out->routing.adapters) {
         for (const SiteRoutingStats& st : a.sites) {
-          seqs[0].routing_stats.push_back({{"layer", st.layer},
+          seqs[0].routing_stats.push_back({{"adapter", a.adapter},
+                                           {"layer", st.layer},
                                            {"site", st.site},
                                            {"tokens", st.tokens},
                                            {"selections", st.selections},
@@ -177,7 +188,12 @@ int Main() {
     for (const auto& p : (*req)["prompts"]) {
       Sequence s;
       s.prompt = p.get<std::vector<int32_t>>();
-      if (i < names.size()) s.adapter = adapter_named(names[i]);
+      if (i < names.size() && names[i].is_array()) {
+        for (const auto& m : names[i])
+          s.mixture.push_back({adapter_named(m[0]), m[1].get<float>()});
+      } else if (i < names.size()) {
+        s.adapter = adapter_named(names[i]);
+      }
       seqs.push_back(std::move(s));
       ++i;
     }

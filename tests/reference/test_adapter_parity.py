@@ -83,6 +83,7 @@ class ParityBase(unittest.TestCase):
     FACTOR_DTYPE = None  # how the engine holds LoRA factors on this base model
     TIE = 1e-6  # rows whose selection is this close to flipping may go either way
     QUANTIZATION = None  # (--quantization value, tools/modelgen/gguf.py type) of the base
+    MIXTURES = []  # per-request mixtures [[name, weight], ...], prompted after the base prompt
 
     @classmethod
     def setUpClass(cls):
@@ -118,9 +119,9 @@ class ParityBase(unittest.TestCase):
                                                    experts=3 + i % 3, r=4 + 4 * (i % 3))
             crowd.append(name)
         rng = np.random.default_rng(5)
+        cls.names = [f[0] for f in cls.FIXTURE_SET] + [None] + cls.MIXTURES
         cls.prompts = [rng.integers(0, base["vocab_size"], size=int(n)).tolist()
-                       for n in rng.integers(6, 30, size=len(cls.FIXTURE_SET) + 1)]
-        cls.names = [f[0] for f in cls.FIXTURE_SET] + [None]
+                       for n in rng.integers(6, 30, size=len(cls.names))]
         job = os.path.join(cls.tmp, "request.json")
         with open(job, "w") as f:
             json.dump({"prompts": cls.prompts, "prompt_adapters": cls.names,
@@ -162,7 +163,7 @@ class ParityBase(unittest.TestCase):
         self.assertLessEqual(diff, self.LOGIT_TOL,
                              f"{name}: logits differ from the reference by {diff}")
         if name:  # every fixture must move the logits, or the checks above prove nothing
-            base = np.array(self.got["alone"][-1]["first_logits"])
+            base = np.array(self.got["alone"][self.names.index(None)]["first_logits"])
             moved = np.abs(np.array(alone["first_logits"]) - base).max()
             self.assertGreater(moved, 1e-3, f"{name}: the adapter does not change the logits")
         self.assertEqual(alone["tokens"], want_tokens, f"{name}: greedy continuation")
@@ -180,6 +181,47 @@ class ParityBase(unittest.TestCase):
             rel = np.abs(np.array(other["first_logits"]) - a).max() / max(1.0, np.abs(a).max())
             # F32 rounding varies with the batch's shape (GEMM blocking): bounded as for the crowd.
             self.assertLessEqual(rel, 1e-5, f"{name} {mode}: logits moved by {rel}")
+
+    def mixture_hooks(self, spec):
+        return adapters.MixtureReference([
+            (adapters.AdapterReference(self.dirs[n], self.ref.config, self.FACTOR_DTYPE), w)
+            for n, w in spec])
+
+    def check_mixture(self, j):
+        """A request mixing adapters (or scaling one): logits within 1e-4 of the reference's
+        mixture, its greedy continuation, and each member's routing decisions and statistics as
+        the reference's member routed them; unchanged in the ragged batch with every other
+        adapter and chunked."""
+        spec = self.MIXTURES[j]
+        i = self.names.index(spec)
+        prompt = self.prompts[i]
+        hooks = self.mixture_hooks(spec)
+        want_logits = self.ref.forward(prompt, hooks)[-1].numpy()
+        alone = self.got["alone"][i]
+        got_logits = np.array(alone["first_logits"], dtype=np.float32)
+        diff = np.abs(got_logits - want_logits).max()
+        self.assertLessEqual(diff, self.LOGIT_TOL, f"{spec}: logits differ by {diff}")
+        # The mixture is none of its members alone (each would move the logits elsewhere).
+        for name, _ in spec:
+            alone_member = self.ref.forward(prompt, self.hooks(name))[-1].numpy()
+            self.assertGreater(np.abs(got_logits - alone_member).max(), 1e-3, f"{spec}: {name}")
+        for k, (name, _) in enumerate(spec):
+            member = hooks.members[k][0]
+            close = {tuple(d[:4]) for d in member.decisions if d[5] < self.TIE}
+            want = sorted(list(d[:4]) + [d[4]] for d in member.decisions if d[5] >= self.TIE)
+            got = sorted(d[:5] for d in alone["decisions"]
+                         if d[5] == k and tuple(d[:4]) not in close)
+            self.assertEqual(got, want, f"{spec}: member {name}'s routing decisions")
+            got_stats = [g for g in alone["routing_stats"] if g["adapter"] == name]
+            self.check_stats(f"{spec} {name}", member.stats, got_stats, close)
+        self.assertEqual(alone["tokens"], self.ref.greedy(prompt, MAX_NEW, self.mixture_hooks(spec)),
+                         f"{spec}: greedy continuation")
+        for mode in ("batched", "chunked"):
+            other = self.got[mode][i]
+            self.assertEqual(other["tokens"], alone["tokens"], f"{spec} {mode}: tokens")
+            a = np.array(alone["first_logits"])
+            rel = np.abs(np.array(other["first_logits"]) - a).max() / max(1.0, np.abs(a).max())
+            self.assertLessEqual(rel, 1e-5, f"{spec} {mode}: logits moved by {rel}")
 
     def check_all_decisions(self, name, prompt, tokens):
         """Every position the engine routed (prefill chunks and decode steps; alone, in one ragged
@@ -227,6 +269,14 @@ class ParityBase(unittest.TestCase):
 
 
 class AdapterParityTest(ParityBase):
+    MIXTURES = [
+        [["mixlora", 0.6], ["loramoe", 0.4]],  # a MixLoRA block beside dense routed sites
+        [["mola", 1.5]],  # one adapter with a scale
+        # Two MixLoRA members (the base activation kept at 1 - 1.2) and a plain LoRA, negated.
+        [["mixlora_switch", 0.5], ["mixlora_dynamic", 0.7], ["lora_bin", -0.3]],
+        [["mhmoe", 0.5], ["hydralora", 0.5]],  # head split and merge beside a shared A
+    ]
+
     def test_expert_diagnostics_match_numpy(self):
         """Every fixture's similarity, norms, effective ranks and router norms (the engine's, via
         r x r products) equal numpy's on the full deltas; the twin fixture's pair is at 1."""
@@ -282,6 +332,9 @@ for _cls in (AdapterParityTest, Bf16ModelParityTest, F16ModelParityTest, Int8Bas
     for _i, _f in enumerate(_cls.FIXTURE_SET + [("base", None, None, None)]):
         setattr(_cls, f"test_{_f[0]}", lambda self, i=_i: self.check(i))
 AdapterParityTest.test_crowd_of_31_other_adapters_changes_nothing = ParityBase.check_crowd
+for _j, _m in enumerate(AdapterParityTest.MIXTURES):
+    _name = "_".join(f"{n}_{w}".replace(".", "p").replace("-", "m") for n, w in _m)
+    setattr(AdapterParityTest, f"test_mixture_{_name}", lambda self, j=_j: self.check_mixture(j))
 del ParityBase  # not a test case of its own
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@
 // also refuses batches that break the engine's limits.
 #pragma once
 
+#include <bit>
 #include <cmath>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -26,6 +28,20 @@ inline uint64_t MixContext(uint64_t h, uint64_t v) {
 
 inline uint64_t AdapterTag(const AdapterWeights* a) {
   return a == nullptr ? 0 : std::hash<std::string>{}(a->name) + a->version;
+}
+
+// A mixture's tag: a lone adapter at weight 1 is that adapter; no member is the base model.
+inline uint64_t MixtureTag(std::span<const AdapterMember> members) {
+  if (members.size() == 1 && members[0].weight == 1.0f) return AdapterTag(members[0].adapter);
+  uint64_t h = 0;
+  for (const AdapterMember& m : members) {
+    h = MixContext(h ^ AdapterTag(m.adapter), std::bit_cast<uint32_t>(m.weight) + uint64_t{1});
+  }
+  return h;
+}
+
+inline uint64_t SequenceTag(const StepSequence& s) {
+  return s.adapter != nullptr ? AdapterTag(s.adapter) : MixtureTag(s.mixture);
 }
 
 inline void ContextLogits(uint64_t context, int32_t vocab, float* out) {
@@ -71,7 +87,7 @@ class FakeExecutor final : public StepExecutor {
       if (s.num_tokens <= 0 || static_cast<int64_t>(s.block_table.size()) * block_size_ < end) {
         return absl::InvalidArgumentError("block table does not cover the sequence");
       }
-      const uint64_t tag = AdapterTag(s.adapter);
+      const uint64_t tag = SequenceTag(s);
       for (int64_t p = s.first_position; p < end; ++p) {
         slot(s, p) = Slot{batch.tokens[t++], tag};
       }
@@ -92,7 +108,13 @@ class FakeExecutor final : public StepExecutor {
 
   // The logits a context gets when computed correctly (for reference runs).
   static uint64_t ContextHash(const std::vector<int32_t>& tokens, const AdapterWeights* adapter) {
-    uint64_t h = MixContext(1, AdapterTag(adapter));
+    const AdapterMember one{adapter, 1.0f};
+    return ContextHash(tokens,
+                       adapter != nullptr ? std::span(&one, 1) : std::span<const AdapterMember>());
+  }
+  static uint64_t ContextHash(const std::vector<int32_t>& tokens,
+                              std::span<const AdapterMember> mixture) {
+    uint64_t h = MixContext(1, MixtureTag(mixture));
     for (int32_t tok : tokens) h = MixContext(h, static_cast<uint64_t>(tok) + 1);
     return h;
   }

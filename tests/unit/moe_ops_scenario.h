@@ -117,13 +117,17 @@ struct MoeScenario {
   }
 };
 
+inline constexpr float kActKeep = 0.25f, kActScale = -0.75f;
+
 // What the chain produced, on the host.
 struct MoeRun {
   std::vector<int32_t> expert, order, position, seg_start;
   std::vector<float> weight;
   std::vector<double> stats;
-  Tensor y;          // y0 plus every unit's routed LoRA
-  Tensor act;        // kOverwrite of the expanded rows into [kTokens, kOut] (heads-1 units only)
+  Tensor y;  // y0 plus every unit's routed LoRA
+  // y0 combined with keep kActKeep and scale kActScale: the expanded rows of the heads-1 units
+  // into [kTokens, kOut] (a mixture member's pass).
+  Tensor act;
   Tensor gathered;   // GatherSorted of x by slot x rows
   Tensor activated;  // SegmentedGatedActivation of the gathered rows
 };
@@ -190,14 +194,18 @@ inline MoeRun RunMoeChain(Backend& b, const MoeScenario& s) {
   b.CombineSlots(expanded, expert, weight, position, s.combine, &ints, nullptr,
                  Backend::Combine::kAdd, y);
 
-  // MixLoRA's movements on the same layout: overwrite (units with one head), gather, activation.
+  // MixLoRA's movements on the same layout: a weighted combine over the old rows (units with one
+  // head), gather, activation.
   std::vector<CombineUnit> single_head;
   for (size_t i = 0; i < s.units.size(); ++i) {
-    if (s.units[i].heads == 1) single_head.push_back(s.combine[i]);
+    if (s.units[i].heads != 1) continue;
+    single_head.push_back(s.combine[i]);
+    single_head.back().keep = kActKeep;
+    single_head.back().scale = kActScale;
   }
   Tensor act = up(s.y0);
   b.CombineSlots(expanded, expert, weight, position, single_head, &ints, nullptr,
-                 Backend::Combine::kOverwrite, act);
+                 Backend::Combine::kAdd, act);
   Tensor gathered = alloc(DType::kF32, {s.slots, MoeScenario::kIn / 2});
   Tensor x_rows_view = x.Reshaped({s.x_rows * 2, MoeScenario::kIn / 2});
   b.GatherSorted(x_rows_view, order, slot_xrow, seg_start, gathered);

@@ -4,6 +4,7 @@
 // tests of admission, fairness, preemption, limits and the engine thread.
 #include "server/scheduler/scheduler.h"
 
+#include <limits>
 #include <map>
 #include <random>
 #include <thread>
@@ -393,6 +394,112 @@ TEST(SchedulerTest, ReusesCachedPrefixBlocksOfTheSameAdapterOnly) {
   const SchedulerStats s = h.scheduler->stats();
   EXPECT_EQ(s.prefix_query_tokens, 44);
   EXPECT_EQ(s.prefix_hit_tokens, 8);
+}
+
+// The prefix cache keys on the whole mixture: members, their versions and weights, in order.
+TEST(SchedulerTest, ReusesCachedPrefixBlocksOfTheSameMixtureOnly) {
+  Harness h(128, 4, 64, 8, SchedulerOptions{});
+  auto a = MakeAdapter("a"), b = MakeAdapter("b"), b2 = MakeAdapter("b", 2);
+  const std::vector<int32_t> prompt = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
+  const auto submit = [&](std::vector<MixtureMember> mixture) {
+    GenerationRequest r = h.Request(prompt, 3);
+    r.mixture = std::move(mixture);
+    return *h.scheduler->Submit(std::move(r));
+  };
+  const uint64_t first = submit({{a, 0.5f}, {b, 0.5f}});
+  h.RunUntilIdle();
+  const uint64_t again = submit({{a, 0.5f}, {b, 0.5f}});
+  const uint64_t weights = submit({{a, 0.5f}, {b, 0.25f}});
+  const uint64_t order = submit({{b, 0.5f}, {a, 0.5f}});
+  const uint64_t version = submit({{a, 0.5f}, {b2, 0.5f}});
+  const uint64_t member = *h.scheduler->Submit(h.Request(prompt, 3, a));
+  h.RunUntilIdle();
+  const uint64_t scaled = submit({{a, 1.0f}});  // the adapter itself: shares its cache
+  h.RunUntilIdle();
+  EXPECT_EQ(h.recorder.logs[again].usage.cached_prompt_tokens, 8);
+  EXPECT_EQ(h.recorder.logs[again].tokens, h.recorder.logs[first].tokens);
+  for (uint64_t id : {weights, order, version, member}) {
+    EXPECT_EQ(h.recorder.logs[id].usage.cached_prompt_tokens, 0) << id;
+    EXPECT_EQ(h.recorder.logs[id].finishes, 1) << id;
+  }
+  EXPECT_EQ(h.recorder.logs[scaled].usage.cached_prompt_tokens, 8);
+  EXPECT_EQ(h.recorder.logs[scaled].tokens, h.recorder.logs[member].tokens);
+  // What the fake engine predicts for that mixture, computed alone.
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  const std::vector<AdapterMember> mix = {{a.get(), 0.5f}, {b.get(), 0.5f}};
+  Sampler sampler(greedy, prompt, 0);
+  std::vector<int32_t> context = prompt, want;
+  std::vector<float> logits(kVocab);
+  for (int i = 0; i < 3; ++i) {
+    ContextLogits(FakeExecutor::ContextHash(context, mix), kVocab, logits.data());
+    want.push_back(sampler.Sample(logits).token);
+    context.push_back(want.back());
+    if (want.back() == kEos) break;
+  }
+  EXPECT_EQ(h.recorder.logs[first].tokens, want);
+  EXPECT_THAT(h.executor->violations(), ::testing::IsEmpty());
+}
+
+// A mixture runs only when every member may run in the step; its members share its age, so with
+// a cap of two adapters per step neither it nor the single-adapter stream starves.
+TEST(SchedulerTest, AMixtureRunsWithAllItsMembersAndIsNotStarved) {
+  SchedulerOptions options;
+  options.max_adapters_per_step = 2;
+  Harness h(512, 8, 64, 32, options);
+  auto a = MakeAdapter("a"), b = MakeAdapter("b"), c = MakeAdapter("c");
+  std::vector<StepRecord> records;
+  h.scheduler->set_step_observer([&](const StepRecord& r) { records.push_back(r); });
+  GenerationRequest stream = h.Request({1, 2, 3}, 10, c);
+  stream.ignore_eos = true;
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(h.scheduler->Submit(stream).ok());
+  ++h.recorder.step;
+  h.scheduler->Step();
+  GenerationRequest mixed = h.Request({4, 5, 6}, 5);
+  mixed.ignore_eos = true;
+  mixed.mixture = {{a, 0.5f}, {b, 0.5f}};
+  const uint64_t mixed_id = *h.scheduler->Submit(mixed);
+  for (int i = 0; i < 30; ++i) {
+    ASSERT_TRUE(h.scheduler->Submit(stream).ok());
+    ++h.recorder.step;
+    h.scheduler->Step();
+    ASSERT_TRUE(h.scheduler->CheckInvariants().ok());
+  }
+  h.RunUntilIdle();
+  EXPECT_EQ(h.recorder.logs[mixed_id].finishes, 1);
+  EXPECT_EQ(h.recorder.logs[mixed_id].tokens.size(), 5u);
+  EXPECT_LE(h.recorder.logs[mixed_id].first_event_step, 12);  // after the four older requests
+  for (const StepRecord& r : records) EXPECT_LE(r.distinct_adapters, 2);
+}
+
+TEST(SchedulerTest, RefusesMalformedMixturesNamingTheMember) {
+  SchedulerOptions options;
+  options.max_adapters_per_step = 3;
+  Harness h(64, 4, 64, 8, options);
+  auto a = MakeAdapter("a"), b = MakeAdapter("b");
+  const auto error = [&](std::vector<MixtureMember> mixture,
+                         std::shared_ptr<const AdapterWeights> adapter = nullptr) {
+    GenerationRequest r = h.Request({1, 2, 3}, 3, std::move(adapter));
+    r.mixture = std::move(mixture);
+    auto id = h.scheduler->Submit(std::move(r));
+    EXPECT_FALSE(id.ok());
+    EXPECT_EQ(id.status().code(), absl::StatusCode::kInvalidArgument);
+    return id.ok() ? std::string() : std::string(id.status().message());
+  };
+  EXPECT_THAT(error({{a, 0.5f}, {a, 0.5f}}), HasSubstr("\"a\" is named twice"));
+  EXPECT_THAT(error({{a, 1.0f}, {b, std::numeric_limits<float>::infinity()}}),
+              HasSubstr("adapters[1]: weight"));
+  EXPECT_THAT(error({{a, 1.0f}, {b, 101.0f}}), HasSubstr("outside [-100, 100]"));
+  EXPECT_THAT(error({{a, 1.0f}, {nullptr, 1.0f}}), HasSubstr("adapters[1]: no adapter"));
+  EXPECT_THAT(error({{a, 1.0f}}, b), HasSubstr("not both"));
+  auto c = MakeAdapter("c"), d = MakeAdapter("d");
+  EXPECT_THAT(error({{a, 1.0f}, {b, 1.0f}, {c, 1.0f}, {d, 1.0f}}),
+              HasSubstr("at most 3 (max_adapters_per_step)"));
+  // A valid one still runs.
+  GenerationRequest r = h.Request({1, 2, 3}, 3);
+  r.mixture = {{a, -0.5f}, {b, 1.5f}};
+  ASSERT_TRUE(h.scheduler->Submit(std::move(r)).ok());
+  h.RunUntilIdle();
 }
 
 TEST(SchedulerTest, CancellationAndDeadlinesTakeEffectWithinAStep) {

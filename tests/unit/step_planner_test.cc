@@ -33,13 +33,16 @@ uint64_t Namespace(const AdapterWeights* a) {
 struct Seq {
   uint64_t id = 0;
   const AdapterWeights* adapter = nullptr;
+  std::vector<const AdapterWeights*> mixture = {};
   std::vector<int32_t> tokens;
   int64_t computed = 0;
   std::vector<int32_t> blocks = {};
   std::vector<uint64_t> keys = {};
   int64_t length = 0;  // finishes at this many tokens
 
-  PlanSequence View() const { return {id, adapter, tokens, computed, blocks, Namespace(adapter)}; }
+  PlanSequence View() const {
+    return {id, adapter, mixture, tokens, computed, blocks, Namespace(adapter)};
+  }
 };
 
 PlanLimits Limits(int64_t tokens, int64_t seqs, int adapters) {
@@ -180,6 +183,28 @@ TEST(StepPlannerTest, AnOldAndANewVersionOfAnAdapterAreTwoAdaptersUnderTheCap) {
   EXPECT_EQ(plan.run[1].id, 2u);
   // Their namespaces differ: the new version cannot reuse the old version's K/V.
   EXPECT_NE(Namespace(v1.get()), Namespace(v2.get()));
+}
+
+// A mixture runs only in a step that runs all its members, and its members share its age.
+TEST(StepPlannerTest, AMixtureRunsOnlyWithAllItsMembers) {
+  BlockPool pool(64);
+  auto a = MakeAdapter("a"), b = MakeAdapter("b"), c = MakeAdapter("c");
+  const std::vector<const AdapterWeights*> bc = {b.get(), c.get()};
+  std::vector<Seq> waiting(2);
+  waiting[0] = {.id = 1, .mixture = bc, .tokens = Range(0, 3)};
+  waiting[1] = {.id = 2, .adapter = a.get(), .tokens = Range(10, 3)};
+  StepPlan plan = Plan({}, waiting, pool, Limits(64, 8, 2));
+  EXPECT_TRUE(plan.adapters.contains(b.get()) && plan.adapters.contains(c.get()));
+  ASSERT_EQ(plan.run.size(), 1u);  // a sits out: the older mixture took both places
+  EXPECT_EQ(plan.run[0].id, 1u);
+  // Older a first: only one of b and c fits beside it, so the mixture sits out.
+  waiting[0].id = 3;
+  plan = Plan({}, waiting, pool, Limits(64, 8, 2));
+  ASSERT_EQ(plan.run.size(), 1u);
+  EXPECT_EQ(plan.run[0].id, 2u);
+  // With room for all three, both run.
+  plan = Plan({}, waiting, pool, Limits(64, 8, 3));
+  EXPECT_EQ(plan.run.size(), 2u);
 }
 
 TEST(StepPlannerTest, ARequestSittingOutKeepsItsBlocksFromYoungerOnes) {

@@ -242,8 +242,12 @@ void CombineSlots(const Tensor& src, const Tensor& slot_expert, const Tensor& sl
                             ? dst_rows->data<int32_t>()[u.dst_rows_off + r / u.heads]
                             : u.dst_row_base + r / u.heads;
     float* out = dst.data<float>() + row * ldd + u.col + (r % u.heads) * u.width;
-    if (mode != Backend::Combine::kAdd) std::memset(out, 0, u.width * sizeof(float));
-    if (mode == Backend::Combine::kZero) continue;
+    if (mode == Backend::Combine::kZero || u.keep == 0.0f) {
+      std::memset(out, 0, u.width * sizeof(float));
+      if (mode == Backend::Combine::kZero) continue;
+    } else if (u.keep != 1.0f) {
+      for (int64_t c = 0; c < u.width; ++c) out[c] *= u.keep;
+    }
     // The row's slots by ascending expert (a handful: insertion sort).
     thread_local std::vector<int32_t> idx;
     idx.resize(static_cast<size_t>(u.slots));
@@ -261,10 +265,10 @@ void CombineSlots(const Tensor& src, const Tensor& slot_expert, const Tensor& sl
     float weight_sum = 0.0f;
     for (int i = 0; i < n; ++i) {
       weight_sum += weight[idx[i]];
-      Axpy(weight[idx[i]], src.data<float>() + int64_t{pos[idx[i]]} * lds, out, u.width);
+      Axpy(u.scale * weight[idx[i]], src.data<float>() + int64_t{pos[idx[i]]} * lds, out, u.width);
     }
     // Each expert's FFN carries the down bias: sum_e w_e b, and the base added b once.
-    if (bias != nullptr) Axpy(weight_sum - 1.0f, bias->data<float>(), out, u.width);
+    if (bias != nullptr) Axpy(u.scale * (weight_sum - 1.0f), bias->data<float>(), out, u.width);
   }
 }
 

@@ -248,15 +248,16 @@ __global__ void CombineSlotsKernel(const float* src, int64_t lds, const int32_t*
                                              : unit.dst_row_base + r / unit.heads;
   float* out = dst + row * ldd + unit.col + (r % unit.heads) * unit.width;
   for (int64_t c = threadIdx.x; c < unit.width; c += blockDim.x) {
-    float v = mode == 0 ? out[c] : 0.0f;
-    float weight_sum = 0.0f;
-    if (mode != 2) {
+    float v = 0.0f;
+    if (mode == 0) {
+      if (unit.keep != 0.0f) v = unit.keep == 1.0f ? out[c] : unit.keep * out[c];
+      float weight_sum = 0.0f;
       for (int j = 0; j < count; ++j) {
         const float w = slot_weight[idx[j]];
         weight_sum += w;
-        v += w * src[static_cast<int64_t>(position[idx[j]]) * lds + c];
+        v += unit.scale * w * src[static_cast<int64_t>(position[idx[j]]) * lds + c];
       }
-      if (bias != nullptr) v += (weight_sum - 1.0f) * bias[c];
+      if (bias != nullptr) v += unit.scale * (weight_sum - 1.0f) * bias[c];
     }
     out[c] = v;
   }

@@ -58,8 +58,8 @@ cudaError_t GatherSorted(const float* x, int64_t ldx, const int32_t* order,
 cudaError_t SegmentedGatedActivation(const float* gate_up, const int32_t* seg_start,
                                      int32_t seg_begin, int32_t seg_end, int64_t capacity,
                                      int64_t f, int act, float* out, cudaStream_t stream);
-// CombineSlots over every unit's routed rows (row_start as for Route); mode 0 add, 1 overwrite,
-// 2 zero; `bias` may be null.
+// CombineSlots over every unit's routed rows (row_start as for Route); mode 0 add (with each unit's
+// keep and scale), 1 zero; 2 zero; `bias` may be null.
 cudaError_t CombineSlots(const float* src, int64_t lds, const int32_t* slot_expert,
                          const float* slot_weight, const int32_t* position,
                          const CombineUnit* units, const int64_t* row_start, int num_units,
