@@ -206,7 +206,7 @@ int Main() {
               batch, loaded[0]->family.c_str(), loaded[0]->bytes / 1e6,
               out["distinct_adapters"].get<size_t>(), absl::GetFlag(FLAGS_rounds));
   for (size_t s = 0; s < scenarios.size(); ++s) {
-    if (ms(s) > 0) std::printf("  %-28s %8.1f ms/step\n", scenarios[s].name, ms(s));
+    if (ms(s) > 0) std::printf("  %-32s %8.1f ms/step\n", scenarios[s].name, ms(s));
   }
   std::printf("\n");
   for (const auto& [name, value] : out["ratios"].items()) {
