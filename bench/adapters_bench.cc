@@ -3,7 +3,8 @@
 //   sequence a different adapter; the naive MixLoRA variant (the frozen down projection per
 //   (token, expert), as the reference implementations run it) beside ours; routing statistics
 //   on and off; (g) every sequence a different mixture of two adapters, (h) every sequence the same
-//   mixture of two (docs/adapters.md "Mixtures"), against (c) and (b);
+//   mixture of two (docs/adapters.md "Mixtures"), against (c) and (b); with --router, (i) every
+//   sequence a router over adapters against (j) every sequence its first member alone;
 //   adapter load time and bandwidth;
 //   p50/p99 step time while an adapter loads on a background thread, against the same steps
 //   without it.
@@ -35,10 +36,13 @@ ABSL_FLAG(int, steps, 8, "timed decode steps per scenario and round");
 ABSL_FLAG(int, rounds, 5, "rounds (scenarios alternate within each)");
 ABSL_FLAG(bool, json, false, "print JSON");
 ABSL_FLAG(std::string, only, "",
-          "run only these scenarios (letters of a..h), e.g. \"ab\"; skips the "
+          "run only these scenarios (letters of a..j), e.g. \"ab\"; skips the "
           "loading measurement");
 
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
+ABSL_FLAG(std::string, router, "",
+          "a router over adapters' folder (the mixture format): scenarios (i), every sequence "
+          "using it, and (j), every sequence using its first member alone");
 
 namespace switchyard::bench {
 namespace {
@@ -125,6 +129,20 @@ int Main() {
     mixed.push_back({member(i, 0.6f), member(i + 1, 0.4f)});
   }
 
+  std::unique_ptr<AdapterWeights> router;
+  Mixtures routed, member_alone;
+  if (!absl::GetFlag(FLAGS_router).empty()) {
+    auto r = engine.LoadAdapter(absl::GetFlag(FLAGS_router));
+    if (!r.ok() || (*r)->router == nullptr) {
+      std::fprintf(stderr, "--router: %s\n",
+                   r.ok() ? "not a router over adapters" : r.status().ToString().c_str());
+      return 1;
+    }
+    router = std::move(*r);
+    routed.assign(batch, {{router.get(), 1.0f}});
+    member_alone.assign(batch, {{router->router->members[0].get(), 1.0f}});
+  }
+
   struct Scenario {
     const char* name;
     const Mixtures* adapters;
@@ -142,12 +160,15 @@ int Main() {
       {"c, routing stats off", &many, no_stats},
       {"g: distinct 2-adapter mixtures", &mixed, ours},
       {"h: one 2-adapter mixture", &mixed_one, ours},
+      {"i: router over adapters", &routed, ours},
+      {"j: the router's first member", &member_alone, ours},
   };
   std::vector<std::vector<double>> medians(scenarios.size());
   const std::string only = absl::GetFlag(FLAGS_only);
   for (int r = 0; r < absl::GetFlag(FLAGS_rounds); ++r) {
     for (size_t s = 0; s < scenarios.size(); ++s) {
       if (!only.empty() && only.find(static_cast<char>('a' + s)) == std::string::npos) continue;
+      if (scenarios[s].adapters->empty()) continue;  // (i), (j) without --router
       engine.set_moe_lora_options(scenarios[s].options);
       medians[s].push_back(Median(DecodeSteps(engine, *scenarios[s].adapters, steps)));
     }
@@ -184,9 +205,9 @@ int Main() {
   const struct {
     const char* name;
     size_t num, den;
-  } ratios[] = {{"(b)/(a)", 1, 0},        {"(c)/(b)", 2, 1},          {"naive/ours (b)", 3, 1},
-                {"naive/ours (c)", 4, 2}, {"stats on/off (c)", 2, 5}, {"mixtures (g)/(c)", 6, 2},
-                {"mixture (h)/(b)", 7, 1}};
+  } ratios[] = {{"(b)/(a)", 1, 0},         {"(c)/(b)", 2, 1},          {"naive/ours (b)", 3, 1},
+                {"naive/ours (c)", 4, 2},  {"stats on/off (c)", 2, 5}, {"mixtures (g)/(c)", 6, 2},
+                {"mixture (h)/(b)", 7, 1}, {"router (i)/(j)", 8, 9}};
   for (const auto& r : ratios) {
     if (ms(r.num) > 0 && ms(r.den) > 0) out["ratios"][r.name] = ms(r.num) / ms(r.den);
   }

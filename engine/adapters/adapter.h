@@ -59,6 +59,18 @@ struct AdapterLayer {
   std::unique_ptr<MixLoraBlock> ffn;
 };
 
+struct AdapterWeights;
+
+// A router over whole adapters (the `mixture` format, docs/adapters.md "Routers over adapters"):
+// per layer, a router on the FFN input picks members per token (top-k renormalised, or dense),
+// whose FFN deltas (gate/up/down LoRA and MixLoRA blocks) then count with those weights. Members
+// carry no attention LoRA; on a layer either every member has a MixLoRA block or none has.
+struct AdapterRouter {
+  RouterSpec spec;  // kTopK or kDense over the members
+  std::vector<std::unique_ptr<AdapterWeights>> members;
+  std::vector<Weight> routers;  // per layer, [members, d] F32; undefined where no member acts
+};
+
 struct AdapterWeights {
   std::string name;
   uint64_t version = 0;  // bumped by every load of the same name (hot swap)
@@ -69,6 +81,8 @@ struct AdapterWeights {
   // Computed once at load from the weights (expert_diagnostics.h); shared with the registry,
   // which keeps them while the adapter is evicted.
   std::shared_ptr<const AdapterDiagnostics> diagnostics;
+  // A router over adapters (its own layers are empty); null for every other adapter.
+  std::unique_ptr<AdapterRouter> router;
 };
 
 // One adapter of a token's mixture: its delta enters scaled by `weight` (docs/adapters.md,

@@ -54,6 +54,7 @@ float AdapterConfig::Scale(double alpha, int r, bool rslora) {
 namespace {
 
 constexpr absl::string_view kWhere = "adapter_config.json";
+constexpr int64_t kMaxRouterMembers = 64;  // members of a router over adapters
 
 absl::Status Bad(absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(kWhere, ": ", what));
@@ -107,6 +108,43 @@ absl::Status ParseTargets(const nlohmann::json& j, std::set<std::string>* out) {
   return absl::OkStatus();
 }
 
+// peft_type MIXTURE: {"members": [folder, ...], "routing": "topk" | "dense", "top_k": k}.
+absl::Status ParseMixtureConfig(const nlohmann::json& j, AdapterConfig* c) {
+  if (!j.contains("members") || !j["members"].is_array()) {
+    return Bad("members (the member adapters' folders) must be a list");
+  }
+  for (const auto& m : j["members"]) {
+    if (!m.is_string() || m.get<std::string>().empty()) {
+      return Bad("members must name folders below the mixture's own");
+    }
+    const std::string path = m.get<std::string>();
+    if (path.front() == '/' || absl::StrContains(absl::StrCat("/", path, "/"), "/../")) {
+      return Bad(absl::StrCat("member \"", path, "\" is not a folder below the mixture's own"));
+    }
+    c->members.push_back(path);
+  }
+  const int64_t n = static_cast<int64_t>(c->members.size());
+  if (n < 2 || n > kMaxRouterMembers) {
+    return Bad(absl::StrCat("members: ", n, " given; a mixture has 2 to ", kMaxRouterMembers));
+  }
+  std::string routing = "topk";
+  if (j.contains("routing")) {
+    SY_ASSIGN_OR_RETURN(routing, json_util::GetString(j, "routing", kWhere));
+  }
+  SY_ASSIGN_OR_RETURN(int64_t k, json_util::GetIntOr(j, "top_k", 2, kWhere));
+  c->router.num_experts = static_cast<int>(n);
+  if (routing == "dense") {
+    c->router.routing = Routing::kDense;
+  } else if (routing == "topk") {
+    if (k < 1 || k > n) return Bad("top_k must be in [1, number of members]");
+    c->router.routing = Routing::kTopK;
+    c->router.top_k = static_cast<int>(k);
+  } else {
+    return Bad(absl::StrCat("routing \"", routing, "\" is not supported (topk or dense)"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<AdapterConfig> ParseAdapterConfig(absl::string_view json) {
@@ -136,10 +174,14 @@ absl::StatusOr<AdapterConfig> ParseAdapterConfig(absl::string_view json) {
     c.family = AdapterConfig::Family::kPeft;
   } else if (peft_type == "MHMOE_LORA") {
     c.family = AdapterConfig::Family::kMhMoeLora;
+  } else if (peft_type == "MIXTURE") {
+    c.family = AdapterConfig::Family::kMixture;
+    SY_RETURN_IF_ERROR(ParseMixtureConfig(j, &c));
+    return c;
   } else {
     return Bad(absl::StrCat("peft_type \"", peft_type,
                             "\" is not supported (supported: MIXLORA, LORAMOE, MOLA, LORA, "
-                            "MHMOE_LORA)"));
+                            "MHMOE_LORA, MIXTURE)"));
   }
 
   SY_ASSIGN_OR_RETURN(int64_t r, json_util::GetInt(j, "r", kWhere));
@@ -616,7 +658,103 @@ absl::StatusOr<std::unique_ptr<AdapterFiles>> ReadAdapterFilesUnguarded(const Co
   SY_ASSIGN_OR_RETURN(files->config, ParseAdapterConfig(*config_text));
   SY_RETURN_IF_ERROR(ReadWeights(dir, &files->tensors, &files->format));
   for (const NamedTensor& nt : files->tensors) files->bytes += nt.tensor.nbytes();
+  for (const std::string& member : files->config.members) {
+    absl::StatusOr<ConfinedDir> sub = dir.Sub(member);
+    if (!sub.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(dir.PathOf(member), ": member of ", dir.path(),
+                                                     ": ", sub.status().message()));
+    }
+    SY_ASSIGN_OR_RETURN(std::unique_ptr<AdapterFiles> m, ReadAdapterFilesUnguarded(*sub));
+    if (m->config.family == AdapterConfig::Family::kMixture) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(dir.PathOf(member), ": a mixture's member cannot be a mixture"));
+    }
+    files->bytes += m->bytes;
+    files->members.push_back(std::move(m));
+  }
   return files;
+}
+
+// Why a member cannot serve in a router over adapters at `layer`, or OK.
+absl::Status CheckRouterMember(const AdapterWeights& member, const std::string& path, int layer) {
+  for (int s = 0; s < static_cast<int>(LinearSite::kGate); ++s) {
+    if (member.layers[layer].sites[s] != nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("member ", path, " has LoRA on ", LinearSiteName(static_cast<LinearSite>(s)),
+                       " of layer ", layer,
+                       ": a mixture routes its members' FFN only (attention runs before "
+                       "the FFN input its router reads)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// True when the member changes the FFN of `layer`.
+bool ActsOnFfn(const AdapterLayer& l) {
+  return l.ffn != nullptr || l.sites[static_cast<int>(LinearSite::kGate)] != nullptr ||
+         l.sites[static_cast<int>(LinearSite::kUp)] != nullptr ||
+         l.sites[static_cast<int>(LinearSite::kDown)] != nullptr;
+}
+
+// A router over adapters (peft_type MIXTURE): its members built, checked, and its routers.
+absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildRouterOverAdapters(const AdapterFiles& files,
+                                                                        const ModelConfig& m,
+                                                                        Backend& backend,
+                                                                        DType lora_dtype) {
+  const AdapterConfig& c = files.config;
+  auto adapter = std::make_unique<AdapterWeights>();
+  adapter->family = "mixture";
+  adapter->format = absl::StrCat(files.format, ", ", c.members.size(), " members");
+  adapter->layers.resize(static_cast<size_t>(m.num_layers));
+  adapter->diagnostics = std::make_shared<AdapterDiagnostics>();
+  auto router = std::make_unique<AdapterRouter>();
+  router->spec = c.router;
+  router->routers.resize(static_cast<size_t>(m.num_layers));
+  for (size_t i = 0; i < files.members.size(); ++i) {
+    SY_ASSIGN_OR_RETURN(std::unique_ptr<AdapterWeights> member,
+                        BuildAdapter(*files.members[i], m, backend, lora_dtype));
+    member->name = c.members[i];
+    for (int l = 0; l < m.num_layers; ++l) {
+      SY_RETURN_IF_ERROR(CheckRouterMember(*member, c.members[i], l));
+    }
+    adapter->bytes += member->bytes;
+    router->members.push_back(std::move(member));
+  }
+  const int M = static_cast<int>(router->members.size());
+  Builder b(c, m, backend, lora_dtype);
+  for (const NamedTensor& nt : files.tensors) {
+    int layer = -1;
+    std::vector<absl::string_view> part = absl::StrSplit(nt.name, '.');
+    if (part.size() != 5 || part[0] != "mixture" || part[1] != "layers" ||
+        !absl::SimpleAtoi(part[2], &layer) || part[3] != "router" || part[4] != "weight" ||
+        layer < 0 || layer >= m.num_layers) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "adapter weights: unexpected tensor ", nt.name,
+          " (a mixture holds mixture.layers.{layer}.router.weight, layer < ", m.num_layers, ")"));
+    }
+    SY_ASSIGN_OR_RETURN(router->routers[layer], b.Router(nt.tensor, M, m.hidden_size, nt.name));
+  }
+  for (int l = 0; l < m.num_layers; ++l) {
+    int acting = 0, mixlora = 0;
+    for (const auto& member : router->members) {
+      acting += ActsOnFfn(member->layers[l]);
+      mixlora += member->layers[l].ffn != nullptr;
+    }
+    if (acting > 0 && !router->routers[l].defined()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "adapter weights: layer ", l, " has members that change its FFN but no router ",
+          "(mixture.layers.", l, ".router.weight)"));
+    }
+    if (mixlora != 0 && mixlora != M) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer ", l, ": ", mixlora, " of ", M,
+                       " members have a MixLoRA block; a mixture's "
+                       "members have one on a layer all together or none"));
+    }
+  }
+  adapter->bytes += b.bytes();
+  adapter->router = std::move(router);
+  return adapter;
 }
 
 absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapterUnguarded(const AdapterFiles& files,
@@ -626,9 +764,12 @@ absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapterUnguarded(const Adap
   if (lora_dtype != DType::kF32 && lora_dtype != DType::kBF16) {
     return absl::InvalidArgumentError("adapter weights are held in F32 or BF16");
   }
+  if (files.config.family == AdapterConfig::Family::kMixture) {
+    return BuildRouterOverAdapters(files, m, backend, lora_dtype);
+  }
   const AdapterConfig& c = files.config;
   const std::string& format = files.format;
-  const char* family_names[] = {"mixlora", "loramoe", "mola", "lora", "mhmoe-lora"};
+  const char* family_names[] = {"mixlora", "loramoe", "mola", "lora", "mhmoe-lora", "mixture"};
 
   if (!files.gguf_architecture.empty()) SY_RETURN_IF_ERROR(CheckGgufBase(files, m));
   Raw raw;  // the tensors' handles (their memory stays the files', but for re-ordered copies)

@@ -5,7 +5,8 @@
 //   mLoRA      legacy MixLoRA (routing_strategy "mixtral" | "switch", gate.weight, w1/w2/w3_proj)
 //   PEFT       peft_type LORA: plain LoRA; with lora_nums, the HydraLoRA (shared lora_A,
 //              lora_B{i}, lora_route) and official LoRAMoE (lora_A{i}, lora_B{i}, lora_route) forks
-//   Switchyard peft_type MHMOE_LORA (docs/adapters.md)
+//   Switchyard peft_type MHMOE_LORA (docs/adapters.md), and MIXTURE: a router over member
+//              adapters in folders below its own
 // Everything is validated against the base model (layers, dimensions, ranks, expert counts,
 // finite values) before the adapter exists; a bad adapter is refused with the key or tensor
 // named and never half-loads.
@@ -26,7 +27,7 @@
 namespace switchyard {
 
 struct AdapterConfig {
-  enum class Family { kMixLora, kLoraMoe, kMola, kPeft, kMhMoeLora };
+  enum class Family { kMixLora, kLoraMoe, kMola, kPeft, kMhMoeLora, kMixture };
   Family family = Family::kPeft;
   bool legacy_mlora = false;
   int r = 0;
@@ -43,6 +44,9 @@ struct AdapterConfig {
   bool use_dora = false;             // treated as LoRA: DoRA magnitudes are not saved by MoE-PEFT
   int heads = 1;                     // MH-MoE-LoRA
   int head_rank = 0, merge_rank = 0;
+  // A router over adapters (peft_type MIXTURE): the members' folders, relative to its own, below
+  // it; `router` is top-k (renormalised) or dense over them.
+  std::vector<std::string> members;
 
   // Scaling of a LoRA pair: alpha / r, or alpha / sqrt(r) with rsLoRA.
   static float Scale(double alpha, int r, bool rslora);
@@ -61,6 +65,7 @@ struct AdapterFiles {
   // GGUF LoRA (gguf_lora.h): the file's general.architecture, checked against the base model;
   // for "llama" the q and k lora_B rows are in llama.cpp's interleaved RoPE order.
   std::string gguf_architecture;
+  std::vector<std::unique_ptr<AdapterFiles>> members;  // a router over adapters' members
 };
 
 absl::StatusOr<std::unique_ptr<AdapterFiles>> ReadAdapterFiles(const ConfinedDir& dir);

@@ -78,8 +78,12 @@ absl::Status MoeLoraExecutor::PrepareBuffers() {
       {&buf_.gate_up, DType::kF32, c.gate_up},
       {&buf_.act, DType::kF32, c.act},
       {&buf_.down, DType::kF32, c.down},
+      {&buf_.gate_expert, DType::kI32, c.gate_slots},
+      {&buf_.gate_weight, DType::kF32, c.gate_slots},
   };
   for (const auto& s : sizes) SY_RETURN_IF_ERROR(Grow(*s.t, s.dtype, s.numel));
+  gates_ = {buf_.gate_expert.data<int32_t>(), buf_.gate_weight.data<float>(),
+            buf_.ints.data<int32_t>()};
   return absl::OkStatus();
 }
 
@@ -128,7 +132,9 @@ Tensor From(const Tensor& t, int64_t offset) {
 
 void MoeLoraExecutor::AfterLinear(int layer, Linear which, const Tensor& x, Tensor& y) {
   if (!status_.ok()) return;
-  const SiteCall& call = plan_.layers[layer].calls[static_cast<int>(which)];
+  const LayerPlan& lp = plan_.layers[layer];
+  if (which == Linear::kGateUp && !lp.gate.route.empty()) RunGates(layer, lp.gate, x);
+  const SiteCall& call = lp.calls[static_cast<int>(which)];
   if (!call.units.empty()) RunSites(layer, call, x, y);
   if (which == Linear::kDown) MixDown(layer, y);
 }
@@ -186,6 +192,37 @@ void MoeLoraExecutor::CombineByMember(const Tensor& src, const Tensor& slot_expe
   }
 }
 
+void MoeLoraExecutor::RunGates(int layer, const GateCall& c, const Tensor& x) {
+  const int64_t d = model_.hidden_size;
+  Tensor xg = View(buf_.x, c.rows, d);
+  backend_.GatherRows(x, Ints(c.x_src_off, c.rows), xg);
+  const Tensor logits = View(buf_.logits, c.rows, c.max_e);
+  jobs_.clear();
+  for (size_t i = 0; i < c.groups.size(); ++i) {
+    const RouteUnit& r = c.route[i];
+    jobs_.push_back({&plan_.groups[c.groups[i]].adapter->router->routers[layer],
+                     xg.data<float>() + r.logits_row * d, d, r.rows,
+                     logits.data<float>() + r.logits_row * c.max_e, c.max_e, false});
+  }
+  backend_.GroupedLinear(jobs_);
+  backend_.Route(logits, c.route, buf_.gate_expert, buf_.gate_weight,
+                 plan_.stats_size > 0 ? &buf_.stats : nullptr, nullptr);
+  if (decisions_ != nullptr) {
+    std::vector<DecisionUnit> units;
+    for (size_t i = 0; i < c.groups.size(); ++i) {
+      const PlanGroup& g = plan_.groups[c.groups[i]];
+      units.push_back(Decision(c.route[i], g, g.tokens, kFfnBlockSite, 1));
+    }
+    RecordDecisions(layer, units, buf_.gate_expert, c.slots);
+  }
+}
+
+MoeLoraExecutor::DecisionUnit MoeLoraExecutor::Decision(const RouteUnit& route, const PlanGroup& g,
+                                                        const std::vector<int32_t>& tokens,
+                                                        int site, int heads) const {
+  return {&route, &tokens, g.member, site, heads, g.gated_by != nullptr ? g.sub - 1 : -1};
+}
+
 void MoeLoraExecutor::RoutersAndRoute(int layer, const SiteCall& c, const Tensor& xg) {
   const Tensor logits = View(buf_.logits, c.sub_rows, c.max_e);
   jobs_.clear();
@@ -197,12 +234,12 @@ void MoeLoraExecutor::RoutersAndRoute(int layer, const SiteCall& c, const Tensor
   }
   if (!jobs_.empty()) backend_.GroupedLinear(jobs_);
   backend_.Route(logits, c.route, buf_.expert, buf_.weight,
-                 plan_.stats_size > 0 ? &buf_.stats : nullptr);
+                 plan_.stats_size > 0 ? &buf_.stats : nullptr, &gates_);
   if (decisions_ != nullptr) {
     std::vector<DecisionUnit> units;
     for (size_t i = 0; i < c.units.size(); ++i) {
       const PlanGroup& g = plan_.groups[c.units[i].group];
-      units.push_back({&c.route[i], &g.tokens, g.member, c.units[i].site, c.units[i].lora->heads});
+      units.push_back(Decision(c.route[i], g, g.tokens, c.units[i].site, c.units[i].lora->heads));
     }
     RecordDecisions(layer, units, buf_.expert, c.slots);
   }
@@ -284,12 +321,12 @@ void MoeLoraExecutor::BeforeDown(int layer, const Tensor& x, const Tensor& gate_
   }
   backend_.GroupedLinear(jobs_);
   backend_.Route(logits, c.route, buf_.mix_expert, buf_.mix_weight,
-                 plan_.stats_size > 0 ? &buf_.stats : nullptr);
+                 plan_.stats_size > 0 ? &buf_.stats : nullptr, &gates_);
   if (decisions_ != nullptr) {
     std::vector<DecisionUnit> units;
     for (size_t i = 0; i < c.units.size(); ++i) {
-      units.push_back({&c.route[i], &c.units[i].tokens, plan_.groups[c.units[i].group].member,
-                       kFfnBlockSite, 1});
+      units.push_back(Decision(c.route[i], plan_.groups[c.units[i].group], c.units[i].tokens,
+                               kFfnBlockSite, 1));
     }
     RecordDecisions(layer, units, buf_.mix_expert, c.slots);
   }
@@ -365,11 +402,13 @@ void MoeLoraExecutor::RecordDecisions(int layer, std::span<const DecisionUnit> u
                         static_cast<int8_t>(u.site),
                         static_cast<int16_t>(r % u.heads),
                         static_cast<int8_t>(u.member),
+                        static_cast<int8_t>(u.gated_member),
                         {}};
       for (int j = 0; j < u.route->slots; ++j) {
         const int32_t e = expert[u.route->slot_off + r * u.route->slots + j];
         if (e >= 0) d.experts.push_back(static_cast<int16_t>(e));
       }
+      if (d.experts.empty()) continue;  // a router's member its router did not pick
       std::sort(d.experts.begin(), d.experts.end());
       decisions_->decisions.push_back(std::move(d));
     }

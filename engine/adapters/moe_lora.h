@@ -66,6 +66,7 @@ class MoeLoraExecutor final : public LayerHooks {
     Tensor x, logits, expert, weight, order, position, seg_start;
     Tensor shrink, shared, expand, head, merge, merge_mid;
     Tensor mix_expert, mix_weight, mix_position, gate_up, act, down;
+    Tensor gate_expert, gate_weight;  // routers over adapters: the layer's gate slots
   };
   absl::Status PrepareBuffers();
   absl::Status Grow(Tensor& t, DType dtype, int64_t numel);
@@ -74,6 +75,8 @@ class MoeLoraExecutor final : public LayerHooks {
   Tensor Ints(int64_t offset, int64_t count) const;
 
   void RunSites(int layer, const SiteCall& call, const Tensor& x, Tensor& y);
+  // Routers over adapters: each fills its tokens' gate slots from the FFN input.
+  void RunGates(int layer, const GateCall& call, const Tensor& x);
   void HeadProjection(const SiteCall& call, Tensor& xg);
   void RoutersAndRoute(int layer, const SiteCall& call, const Tensor& xg);
   void ShrinkExpand(const SiteCall& call, const Tensor& xg, const Tensor& expand);
@@ -87,7 +90,10 @@ class MoeLoraExecutor final : public LayerHooks {
     const RouteUnit* route;
     const std::vector<int32_t>* tokens;  // the unit's step tokens
     int member, site, heads;
+    int gated_member = -1;  // a router's member: its index
   };
+  DecisionUnit Decision(const RouteUnit& route, const PlanGroup& g,
+                        const std::vector<int32_t>& tokens, int site, int heads) const;
   // Each routed row's experts, for the tokens that asked (waits for the device: tests and
   // requests that record their routing only).
   void RecordDecisions(int layer, std::span<const DecisionUnit> units, const Tensor& slot_expert,
@@ -105,6 +111,7 @@ class MoeLoraExecutor final : public LayerHooks {
   std::span<const uint8_t> decisions_of_token_;
   std::vector<LinearJob> jobs_;
   std::vector<const Weight*> down_base_;
+  RouteGates gates_;  // over buf_.gate_expert, buf_.gate_weight and buf_.ints
   Tensor host_stats_;
 };
 

@@ -55,9 +55,10 @@ class PlanBuilder {
     for (int layer = 0; layer < model_.num_layers; ++layer) {
       // In the order the forward pass runs them, so statistics records come in that order.
       LayerPlan& lp = plan_.layers[layer];
-      for (Linear which : {Linear::kQkv, Linear::kO, Linear::kGateUp}) {
-        lp.calls[static_cast<int>(which)] = BuildSiteCall(layer, which);
-      }
+      lp.calls[static_cast<int>(Linear::kQkv)] = BuildSiteCall(layer, Linear::kQkv);
+      lp.calls[static_cast<int>(Linear::kO)] = BuildSiteCall(layer, Linear::kO);
+      lp.gate = BuildGateCall(layer);
+      lp.calls[static_cast<int>(Linear::kGateUp)] = BuildSiteCall(layer, Linear::kGateUp);
       lp.mix = BuildMixCall(layer);
       lp.calls[static_cast<int>(Linear::kDown)] = BuildSiteCall(layer, Linear::kDown);
     }
@@ -72,22 +73,30 @@ class PlanBuilder {
       for (int k = 0; k < static_cast<int>(members.size()); ++k) {
         const AdapterMember& m = members[k];
         if (m.adapter == nullptr) continue;
-        auto it = std::find_if(groups.begin(), groups.end(), [&](const PlanGroup& g) {
-          return g.adapter == m.adapter && g.member == k && g.weight == m.weight;
-        });
-        if (it == groups.end()) {
-          groups.push_back({m.adapter, k, m.weight, {}, 0, -1});
-          it = groups.end() - 1;
+        AddToken(t, m.adapter, k, m.weight, 0, nullptr);
+        if (m.adapter->router == nullptr) continue;
+        const auto& gated = m.adapter->router->members;
+        for (int i = 0; i < static_cast<int>(gated.size()); ++i) {
+          AddToken(t, gated[i].get(), k, m.weight, i + 1, m.adapter);
         }
-        it->tokens.push_back(t);
       }
     }
     std::stable_sort(groups.begin(), groups.end(),
-                     [](const PlanGroup& a, const PlanGroup& b) { return a.member < b.member; });
+                     [](const PlanGroup& a, const PlanGroup& b) { return a.pass() < b.pass(); });
     for (PlanGroup& g : groups) {
       g.tokens_off = static_cast<int64_t>(plan_.ints.size());
       plan_.ints.insert(plan_.ints.end(), g.tokens.begin(), g.tokens.end());
-      if (stats_ == nullptr) continue;
+      if (g.gated_by != nullptr) {
+        g.gate_group = static_cast<int>(std::find_if(groups.begin(), groups.end(),
+                                                     [&](const PlanGroup& o) {
+                                                       return o.adapter == g.gated_by &&
+                                                              o.member == g.member &&
+                                                              o.weight == g.weight;
+                                                     }) -
+                                        groups.begin());
+      }
+      // A router's members route only the rows it picks them for: no statistics of their own.
+      if (stats_ == nullptr || g.gated_by != nullptr) continue;
       const auto same = std::find_if(groups.begin(), groups.end(), [&](const PlanGroup& o) {
         return o.adapter == g.adapter && o.stats_index >= 0;
       });
@@ -98,6 +107,61 @@ class PlanBuilder {
         stats_->adapters.push_back({g.adapter->name, g.adapter->version, {}});
       }
     }
+  }
+
+  void AddToken(int32_t t, const AdapterWeights* adapter, int member, float weight, int sub,
+                const AdapterWeights* gated_by) {
+    std::vector<PlanGroup>& groups = plan_.groups;
+    auto it = std::find_if(groups.begin(), groups.end(), [&](const PlanGroup& g) {
+      return g.adapter == adapter && g.member == member && g.weight == weight &&
+             g.gated_by == gated_by;
+    });
+    if (it == groups.end()) {
+      groups.push_back({adapter, member, weight, {}, 0, -1, sub, gated_by, -1});
+      it = groups.end() - 1;
+    }
+    it->tokens.push_back(t);
+  }
+
+  // The routers over adapters of `layer`; records where each token's gate slots start.
+  GateCall BuildGateCall(int layer) {
+    GateCall c;
+    gate_base_.assign(plan_.groups.size(), {});
+    c.x_src_off = static_cast<int64_t>(plan_.ints.size());
+    for (int g = 0; g < static_cast<int>(plan_.groups.size()); ++g) {
+      const PlanGroup& group = plan_.groups[g];
+      const AdapterRouter* router = group.adapter->router.get();
+      if (router == nullptr || !router->routers[layer].defined()) continue;
+      const int64_t n = static_cast<int64_t>(group.tokens.size());
+      const int S = SlotsPerRow(router->spec);
+      c.groups.push_back(g);
+      c.route.push_back({router->spec, n, c.rows, c.slots, S, 0,
+                         AddRecord(group, layer, kFfnBlockSite, router->spec)});
+      gate_base_[g].assign(static_cast<size_t>(num_tokens_), -1);
+      for (int64_t r = 0; r < n; ++r) {
+        gate_base_[g][group.tokens[r]] = static_cast<int32_t>(c.slots + r * S);
+      }
+      AppendRows(group);
+      c.rows += n;
+      c.slots += n * S;
+      c.max_e = std::max(c.max_e, router->spec.num_experts);
+    }
+    PlanCapacity& cap = plan_.capacity;
+    cap.x = std::max(cap.x, c.rows * model_.hidden_size);
+    cap.logits = std::max(cap.logits, c.rows * c.max_e);
+    cap.gate_slots = std::max(cap.gate_slots, c.slots);
+    return c;
+  }
+
+  // Gates a unit of a router's member: its tokens' gate slot starts, into ints.
+  void Gate(const PlanGroup& g, const std::vector<int32_t>& tokens, int heads, RouteUnit& r) {
+    if (g.gate_group < 0) return;
+    const AdapterRouter& router = *plan_.groups[g.gate_group].adapter->router;
+    r.gate_rows_off = static_cast<int64_t>(plan_.ints.size());
+    for (int32_t t : tokens) plan_.ints.push_back(gate_base_[g.gate_group][t]);
+    r.gate_heads = heads;
+    r.gate_slots = SlotsPerRow(router.spec);
+    r.gate_member = g.sub - 1;
   }
 
   // A routing record for (group, layer, site), or -1 without statistics. Groups of one adapter
@@ -163,7 +227,9 @@ class PlanBuilder {
     std::vector<int> y_member;
     for (SiteUnit& u : c.units) {
       LayoutSiteUnit(layer, u, c);
-      if (u.merge_off < 0) y_member.push_back(plan_.groups[u.group].member);
+      const PlanGroup& g = plan_.groups[u.group];
+      Gate(g, g.tokens, u.lora->heads, c.route.back());
+      if (u.merge_off < 0) y_member.push_back(g.pass());
     }
     c.y_passes = OrderByMember(y_member, {&c.combine_y});
     FillSiteSlots(c);
@@ -256,9 +322,12 @@ class PlanBuilder {
     for (int g = 0; g < static_cast<int>(plan_.groups.size()); ++g) {
       const PlanGroup& group = plan_.groups[g];
       if (group.adapter->layers[layer].ffn == nullptr) continue;
+      // A router's members (all with blocks here, or none) count its weight once: their gates
+      // sum to 1.
+      const bool counted = group.gated_by == nullptr || group.sub == 1;
       for (int32_t t : group.tokens) {
-        total[t] += group.weight;
-        if (opener[t] < 0) opener[t] = g;  // groups come by member
+        if (counted) total[t] += group.weight;
+        if (opener[t] < 0) opener[t] = g;  // groups come by pass
       }
     }
     std::vector<MixUnit> units;
@@ -300,9 +369,10 @@ class PlanBuilder {
       const int E = u.block->spec.num_experts, S = SlotsPerRow(u.block->spec);
       c.route.push_back({u.block->spec, n, u.x_off, c.slots, S, c.segments,
                          AddRecord(g, layer, kFfnBlockSite, u.block->spec)});
+      Gate(g, u.tokens, 1, c.route.back());
       c.combine_act.push_back({n, c.slots, S, 1, u.tokens_off, 0, 0, F, g.weight, u.keep});
       c.combine_down.push_back({n, c.slots, S, 1, u.tokens_off, 0, 0, d, g.weight, 1.0f});
-      member.push_back(g.member);
+      member.push_back(g.pass());
       c.acts.push_back({c.segments, c.segments + E, u.block->act});
       for (int e = 0; e < E; ++e) {
         const MixLoraExpert* x =
@@ -346,8 +416,8 @@ class PlanBuilder {
     return c;
   }
 
-  // Orders the combine lists (parallel, one entry per member[i]) by member, stably, and returns
-  // the end of each member's run: one CombineSlots pass each.
+  // Orders the combine lists (parallel, one entry per pass key member[i]) by it, stably, and
+  // returns the end of each key's run: one CombineSlots pass each.
   static std::vector<size_t> OrderByMember(const std::vector<int>& member,
                                            std::initializer_list<std::vector<CombineUnit>*> lists) {
     std::vector<size_t> order(member.size());
@@ -369,6 +439,8 @@ class PlanBuilder {
   const ModelConfig& model_;
   RoutingStats* stats_;
   int64_t num_tokens_ = 0;
+  // Per router group of the layer being planned: each token's first gate slot (-1: none).
+  std::vector<std::vector<int32_t>> gate_base_;
   MoeLoraPlan plan_;
 };
 

@@ -21,6 +21,8 @@ namespace switchyard {
 // The tokens that have `adapter` as member `member` of their mixture, with `weight`. Groups come
 // ordered by member: a token's members then combine into its rows in mixture order, one
 // CombineSlots pass per member (a pass never writes a row twice).
+// A router over adapters becomes a group of its own (its routers, members as experts) and one
+// gated group per member (sub = its index + 1), with the same tokens, after it.
 struct PlanGroup {
   const AdapterWeights* adapter = nullptr;
   int member = 0;
@@ -28,6 +30,21 @@ struct PlanGroup {
   std::vector<int32_t> tokens;  // step tokens, ascending
   int64_t tokens_off = 0;       // of `tokens` in MoeLoraPlan::ints
   int stats_index = -1;         // in RoutingStats::adapters (shared by the adapter's groups)
+  int sub = 0;                  // a router's member: its index + 1
+  const AdapterWeights* gated_by = nullptr;  // that router
+  int gate_group = -1;                       // its group
+  // Combine passes go by (member, sub): no two groups of a pass share a token.
+  int pass() const { return member * 128 + sub; }
+};
+
+// The routers over adapters of one layer, on the FFN input: each unit fills its tokens' gate
+// slots (members as experts), which gated units read (RouteUnit::gate_rows_off).
+struct GateCall {
+  std::vector<int> groups;  // router groups
+  std::vector<RouteUnit> route;
+  int64_t rows = 0, slots = 0;
+  int64_t x_src_off = 0;
+  int max_e = 1;
 };
 
 // One adapter's routed LoRA on one site of a call.
@@ -95,6 +112,7 @@ struct MixCall {
 struct LayerPlan {
   std::array<SiteCall, 4> calls;  // by LayerHooks::Linear
   MixCall mix;
+  GateCall gate;  // runs first in the gate/up call
 };
 
 // Where a routing record lives, for copying the step's statistics back (an adapter's groups and
@@ -111,6 +129,7 @@ struct PlanCapacity {
   int64_t x = 1, logits = 1, slots = 1, segments = 2, shrink = 1, shared = 1, expand = 1;
   int64_t head = 1, merge = 1, merge_mid = 1;
   int64_t gate_up = 1, act = 1, down = 1;
+  int64_t gate_slots = 1;
 };
 
 struct MoeLoraPlan {

@@ -45,6 +45,7 @@ struct RoutingDecision {
   int8_t site = 0;
   int16_t head = 0;              // MH-MoE sub-token
   int8_t member = 0;             // the adapter's index in the token's mixture
+  int8_t gated_member = -1;      // a router over adapters' member (its index); -1: the adapter
   std::vector<int16_t> experts;  // ascending
 };
 

@@ -172,8 +172,10 @@ class Backend {
   // into its slots (slot_expert I32, slot_weight F32; expert -1 in a slot left empty), and where
   // stats_off >= 0 the row's sums added to its record in `stats` (F64; may be null when no unit
   // has a record). A slot's selections come in the rule's order (top-k: by falling probability).
+  // Gated units (RouteUnit::gate_rows_off >= 0) read `gates` (device memory; may be null when no
+  // unit is gated).
   virtual void Route(const Tensor& logits, std::span<const RouteUnit> units, Tensor& slot_expert,
-                     Tensor& slot_weight, Tensor* stats) = 0;
+                     Tensor& slot_weight, Tensor* stats, const RouteGates* gates) = 0;
   // Sorts the filled slots of `units` by segment (seg_base + expert), stably: order[k] is the slot
   // at sorted position k, position[slot] its sorted position (-1 for an empty slot), seg_start[s]
   // the first position of segment s, with seg_start[num_segments] the number of filled slots.

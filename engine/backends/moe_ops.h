@@ -15,6 +15,12 @@
 
 #include <cstdint>
 
+#if defined(__CUDACC__)
+#define SY_HOST_DEVICE __host__ __device__
+#else
+#define SY_HOST_DEVICE
+#endif
+
 namespace switchyard {
 
 enum class Activation;  // engine/core/activation.h (kept out: CUDA files include this header)
@@ -64,7 +70,32 @@ struct RouteUnit {
   int slots = 1;
   int32_t seg_base = 0;    // its segments: seg_base + expert
   int64_t stats_off = -1;  // its routing record (doubles), -1: none
+  // A member of a router over adapters (docs/adapters.md "Routers over adapters"): routed row r
+  // belongs to the token whose gate slots start at gates.rows[gate_rows_off + r / gate_heads];
+  // its weights are scaled by the member's gate there (sum over those gate_slots slots whose
+  // expert is gate_member), and a row whose gate is 0 stays empty: no slots, no statistics.
+  int64_t gate_rows_off = -1;  // -1: not gated
+  int gate_heads = 1;
+  int gate_slots = 0;
+  int32_t gate_member = 0;
 };
+
+// The gate slots a router over adapters filled (Route's output for its units) and, per token
+// row of a gated unit, where that token's gate slots start (RouteUnit::gate_rows_off).
+struct RouteGates {
+  const int32_t* expert = nullptr;
+  const float* weight = nullptr;
+  const int32_t* rows = nullptr;
+};
+
+// A gated unit's gate for the token whose gate slots start at `base`.
+SY_HOST_DEVICE inline float MemberGate(const RouteUnit& u, const RouteGates& g, int64_t base) {
+  float gate = 0.0f;
+  for (int j = 0; j < u.gate_slots; ++j) {
+    if (g.expert[base + j] == u.gate_member) gate += g.weight[base + j];
+  }
+  return gate;
+}
 
 // Rows of a sorted segment range processed with one activation (MixLoRA groups).
 struct SegmentActivation {

@@ -291,8 +291,9 @@ void Scheduler::Finish(Sequence& s, FinishReason reason, RequestEvent event, abs
     const auto [member, layer_index, site] = key;
     const AdapterWeights& adapter = *s.req.mixture[member].adapter;
     const AdapterLayer& layer = adapter.layers[layer_index];
-    const int experts =
-        site == kFfnBlockSite ? layer.ffn->spec.num_experts : layer.sites[site]->spec.num_experts;
+    const int experts = adapter.router != nullptr ? adapter.router->spec.num_experts
+                        : site == kFfnBlockSite   ? layer.ffn->spec.num_experts
+                                                  : layer.sites[site]->spec.num_experts;
     counts.resize(std::max<size_t>(counts.size(), static_cast<size_t>(experts)), 0);
     event.routing.push_back({adapter.name, layer_index, site, std::move(counts)});
   }
@@ -632,7 +633,8 @@ void Scheduler::CountRouting(const std::vector<Sequence*>& scheduled, const Step
   }
   for (const RoutingDecision& d : routing.decisions) {
     auto [s, position] = owner[static_cast<size_t>(d.token)];
-    if (!s->req.record_routing || position < s->routed_upto) continue;
+    // A router over adapters reports its members as experts, not their own routing.
+    if (!s->req.record_routing || position < s->routed_upto || d.gated_member >= 0) continue;
     std::vector<int64_t>& counts = s->routing[{d.member, d.layer, d.site}];
     for (int16_t e : d.experts) {
       if (counts.size() <= static_cast<size_t>(e)) counts.resize(static_cast<size_t>(e) + 1, 0);

@@ -14,7 +14,8 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tools", "modelgen"))
-from make_adapter import ATTN, MLP, make_adapter, scale, site_dims  # noqa: E402,F401
+from make_adapter import (ATTN, MLP, make_adapter, make_router_adapter, scale,  # noqa: E402,F401
+                          site_dims)
 
 # ---------------------------------------------------------------------------------------------
 # Reference math
@@ -296,3 +297,70 @@ ACTS = {
     "gelu_pytorch_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
     "relu": torch.relu,
 }
+
+
+class RouterReference(AdapterReference):
+    """Forward hooks for a router over adapters (peft_type MIXTURE, docs/adapters.md): per layer,
+    a router on the FFN input picks members per token (top-k renormalised, or dense softmax);
+    each member's FFN deltas count with its gate weight. Routing decisions and statistics are the
+    router's, members as experts (site 7, as a MixLoRA block's)."""
+
+    def __init__(self, folder, base, factor_dtype=None):  # noqa: super() needs a LoRA config
+        with open(os.path.join(folder, "adapter_config.json")) as f:
+            self.cfg = json.load(f)
+        self.w = load_adapter_tensors(folder)
+        self.base = base
+        self.factor_dtype = factor_dtype
+        self.members = [AdapterReference(os.path.join(folder, m), base, factor_dtype)
+                        for m in self.cfg["members"]]
+        self.decisions = []
+        self.stats = {}
+        self.cached = None  # (layer, x, gates): the gate/up, MixLoRA and down hooks share them
+
+    def gates(self, l, x):
+        """[tokens, members]: each member's gate weight (0 where the router did not pick it)."""
+        if self.cached is not None and self.cached[0] == l and self.cached[1].shape == x.shape \
+                and torch.equal(self.cached[1], x):
+            return self.cached[2]
+        R = self.w[f"mixture.layers.{l}.router.weight"]
+        routing = self.cfg.get("routing", "topk")
+        _, routes = self.route(x @ R.T, "topk" if routing == "topk" else "dense",
+                               top_k=self.cfg.get("top_k", 2))
+        self.record(l, 7, routes)
+        G = torch.zeros(x.shape[0], len(self.members))
+        for t, sel in enumerate(routes):
+            for e, w in sel:
+                G[t, e] = w
+        self.cached = (l, x.clone(), G)
+        return G
+
+    def linear(self, l, site, x, y):
+        if site in ATTN:
+            return y
+        # gate_proj and up_proj read the FFN input; down_proj reads the activation after them.
+        G = self.gates(l, x) if site != "down_proj" else self.cached[2]
+        out = y
+        for i, h in enumerate(self.members):
+            out = out + G[:, i:i + 1] * (h.linear(l, site, x, y) - y)
+        return out
+
+    def has_mixlora(self, l):
+        return any(h.has_mixlora(l) for h in self.members)
+
+    def mixlora_parts(self, l, x, gate, up, ref):
+        G = self.gates(l, x)
+        acts, down = torch.zeros_like(gate), torch.zeros_like(x)
+        for i, h in enumerate(self.members):
+            a, d = h.mixlora_parts(l, x, gate, up, ref)
+            acts = acts + G[:, i:i + 1] * a
+            down = down + G[:, i:i + 1] * d
+        return acts, down
+
+    def mixlora(self, l, x, ref):
+        p = f"model.layers.{l}.mlp."
+        gate, up = ref.linear(x, p + "gate_proj"), ref.linear(x, p + "up_proj")
+        a0 = ref.act(gate) * up
+        acts, down = self.mixlora_parts(l, x, gate, up, ref)
+        G = self.gates(l, x)
+        act = a0 + (acts - G.sum(-1, keepdim=True) * a0)
+        return ref.linear(act, p + "down_proj") + down

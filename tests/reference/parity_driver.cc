@@ -112,14 +112,17 @@ absl::Status Run(Engine& engine, std::vector<Sequence>& seqs, int max_new, int c
       if (!s.mixture.empty()) j.push_back(d.member);
       return j;
     };
+    // A router over adapters' decisions are its own (members as experts); its members' are left
+    // out.
     for (const RoutingDecision& d : out->routing.decisions) {
+      if (d.gated_member >= 0) continue;
       const auto& [seq, position] = token_at[static_cast<size_t>(d.token)];
       seq->all_decisions.push_back(decision(*seq, position, d));
     }
     // Routing decisions of a lone sequence's prefill: step token index = prompt position.
     if (seqs.size() == 1 && step == 0) {
       for (const RoutingDecision& d : out->routing.decisions) {
-        seqs[0].decisions.push_back(decision(seqs[0], d.token, d));
+        if (d.gated_member < 0) seqs[0].decisions.push_back(decision(seqs[0], d.token, d));
       }
       for (const AdapterRoutingStats& a : out->routing.adapters) {
         for (const SiteRoutingStats& st : a.sites) {

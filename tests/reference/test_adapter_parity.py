@@ -84,6 +84,7 @@ class ParityBase(unittest.TestCase):
     TIE = 1e-6  # rows whose selection is this close to flipping may go either way
     QUANTIZATION = None  # (--quantization value, tools/modelgen/gguf.py type) of the base
     MIXTURES = []  # per-request mixtures [[name, weight], ...], prompted after the base prompt
+    ROUTERS = []  # routers over adapters: (name, make_router_adapter options)
 
     @classmethod
     def setUpClass(cls):
@@ -119,7 +120,11 @@ class ParityBase(unittest.TestCase):
                                                    experts=3 + i % 3, r=4 + 4 * (i % 3))
             crowd.append(name)
         rng = np.random.default_rng(5)
-        cls.names = [f[0] for f in cls.FIXTURE_SET] + [None] + cls.MIXTURES
+        for i, (name, opts) in enumerate(cls.ROUTERS):
+            cls.dirs[name] = adapters.make_router_adapter(os.path.join(cls.tmp, name), base,
+                                                          seed=500 + i, **opts)
+        cls.names = ([f[0] for f in cls.FIXTURE_SET] + [None] + [r[0] for r in cls.ROUTERS] +
+                     cls.MIXTURES)
         cls.prompts = [rng.integers(0, base["vocab_size"], size=int(n)).tolist()
                        for n in rng.integers(6, 30, size=len(cls.names))]
         job = os.path.join(cls.tmp, "request.json")
@@ -142,7 +147,9 @@ class ParityBase(unittest.TestCase):
     def hooks(self, name):
         if not name:
             return None
-        return adapters.AdapterReference(self.dirs[name], self.ref.config, self.FACTOR_DTYPE)
+        kind = (adapters.RouterReference if name in dict(self.ROUTERS) else
+                adapters.AdapterReference)
+        return kind(self.dirs[name], self.ref.config, self.FACTOR_DTYPE)
 
     def check(self, i):
         name = self.names[i]
@@ -183,9 +190,7 @@ class ParityBase(unittest.TestCase):
             self.assertLessEqual(rel, 1e-5, f"{name} {mode}: logits moved by {rel}")
 
     def mixture_hooks(self, spec):
-        return adapters.MixtureReference([
-            (adapters.AdapterReference(self.dirs[n], self.ref.config, self.FACTOR_DTYPE), w)
-            for n, w in spec])
+        return adapters.MixtureReference([(self.hooks(n), w) for n, w in spec])
 
     def check_mixture(self, j):
         """A request mixing adapters (or scaling one): logits within 1e-4 of the reference's
@@ -269,12 +274,27 @@ class ParityBase(unittest.TestCase):
 
 
 class AdapterParityTest(ParityBase):
+    # Members carry LoRA on the FFN only (the router reads the FFN input).
+    ROUTERS = [
+        ("router_topk", dict(members=[("a", "mixlora", dict(experts=4, top_k=2)),
+                                      ("b", "mixlora", dict(experts=3, top_k=1)),
+                                      ("c", "mixlora-dynamic", dict(experts=4)),
+                                      ("d", "mixlora-switch", dict(experts=3))],
+                             routing="topk", top_k=2)),
+        ("router_dense", dict(members=[("lora", "lora", dict(r=8)),
+                                       ("hydra", "hydralora", dict(experts=3)),
+                                       ("peft", "loramoe-peft", dict(experts=2))],
+                              routing="dense")),
+    ]
     MIXTURES = [
         [["mixlora", 0.6], ["loramoe", 0.4]],  # a MixLoRA block beside dense routed sites
         [["mola", 1.5]],  # one adapter with a scale
         # Two MixLoRA members (the base activation kept at 1 - 1.2) and a plain LoRA, negated.
         [["mixlora_switch", 0.5], ["mixlora_dynamic", 0.7], ["lora_bin", -0.3]],
         [["mhmoe", 0.5], ["hydralora", 0.5]],  # head split and merge beside a shared A
+        # A router over adapters beside an adapter and beside a MixLoRA block.
+        [["router_topk", 0.7], ["lora_bin", 0.3]],
+        [["router_dense", 0.5], ["mixlora", 0.5]],
     ]
 
     def test_expert_diagnostics_match_numpy(self):
@@ -332,6 +352,9 @@ for _cls in (AdapterParityTest, Bf16ModelParityTest, F16ModelParityTest, Int8Bas
     for _i, _f in enumerate(_cls.FIXTURE_SET + [("base", None, None, None)]):
         setattr(_cls, f"test_{_f[0]}", lambda self, i=_i: self.check(i))
 AdapterParityTest.test_crowd_of_31_other_adapters_changes_nothing = ParityBase.check_crowd
+for _r, _ in AdapterParityTest.ROUTERS:
+    setattr(AdapterParityTest, f"test_{_r}",
+            lambda self, r=_r: self.check(self.names.index(r)))
 for _j, _m in enumerate(AdapterParityTest.MIXTURES):
     _name = "_".join(f"{n}_{w}".replace(".", "p").replace("-", "m") for n, w in _m)
     setattr(AdapterParityTest, f"test_mixture_{_name}", lambda self, j=_j: self.check_mixture(j))

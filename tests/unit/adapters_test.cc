@@ -153,6 +153,28 @@ TEST_F(AdapterLoadTest, RefusesMalformedAdaptersNamingTheProblem) {
   EXPECT_THAT(LoadError("symlinked_weights"), HasSubstr("outside the adapter root"));
 }
 
+// A router over adapters: its members load with it; members it cannot route are refused.
+TEST_F(AdapterLoadTest, LoadsARouterOverAdaptersAndRefusesMembersItCannotRoute) {
+  auto router = engine_->LoadAdapter(Fixtures() + "/router");
+  ASSERT_TRUE(router.ok()) << router.status();
+  EXPECT_EQ((*router)->family, "mixture");
+  ASSERT_NE((*router)->router, nullptr);
+  EXPECT_EQ((*router)->router->members.size(), 3u);
+  EXPECT_EQ((*router)->router->spec.routing, Routing::kTopK);
+  EXPECT_EQ((*router)->router->spec.top_k, 2);
+  for (const Weight& w : (*router)->router->routers) EXPECT_TRUE(w.defined());
+  EXPECT_EQ((*router)->router->members[1]->name, "members/b");
+  EXPECT_NE((*router)->router->members[1]->layers[0].ffn, nullptr);
+  EXPECT_GT((*router)->bytes, (*router)->router->members[0]->bytes * 3);
+  EXPECT_THAT(LoadError("router_attention"),
+              HasSubstr("member members/b has LoRA on q_proj of layer 0"));
+  EXPECT_THAT(LoadError("router_mixed_blocks"), HasSubstr("1 of 2 members have a MixLoRA block"));
+  EXPECT_THAT(LoadError("router_escape"), HasSubstr("\"../mixlora\" is not a folder below"));
+  EXPECT_THAT(LoadError("router_nested"), HasSubstr("a mixture's member cannot be a mixture"));
+  EXPECT_THAT(LoadError("router_no_router"),
+              HasSubstr("layer 1 has members that change its FFN but no router"));
+}
+
 TEST_F(AdapterLoadTest, NeverRunsAPickle) {
   std::filesystem::remove("/tmp/switchyard-pwned");
   EXPECT_THAT(LoadError("foreign_global"), HasSubstr("forbidden global posix.system"));

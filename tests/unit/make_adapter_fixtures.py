@@ -19,6 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "reference"))
 import adapters  # noqa: E402
 import gguf  # noqa: E402  (tools/modelgen, on the path adapters.py sets)
+import make_adapter  # noqa: E402
 import hostile_checkpoints  # noqa: E402
 
 
@@ -133,6 +134,25 @@ def main():
     mk("mixlora_dead", "mixlora", fmt="bin", experts=4, top_k=1, dead_expert=3)
     # Expert 3 a copy of expert 1 (for the expert diagnostics' redundant pairs).
     mk("mixlora_twin", "mixlora", fmt="safetensors", experts=4, top_k=2, duplicate_expert=(1, 3))
+
+    # Routers over adapters (peft_type MIXTURE): a valid one, and ones the loader refuses.
+    rt = lambda name, members, **kw: adapters.make_router_adapter(
+        os.path.join(out, name), base, seed=len(os.listdir(out)), members=members, **kw)
+    mixlora_ffn = ("mixlora", dict(experts=3, top_k=2))
+    rt("router", [("a",) + mixlora_ffn, ("b",) + mixlora_ffn, ("c",) + mixlora_ffn])
+    rt("router_attention",
+       [("a",) + mixlora_ffn, ("b", "mixlora", dict(targets=["q_proj"] + adapters.MLP))])
+    rt("router_mixed_blocks", [("a",) + mixlora_ffn, ("b", "lora", dict(r=4))])
+    d = rt("router_escape", [("a",) + mixlora_ffn, ("b",) + mixlora_ffn])
+    edit_config(d, members=["members/a", "../mixlora"])
+    d = rt("router_nested", [("a",) + mixlora_ffn, ("b",) + mixlora_ffn])
+    shutil.copytree(os.path.join(out, "router"), os.path.join(d, "members", "inner"))
+    edit_config(d, members=["members/a", "members/inner"])
+    d = rt("router_no_router", [("a",) + mixlora_ffn, ("b",) + mixlora_ffn])
+    w = adapters.load_adapter_tensors(d)
+    del w["mixture.layers.1.router.weight"]
+    with open(os.path.join(d, "adapter_config.json")) as f:
+        make_adapter.write(d, json.load(f), {k: v.numpy() for k, v in w.items()}, "safetensors")
 
 
 if __name__ == "__main__":

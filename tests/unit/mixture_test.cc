@@ -25,7 +25,7 @@ class MixtureTest : public ::testing::Test {
     o.moe_lora.record_decisions = true;
     engine_ = std::move(*Engine::Create(o));
     const char* dir = std::getenv("SWITCHYARD_TEST_ADAPTERS");
-    for (const char* name : {"mixlora", "loramoe", "mhmoe", "lora"}) {
+    for (const char* name : {"mixlora", "loramoe", "mhmoe", "lora", "router"}) {
       auto a = engine_->LoadAdapter(std::string(dir != nullptr ? dir : "") + "/" + name);
       ASSERT_TRUE(a.ok()) << name << ": " << a.status();
       (*a)->name = name;
@@ -138,6 +138,46 @@ TEST_F(MixtureTest, EachMemberRoutesUnderItsOwnNameAndIndex) {
   }
   EXPECT_GT(per_member[0], 0);
   EXPECT_GT(per_member[1], 0);
+}
+
+// A router over adapters runs only the members it picks: per token and layer, members route
+// (and compute) exactly where the router chose them; its statistics count members as experts.
+TEST_F(MixtureTest, ARouterOverAdaptersRunsOnlyThePickedMembers) {
+  auto routed = Prefill({{A("router"), {}}});
+  auto base = Prefill({{nullptr, {}}});
+  ASSERT_TRUE(routed.ok() && base.ok()) << routed.status();
+  EXPECT_GT(MaxDiff(Row(*routed, 0), Row(*base, 0)), 1e-3);
+  std::map<std::pair<int, int>, std::vector<int16_t>> picked;  // (token, layer) -> members
+  for (const RoutingDecision& d : routed->routing.decisions) {
+    if (d.gated_member < 0) {
+      EXPECT_EQ(d.site, kFfnBlockSite);
+      EXPECT_EQ(d.experts.size(), 2u);  // top-2 of 3
+      picked[{d.token, d.layer}] = d.experts;
+    }
+  }
+  EXPECT_EQ(picked.size(), prompt_.size() * 3);
+  std::map<std::pair<int, int>, std::vector<int16_t>> ran;
+  for (const RoutingDecision& d : routed->routing.decisions) {
+    if (d.gated_member >= 0) ran[{d.token, d.layer}].push_back(d.gated_member);
+  }
+  EXPECT_EQ(ran, picked);
+  ASSERT_EQ(routed->routing.adapters.size(), 1u);
+  EXPECT_EQ(routed->routing.adapters[0].adapter, "router");
+  for (const SiteRoutingStats& s : routed->routing.adapters[0].sites) {
+    EXPECT_EQ(s.num_experts, 3);
+    EXPECT_EQ(s.tokens, static_cast<int64_t>(prompt_.size()));
+    EXPECT_EQ(s.experts_per_token[2], s.tokens);
+  }
+  // Beside other adapters and inside a request mixture, the same logits.
+  auto crowd = Prefill({{A("mixlora"), {}},
+                        {A("router"), {}},
+                        {nullptr, {}},
+                        {nullptr, {{A("router"), 0.5f}, {A("lora"), 0.5f}}}});
+  ASSERT_TRUE(crowd.ok()) << crowd.status();
+  EXPECT_LE(MaxDiff(Row(*crowd, 1), Row(*routed, 0)), 1e-5);
+  auto half = Prefill({{nullptr, {{A("router"), 0.5f}, {A("lora"), 0.5f}}}});
+  ASSERT_TRUE(half.ok());
+  EXPECT_LE(MaxDiff(Row(*crowd, 3), Row(*half, 0)), 1e-5);
 }
 
 TEST_F(MixtureTest, RefusesMalformedMixtures) {

@@ -164,7 +164,7 @@ inline MoeRun RunMoeChain(Backend& b, const MoeScenario& s) {
   Tensor seg_start = alloc(DType::kI32, {s.segments + 1});
   Tensor stats = alloc(DType::kF64, {s.stats_size});
   b.ZeroFill(stats);
-  b.Route(logits, s.route, expert, weight, &stats);
+  b.Route(logits, s.route, expert, weight, &stats, nullptr);
   b.SortSegments(expert, s.route, s.segments, order, position, seg_start);
 
   // Weights per segment, per head count (the input is read as [.., in / heads]).

@@ -243,11 +243,33 @@ def make_adapter(folder, base, family, seed, fmt="bin", experts=4, top_k=2, r=8,
     return folder
 
 
+def make_router_adapter(folder, base, seed, members, routing="topk", top_k=2,
+                        fmt="safetensors"):
+    """A router over adapters (peft_type MIXTURE, docs/adapters.md): each member (name, family,
+    options) written below `folder` with LoRA on the FFN only, and a router on every layer's FFN
+    input over them."""
+    g = Gen(seed)
+    names = []
+    for i, (name, family, opts) in enumerate(members):
+        opts = dict(opts)
+        opts.setdefault("targets", MLP)
+        make_adapter(os.path.join(folder, "members", name), base, family, seed=seed * 100 + i + 1,
+                     fmt=opts.pop("fmt", "safetensors"), **opts)
+        names.append(f"members/{name}")
+    tensors = {f"mixture.layers.{l}.router.weight": g.router(len(members), base["hidden_size"])
+               for l in range(base["num_hidden_layers"])}
+    cfg = {"peft_type": "MIXTURE", "members": names, "routing": routing}
+    if routing == "topk":
+        cfg["top_k"] = top_k
+    write(folder, cfg, tensors, fmt)
+    return folder
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", required=True, help="base model folder (its config.json)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--family", choices=FAMILIES, default="mixlora")
+    ap.add_argument("--family", choices=FAMILIES + ["mixture"], default="mixlora")
     ap.add_argument("--format", choices=["bin", "safetensors", "safetensors-bf16"], default="bin")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--experts", type=int, default=8)
@@ -261,9 +283,20 @@ def main():
                     help="MixLoRA top-1: an expert the router can never choose")
     ap.add_argument("--duplicate-expert", default=None, metavar="SRC:DST",
                     help="expert DST's LoRA a copy of SRC's (a redundant pair)")
+    ap.add_argument("--members", type=int, default=4,
+                    help="--family mixture: member adapters (each --member-family)")
+    ap.add_argument("--member-family", choices=FAMILIES, default="mixlora")
+    ap.add_argument("--routing", choices=["topk", "dense"], default="topk",
+                    help="--family mixture: how the router picks members")
     args = ap.parse_args()
     with open(os.path.join(args.model, "config.json")) as f:
         base = json.load(f)
+    if args.family == "mixture":
+        opts = dict(experts=args.experts, top_k=args.top_k, r=args.r, alpha=args.alpha)
+        make_router_adapter(args.out, base, args.seed,
+                            [(f"m{i}", args.member_family, opts) for i in range(args.members)],
+                            routing=args.routing, top_k=args.top_k)
+        return
     make_adapter(args.out, base, args.family, args.seed, fmt=args.format, experts=args.experts,
                  top_k=args.top_k, r=args.r, alpha=args.alpha, rslora=args.rslora,
                  targets=[t for t in args.targets.split(",") if t] or None, heads=args.heads,

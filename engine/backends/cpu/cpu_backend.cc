@@ -263,8 +263,8 @@ class CpuBackend final : public Backend {
   void ZeroFill(Tensor& t) override { std::memset(t.raw(), 0, t.nbytes()); }
 
   void Route(const Tensor& logits, std::span<const RouteUnit> units, Tensor& slot_expert,
-             Tensor& slot_weight, Tensor* stats) override {
-    cpu::Route(logits, units, slot_expert, slot_weight, stats);
+             Tensor& slot_weight, Tensor* stats, const RouteGates* gates) override {
+    cpu::Route(logits, units, slot_expert, slot_weight, stats, gates);
   }
 
   void SortSegments(const Tensor& slot_expert, std::span<const RouteUnit> units,

@@ -88,7 +88,7 @@ int Select(const RouterSpec& spec, const float* probs, int32_t* expert, float* w
 }  // namespace
 
 void Route(const Tensor& logits, std::span<const RouteUnit> units, Tensor& slot_expert,
-           Tensor& slot_weight, Tensor* stats) {
+           Tensor& slot_weight, Tensor* stats, const RouteGates* gates) {
   std::vector<float> probs;
   std::vector<std::pair<float, int>> sorted;
   const int64_t ld = logits.defined() ? logits.dim(1) : 0;
@@ -99,8 +99,18 @@ void Route(const Tensor& logits, std::span<const RouteUnit> units, Tensor& slot_
     for (int64_t r = 0; r < u.rows; ++r) {
       int32_t* expert = slot_expert.data<int32_t>() + u.slot_off + r * u.slots;
       float* weight = slot_weight.data<float>() + u.slot_off + r * u.slots;
+      float gate = 1.0f;
+      if (u.gate_rows_off >= 0) {
+        gate = MemberGate(u, *gates, gates->rows[u.gate_rows_off + r / u.gate_heads]);
+        if (gate == 0.0f) {
+          std::fill(expert, expert + u.slots, -1);
+          std::fill(weight, weight + u.slots, 0.0f);
+          continue;
+        }
+      }
       if (u.spec.routing == Routing::kSingle) {
         Select(u.spec, nullptr, expert, weight, sorted);
+        weight[0] *= gate;
         continue;
       }
       // Softmax in F32, as the reference does.
@@ -114,7 +124,16 @@ void Route(const Tensor& logits, std::span<const RouteUnit> units, Tensor& slot_
       }
       for (int e = 0; e < E; ++e) probs[e] /= sum;
       const int filled = Select(u.spec, probs.data(), expert, weight, sorted);
-      if (rec == nullptr) continue;
+      // Statistics keep the member's own gate weights; its output is scaled by its gate.
+      const auto scale_by_gate = [&] {
+        if (gate != 1.0f) {
+          for (int i = 0; i < filled; ++i) weight[i] *= gate;
+        }
+      };
+      if (rec == nullptr) {
+        scale_by_gate();
+        continue;
+      }
       rec[0] += 1;
       double entropy = 0;
       for (int e = 0; e < E; ++e) {
@@ -129,6 +148,7 @@ void Route(const Tensor& logits, std::span<const RouteUnit> units, Tensor& slot_
         rec[3 + E + expert[i]] += weight[i];
       }
       rec[3 + 3 * E + filled] += 1;
+      scale_by_gate();
     }
   }
 }

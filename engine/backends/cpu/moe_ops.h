@@ -12,7 +12,7 @@
 namespace switchyard::cpu {
 
 void Route(const Tensor& logits, std::span<const RouteUnit> units, Tensor& slot_expert,
-           Tensor& slot_weight, Tensor* stats);
+           Tensor& slot_weight, Tensor* stats, const RouteGates* gates);
 void SortSegments(const Tensor& slot_expert, std::span<const RouteUnit> units, int32_t num_segments,
                   Tensor& order, Tensor& position, Tensor& seg_start);
 // The LinearJobs of SegmentedLinear; `rows` receives the gathered row indices the jobs point into

@@ -302,15 +302,16 @@ class CudaBackend final : public Backend {
   }
 
   void Route(const Tensor& logits, std::span<const RouteUnit> units, Tensor& slot_expert,
-             Tensor& slot_weight, Tensor* stats) override {
+             Tensor& slot_weight, Tensor* stats, const RouteGates* gates) override {
     const std::vector<int64_t> starts = RowStarts(units);
     absl::StatusOr<Tensor> du = UploadSpan(units), ds = UploadSpan(std::span(starts));
     if (!NoteStatus(du.status()) || !NoteStatus(ds.status())) return;
-    Note(cuda::Route(logits.data<float>(), logits.dim(1), du->data<RouteUnit>(),
-                     ds->data<int64_t>(), static_cast<int>(units.size()), starts.back(),
-                     slot_expert.data<int32_t>(), slot_weight.data<float>(),
-                     stats != nullptr ? stats->data<double>() : nullptr, stream_),
-         "Route");
+    Note(
+        cuda::Route(logits.data<float>(), logits.dim(1), du->data<RouteUnit>(), ds->data<int64_t>(),
+                    static_cast<int>(units.size()), starts.back(), slot_expert.data<int32_t>(),
+                    slot_weight.data<float>(), stats != nullptr ? stats->data<double>() : nullptr,
+                    gates != nullptr ? *gates : RouteGates{}, stream_),
+        "Route");
   }
 
   void SortSegments(const Tensor& slot_expert, std::span<const RouteUnit> units,

@@ -48,7 +48,8 @@ __device__ int NextLargest(const float* l, float mx, float sum, int E, float sca
 
 __global__ void RouteKernel(const float* logits, int64_t ld, const RouteUnit* units,
                             const int64_t* row_start, int num_units, int64_t total_rows,
-                            int32_t* slot_expert, float* slot_weight, double* stats) {
+                            int32_t* slot_expert, float* slot_weight, double* stats,
+                            RouteGates gates) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= total_rows) return;
   const int u = FindRun(row_start, num_units, i);
@@ -58,9 +59,20 @@ __global__ void RouteKernel(const float* logits, int64_t ld, const RouteUnit* un
   float* weight = slot_weight + unit.slot_off + r * unit.slots;
   const RouterSpec& spec = unit.spec;
   const int E = spec.num_experts;
+  float gate = 1.0f;
+  if (unit.gate_rows_off >= 0) {
+    gate = MemberGate(unit, gates, gates.rows[unit.gate_rows_off + r / unit.gate_heads]);
+    if (gate == 0.0f) {
+      for (int j = 0; j < unit.slots; ++j) {
+        expert[j] = -1;
+        weight[j] = 0.0f;
+      }
+      return;
+    }
+  }
   if (spec.routing == Routing::kSingle) {
     expert[0] = 0;
-    weight[0] = 1.0f;
+    weight[0] = gate;
     return;
   }
   const float* l = logits + (unit.logits_row + r) * ld;
@@ -126,23 +138,28 @@ __global__ void RouteKernel(const float* logits, int64_t ld, const RouteUnit* un
     default:
       break;
   }
-  if (unit.stats_off < 0) return;
-  double* rec = stats + unit.stats_off;
-  atomicAdd(&rec[0], 1.0);
-  double entropy = 0;
-  for (int e = 0; e < E; ++e) {
-    const float p = prob(e);
-    atomicAdd(&rec[3 + e], static_cast<double>(p));
-    if (p > 0) entropy -= p * log(static_cast<double>(p));
+  if (unit.stats_off >= 0) {
+    double* rec = stats + unit.stats_off;
+    atomicAdd(&rec[0], 1.0);
+    double entropy = 0;
+    for (int e = 0; e < E; ++e) {
+      const float p = prob(e);
+      atomicAdd(&rec[3 + e], static_cast<double>(p));
+      if (p > 0) entropy -= p * log(static_cast<double>(p));
+    }
+    atomicAdd(&rec[1], entropy);
+    const double lse = mx + log(static_cast<double>(sum));
+    atomicAdd(&rec[2], lse * lse);
+    for (int j = 0; j < filled; ++j) {
+      atomicAdd(&rec[3 + 2 * E + expert[j]], 1.0);
+      atomicAdd(&rec[3 + E + expert[j]], static_cast<double>(weight[j]));
+    }
+    atomicAdd(&rec[3 + 3 * E + filled], 1.0);
   }
-  atomicAdd(&rec[1], entropy);
-  const double lse = mx + log(static_cast<double>(sum));
-  atomicAdd(&rec[2], lse * lse);
-  for (int j = 0; j < filled; ++j) {
-    atomicAdd(&rec[3 + 2 * E + expert[j]], 1.0);
-    atomicAdd(&rec[3 + E + expert[j]], static_cast<double>(weight[j]));
+  // Statistics keep the member's own gate weights; its output is scaled by its gate.
+  if (gate != 1.0f) {
+    for (int j = 0; j < filled; ++j) weight[j] *= gate;
   }
-  atomicAdd(&rec[3 + 3 * E + filled], 1.0);
 }
 
 __global__ void SegmentKeysKernel(const int32_t* slot_expert, const RouteUnit* units,
@@ -277,10 +294,10 @@ int64_t Blocks(int64_t n, int64_t per_block) { return (n + per_block - 1) / per_
 
 cudaError_t Route(const float* logits, int64_t ld, const RouteUnit* units, const int64_t* row_start,
                   int num_units, int64_t total_rows, int32_t* slot_expert, float* slot_weight,
-                  double* stats, cudaStream_t stream) {
+                  double* stats, RouteGates gates, cudaStream_t stream) {
   if (total_rows == 0) return cudaSuccess;
   RouteKernel<<<Blocks(total_rows, 128), 128, 0, stream>>>(
-      logits, ld, units, row_start, num_units, total_rows, slot_expert, slot_weight, stats);
+      logits, ld, units, row_start, num_units, total_rows, slot_expert, slot_weight, stats, gates);
   return cudaGetLastError();
 }
 

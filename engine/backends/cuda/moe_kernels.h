@@ -18,7 +18,7 @@ namespace switchyard::cuda {
 // block) per routed row: row_start[u] for u in [0, units], on the device.
 cudaError_t Route(const float* logits, int64_t ld, const RouteUnit* units, const int64_t* row_start,
                   int num_units, int64_t total_rows, int32_t* slot_expert, float* slot_weight,
-                  double* stats, cudaStream_t stream);
+                  double* stats, RouteGates gates, cudaStream_t stream);
 
 // keys[s] = seg_base + expert of slot s, or num_segments for an empty slot; values[s] = s. Units'
 // slot ranges are contiguous from slot 0 (slot_start[u], slot_start[num_units] = all slots).
