@@ -84,7 +84,7 @@ function openStream(server, body) {
 describe("the OpenAI SDK against switchyard-server", () => {
   let server, root, openai;
   before(async () => {
-    root = makeAdapterRoot([...ADAPTERS, "mixlora_twin"]);
+    root = makeAdapterRoot([...ADAPTERS, "mixlora_twin", "router"]);
     server = await startServer(["--adapter-root", root, "--admin-token", TOKEN,
                                 "--served-model-name", BASE, "--log-level", "info",
                                 ...ADAPTERS.flatMap((a) => ["--adapter", `${a}=${a}`])]);
@@ -343,6 +343,38 @@ describe("the OpenAI SDK against switchyard-server", () => {
     const after = (await call(server, "GET", "/v1/adapters/loramoe/routing")).json;
     const tokens = (snap) => snap.total.reduce((n, site) => n + site.tokens, 0);
     assert.ok(tokens(after) > tokens(before), "a member's routing counts as its own");
+  });
+
+  test("a router over adapters: served by name, its members as experts in its routing",
+       async () => {
+    const auth = { authorization: `Bearer ${TOKEN}` };
+    const load = await call(server, "POST", "/v1/load_lora_adapter",
+                            { lora_name: "routed", lora_path: "router" }, auth);
+    assert.equal(load.status, 200, load.text);
+    const params = { prompt: PROMPT, max_tokens: 6, temperature: 0, ignore_eos: true };
+    const routed = await openai.completions.create({ model: "routed", ...params });
+    const base = await openai.completions.create({ model: BASE, ...params });
+    assert.equal(routed.usage.completion_tokens, 6);
+    assert.notEqual(routed.choices[0].text, base.choices[0].text, "the router's members apply");
+    const r = await call(server, "GET", "/v1/adapters/routed/routing");
+    assert.equal(r.status, 200, r.text);
+    const ffn = r.json.total.filter((site) => site.site === "ffn");
+    assert.equal(ffn.length, 3, "a router per layer");
+    for (const site of ffn) {
+      assert.equal(site.load.length, 3, "three members");
+      assert.ok(Math.abs(site.load.reduce((a, b) => a + b, 0) - 1) < 1e-6);
+      assert.equal(site.experts_per_token_histogram[2], site.tokens, "top-2 of the members");
+    }
+    const g = await unary(server.client, "Generate", {
+      text: PROMPT, adapter: "routed", max_tokens: 6, ignore_eos: true,
+      sampling: { temperature: 0 }, include_routing: true,
+    });
+    assert.equal(g.text, routed.choices[0].text);
+    assert.deepEqual(new Set(g.routing.sites.map((site) => site.site)), new Set(["ffn"]));
+    for (const site of g.routing.sites) assert.equal(site.expert_tokens.length, 3);
+    const gone = await call(server, "POST", "/v1/unload_lora_adapter", { lora_name: "routed" },
+                            auth);
+    assert.equal(gone.status, 200, gone.text);
   });
 
   test("malformed mixtures: 400 naming the field, 404 for an unknown member", async () => {
