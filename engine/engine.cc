@@ -338,14 +338,14 @@ absl::StatusOr<std::unique_ptr<AdapterFiles>> Engine::ReadAdapterFiles(
   return switchyard::ReadAdapterFiles(dir);
 }
 
-absl::StatusOr<std::unique_ptr<AdapterWeights>> Engine::BuildAdapter(
-    const AdapterFiles& files) const {
+absl::StatusOr<std::unique_ptr<AdapterWeights>> Engine::BuildAdapter(const AdapterFiles& files,
+                                                                     bool diagnose) const {
   // OpenMP's thread count is per calling thread: keep this one's packing single-threaded.
   const int saved = omp_get_max_threads();
   omp_set_num_threads(1);
   const DType dtype = options_.adapter_dtype.value_or(
       state_->model->weights().dtype == DType::kF32 ? DType::kF32 : DType::kBF16);
-  auto adapter = switchyard::BuildAdapter(files, state_->config, *state_->backend, dtype);
+  auto adapter = switchyard::BuildAdapter(files, state_->config, *state_->backend, dtype, diagnose);
   omp_set_num_threads(saved);
   return adapter;
 }

@@ -133,7 +133,9 @@ class Engine {
   // LoadAdapter in two halves, for the registry's host tier: the files read and checked on the
   // host, and the adapter built from them on this engine's device.
   absl::StatusOr<std::unique_ptr<AdapterFiles>> ReadAdapterFiles(const ConfinedDir& dir) const;
-  absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapter(const AdapterFiles& files) const;
+  // diagnose false: no expert diagnostics (a rebuild whose diagnostics the caller keeps).
+  absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapter(const AdapterFiles& files,
+                                                               bool diagnose = true) const;
 
  private:
   explicit Engine(const EngineOptions& options);

@@ -297,10 +297,11 @@ int Main() {
                                               : (eo.device == Device::kCuda ? 4096 : 0))
       << 20;
   Engine* e = engine->get();
-  AdapterRegistry registry(ro,
-                           AdapterRegistry::TieredLoader{
-                               [e](const ConfinedDir& dir) { return e->ReadAdapterFiles(dir); },
-                               [e](const AdapterFiles& files) { return e->BuildAdapter(files); }});
+  AdapterRegistry registry(ro, AdapterRegistry::TieredLoader{
+                                   [e](const ConfinedDir& dir) { return e->ReadAdapterFiles(dir); },
+                                   [e](const AdapterFiles& files, bool diagnose) {
+                                     return e->BuildAdapter(files, diagnose);
+                                   }});
 
   std::unique_ptr<StepExecutor> executor = MakeEngineExecutor(**engine);
   SchedulerOptions so;

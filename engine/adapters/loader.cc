@@ -700,19 +700,21 @@ bool ActsOnFfn(const AdapterLayer& l) {
 absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildRouterOverAdapters(const AdapterFiles& files,
                                                                         const ModelConfig& m,
                                                                         Backend& backend,
-                                                                        DType lora_dtype) {
+                                                                        DType lora_dtype,
+                                                                        bool diagnose) {
   const AdapterConfig& c = files.config;
   auto adapter = std::make_unique<AdapterWeights>();
   adapter->family = "mixture";
   adapter->format = absl::StrCat(files.format, ", ", c.members.size(), " members");
   adapter->layers.resize(static_cast<size_t>(m.num_layers));
-  adapter->diagnostics = std::make_shared<AdapterDiagnostics>();
+  // Its members' diagnostics are not served: none computed.
+  if (diagnose) adapter->diagnostics = std::make_shared<AdapterDiagnostics>();
   auto router = std::make_unique<AdapterRouter>();
   router->spec = c.router;
   router->routers.resize(static_cast<size_t>(m.num_layers));
   for (size_t i = 0; i < files.members.size(); ++i) {
     SY_ASSIGN_OR_RETURN(std::unique_ptr<AdapterWeights> member,
-                        BuildAdapter(*files.members[i], m, backend, lora_dtype));
+                        BuildAdapter(*files.members[i], m, backend, lora_dtype, false));
     member->name = c.members[i];
     for (int l = 0; l < m.num_layers; ++l) {
       SY_RETURN_IF_ERROR(CheckRouterMember(*member, c.members[i], l));
@@ -760,12 +762,13 @@ absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildRouterOverAdapters(const Ad
 absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapterUnguarded(const AdapterFiles& files,
                                                                       const ModelConfig& m,
                                                                       Backend& backend,
-                                                                      DType lora_dtype) {
+                                                                      DType lora_dtype,
+                                                                      bool diagnose) {
   if (lora_dtype != DType::kF32 && lora_dtype != DType::kBF16) {
     return absl::InvalidArgumentError("adapter weights are held in F32 or BF16");
   }
   if (files.config.family == AdapterConfig::Family::kMixture) {
-    return BuildRouterOverAdapters(files, m, backend, lora_dtype);
+    return BuildRouterOverAdapters(files, m, backend, lora_dtype, diagnose);
   }
   const AdapterConfig& c = files.config;
   const std::string& format = files.format;
@@ -783,6 +786,11 @@ absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapterUnguarded(const Adap
   adapter->layers.resize(static_cast<size_t>(m.num_layers));
   Builder b(c, m, backend, lora_dtype);
   auto diagnostics = std::make_shared<AdapterDiagnostics>();
+  const auto diagnose_site = [&](int layer, std::string site, std::span<const HostLora> experts,
+                                 const Tensor& router) {
+    if (diagnose)
+      diagnostics->sites.push_back(DiagnoseSite(layer, std::move(site), experts, router));
+  };
   const auto check_layer = [&](int layer) -> absl::Status {
     if (layer >= m.num_layers) {
       return absl::InvalidArgumentError(absl::StrCat("adapter weights name layer ", layer,
@@ -838,8 +846,7 @@ absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapterUnguarded(const Adap
       if (static_cast<int>(host[slot].size()) != E) continue;  // not every expert adapts it
       const LinearSite site =
           slot == 0 ? LinearSite::kGate : (slot == 1 ? LinearSite::kUp : LinearSite::kDown);
-      diagnostics->sites.push_back(
-          DiagnoseSite(layer, absl::StrCat("ffn.", LinearSiteName(site)), host[slot], router_host));
+      diagnose_site(layer, absl::StrCat("ffn.", LinearSiteName(site)), host[slot], router_host);
     }
     adapter->layers[layer].ffn = std::move(block);
   }
@@ -864,8 +871,7 @@ absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapterUnguarded(const Adap
       out->spec.routing = Routing::kSingle;
       HostLora host;
       SY_ASSIGN_OR_RETURN(LoraPair p, b.Pair(pair, d.in, d.out, c.r, scale, label, &host));
-      diagnostics->sites.push_back(
-          DiagnoseSite(layer, std::string(LinearSiteName(site)), {&host, 1}, Tensor()));
+      diagnose_site(layer, std::string(LinearSiteName(site)), {&host, 1}, Tensor());
       out->experts.push_back(std::move(p));
       adapter->layers[layer].sites[static_cast<int>(site)] = std::move(out);
       continue;
@@ -935,8 +941,7 @@ absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapterUnguarded(const Adap
                                               absl::StrCat(label, " expert ", e), &host[e]));
       out->experts.push_back(std::move(lp));
     }
-    diagnostics->sites.push_back(
-        DiagnoseSite(layer, std::string(LinearSiteName(site)), host, router_host));
+    diagnose_site(layer, std::string(LinearSiteName(site)), host, router_host);
     if (c.family == AdapterConfig::Family::kMhMoeLora) {
       if (c.head_rank > 0) {
         SY_ASSIGN_OR_RETURN(out->head, b.Pair(rs.head, d.in, d.in, c.head_rank,
@@ -1001,7 +1006,7 @@ absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapterUnguarded(const Adap
   std::stable_sort(
       diagnostics->sites.begin(), diagnostics->sites.end(),
       [](const SiteDiagnostics& x, const SiteDiagnostics& y) { return x.layer < y.layer; });
-  adapter->diagnostics = std::move(diagnostics);
+  if (diagnose) adapter->diagnostics = std::move(diagnostics);
   adapter->family = family;
   adapter->bytes = b.bytes();
   return adapter;
@@ -1020,9 +1025,9 @@ absl::StatusOr<std::unique_ptr<AdapterFiles>> ReadAdapterFiles(const ConfinedDir
 
 absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapter(const AdapterFiles& files,
                                                              const ModelConfig& m, Backend& backend,
-                                                             DType lora_dtype) {
+                                                             DType lora_dtype, bool diagnose) {
   try {
-    return BuildAdapterUnguarded(files, m, backend, lora_dtype);
+    return BuildAdapterUnguarded(files, m, backend, lora_dtype, diagnose);
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError("out of memory while preparing the adapter's weights");
   }

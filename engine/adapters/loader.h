@@ -69,10 +69,13 @@ struct AdapterFiles {
 };
 
 absl::StatusOr<std::unique_ptr<AdapterFiles>> ReadAdapterFiles(const ConfinedDir& dir);
-// The adapter from its files, prepared on `backend` (the files are not changed).
+// The adapter from its files, prepared on `backend` (the files are not changed). `diagnose`
+// false skips the expert diagnostics (`diagnostics` stays null): a rebuild whose diagnostics the
+// caller already holds.
 absl::StatusOr<std::unique_ptr<AdapterWeights>> BuildAdapter(const AdapterFiles& files,
                                                              const ModelConfig& m, Backend& backend,
-                                                             DType lora_dtype);
+                                                             DType lora_dtype,
+                                                             bool diagnose = true);
 // Loads `dir` for base model `base` (ReadAdapterFiles then BuildAdapter), preparing the weights on
 // `backend` with LoRA matrices in `lora_dtype` (F32 or BF16; routers stay F32, where routing is
 // decided). Thread-safe: runs on a loader thread, never on the engine thread. Files are opened

@@ -24,17 +24,19 @@ absl::StatusOr<ConfinedDir> AdapterRegistry::Resolve(const std::string& path) co
 
 absl::StatusOr<std::unique_ptr<AdapterWeights>> AdapterRegistry::Read(
     const std::string& name, const std::string& path, std::shared_ptr<const AdapterFiles> files,
-    std::shared_ptr<const AdapterFiles>* read_files) {
+    std::shared_ptr<const AdapterFiles>* read_files,
+    std::shared_ptr<const AdapterDiagnostics> diagnostics) {
   absl::StatusOr<std::unique_ptr<AdapterWeights>> adapter;
+  const bool diagnose = diagnostics == nullptr;
   if (files != nullptr) {
-    adapter = tiered_.build(*files);
+    adapter = tiered_.build(*files, diagnose);
   } else {
     SY_ASSIGN_OR_RETURN(ConfinedDir dir, Resolve(path));
     if (tiered_.read) {
       absl::StatusOr<std::unique_ptr<AdapterFiles>> read = tiered_.read(dir);
       if (read.ok()) {
         files = std::move(*read);
-        adapter = tiered_.build(*files);
+        adapter = tiered_.build(*files, diagnose);
         if (read_files != nullptr) *read_files = files;
       } else {
         adapter = read.status();
@@ -48,6 +50,7 @@ absl::StatusOr<std::unique_ptr<AdapterWeights>> AdapterRegistry::Read(
                         absl::StrCat("adapter \"", name, "\": ", adapter.status().message()));
   }
   (*adapter)->name = name;
+  if ((*adapter)->diagnostics == nullptr) (*adapter)->diagnostics = std::move(diagnostics);
   return std::move(*adapter);
 }
 
@@ -204,6 +207,7 @@ absl::StatusOr<std::shared_ptr<const AdapterWeights>> AdapterRegistry::Acquire(
     path = it->second.path;
   }
   std::shared_ptr<const AdapterFiles> host;
+  std::shared_ptr<const AdapterDiagnostics> diagnostics;  // kept from its first load
   // Evicted: reload it, once, whoever asks first.
   std::lock_guard<std::mutex> reload_lock(*reload);
   {
@@ -214,9 +218,11 @@ absl::StatusOr<std::shared_ptr<const AdapterWeights>> AdapterRegistry::Acquire(
     }
     if (it->second.current) return it->second.current;
     host = it->second.host;
+    diagnostics = it->second.diagnostics;
   }
   std::shared_ptr<const AdapterFiles> files;
-  SY_ASSIGN_OR_RETURN(std::unique_ptr<AdapterWeights> loaded, Read(name, path, host, &files));
+  SY_ASSIGN_OR_RETURN(std::unique_ptr<AdapterWeights> loaded,
+                      Read(name, path, host, &files, diagnostics));
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(name);
   if (it == entries_.end()) {

@@ -65,7 +65,8 @@ class AdapterRegistry {
   // Loading in two halves, which the host tier needs: read the files (host), build the adapter.
   struct TieredLoader {
     std::function<absl::StatusOr<std::unique_ptr<AdapterFiles>>(const ConfinedDir&)> read;
-    std::function<absl::StatusOr<std::unique_ptr<AdapterWeights>>(const AdapterFiles&)> build;
+    // diagnose false: a rebuild, whose expert diagnostics the registry kept (not computed again).
+    std::function<absl::StatusOr<std::unique_ptr<AdapterWeights>>(const AdapterFiles&, bool)> build;
   };
   AdapterRegistry(AdapterRegistryOptions options, TieredLoader loader);
 
@@ -108,11 +109,13 @@ class AdapterRegistry {
   };
 
   // Reads (or, given `files`, rebuilds from them) the adapter; `read_files` receives the files
-  // when a TieredLoader read them.
+  // when a TieredLoader read them. With `diagnostics` (a reload's, kept from its first load) a
+  // TieredLoader does not compute them again.
   absl::StatusOr<std::unique_ptr<AdapterWeights>> Read(
       const std::string& name, const std::string& path,
       std::shared_ptr<const AdapterFiles> files = nullptr,
-      std::shared_ptr<const AdapterFiles>* read_files = nullptr);
+      std::shared_ptr<const AdapterFiles>* read_files = nullptr,
+      std::shared_ptr<const AdapterDiagnostics> diagnostics = nullptr);
   // Keeps `files` as e's host copy if the host tier has room (dropping others' copies, least
   // recently used first). Caller holds mu_.
   void KeepHostCopy(const std::string& name, Entry& e, std::shared_ptr<const AdapterFiles> files);

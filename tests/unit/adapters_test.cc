@@ -321,7 +321,7 @@ TEST_F(RegistryTest, EvictsLeastRecentlyUsedIdleAdaptersAndReloadsThem) {
 // The host tier: an evicted adapter whose files are kept is rebuilt without reading them; one whose
 // copy the tier dropped (least recently used, past its budget) is read again.
 TEST_F(RegistryTest, TheHostTierRebuildsEvictedAdaptersWithoutReadingTheirFiles) {
-  int builds = 0;
+  int builds = 0, diagnosed = 0;
   const auto tiered = [&](size_t host_bytes) {
     AdapterRegistryOptions o{root_.path(), 250, host_bytes};
     return AdapterRegistry(
@@ -332,10 +332,14 @@ TEST_F(RegistryTest, TheHostTierRebuildsEvictedAdaptersWithoutReadingTheirFiles)
                  f->bytes = 100;
                  return absl::StatusOr<std::unique_ptr<AdapterFiles>>(std::move(f));
                },
-               [&builds](const AdapterFiles&) {
+               [&builds, &diagnosed](const AdapterFiles&, bool diagnose) {
                  ++builds;
                  auto a = std::make_unique<AdapterWeights>();
                  a->bytes = 100;
+                 if (diagnose) {
+                   ++diagnosed;
+                   a->diagnostics = std::make_shared<AdapterDiagnostics>();
+                 }
                  return absl::StatusOr<std::unique_ptr<AdapterWeights>>(std::move(a));
                }});
   };
@@ -345,9 +349,15 @@ TEST_F(RegistryTest, TheHostTierRebuildsEvictedAdaptersWithoutReadingTheirFiles)
     EXPECT_EQ(reads_, 3);
     EXPECT_FALSE(reg.List()[0].resident);
     EXPECT_TRUE(reg.List()[0].host_cached);
-    ASSERT_TRUE(reg.Acquire("a").ok());
+    const auto kept = reg.List()[0].diagnostics;
+    auto again = reg.Acquire("a");
+    ASSERT_TRUE(again.ok());
     EXPECT_EQ(reads_, 3) << "rebuilt from the host tier";
     EXPECT_EQ(builds, 4);
+    // Its expert diagnostics are the first load's, not computed again.
+    EXPECT_EQ(diagnosed, 3);
+    EXPECT_EQ((*again)->diagnostics, kept);
+    EXPECT_EQ(reg.List()[0].diagnostics, kept);
     EXPECT_EQ(reg.counters().reloads, 1);
     EXPECT_EQ(reg.counters().host_reloads, 1);
   }
