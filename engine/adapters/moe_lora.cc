@@ -192,12 +192,17 @@ void MoeLoraExecutor::CombineByMember(const Tensor& src, const Tensor& slot_expe
   }
 }
 
+std::pair<Tensor, Tensor> MoeLoraExecutor::GatherFfnInput(const Tensor& x, int64_t x_src_off,
+                                                          int64_t rows, int max_e) {
+  Tensor xg = View(buf_.x, rows, model_.hidden_size);
+  backend_.GatherRows(x, Ints(x_src_off, rows), xg);
+  jobs_.clear();
+  return {xg, View(buf_.logits, rows, max_e)};
+}
+
 void MoeLoraExecutor::RunGates(int layer, const GateCall& c, const Tensor& x) {
   const int64_t d = model_.hidden_size;
-  Tensor xg = View(buf_.x, c.rows, d);
-  backend_.GatherRows(x, Ints(c.x_src_off, c.rows), xg);
-  const Tensor logits = View(buf_.logits, c.rows, c.max_e);
-  jobs_.clear();
+  const auto [xg, logits] = GatherFfnInput(x, c.x_src_off, c.rows, c.max_e);
   for (size_t i = 0; i < c.groups.size(); ++i) {
     const RouteUnit& r = c.route[i];
     jobs_.push_back({&plan_.groups[c.groups[i]].adapter->router->routers[layer],
@@ -310,10 +315,7 @@ void MoeLoraExecutor::BeforeDown(int layer, const Tensor& x, const Tensor& gate_
   const int64_t d = model_.hidden_size, F = model_.intermediate_size;
 
   // Routers on the FFN input.
-  Tensor xg = View(buf_.x, c.rows, d);
-  backend_.GatherRows(x, Ints(c.x_src_off, c.rows), xg);
-  const Tensor logits = View(buf_.logits, c.rows, c.max_e);
-  jobs_.clear();
+  const auto [xg, logits] = GatherFfnInput(x, c.x_src_off, c.rows, c.max_e);
   for (size_t i = 0; i < c.units.size(); ++i) {
     const MixUnit& u = c.units[i];
     jobs_.push_back({&u.block->router, xg.data<float>() + u.x_off * d, d, c.route[i].rows,

@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -75,6 +76,10 @@ class MoeLoraExecutor final : public LayerHooks {
   Tensor Ints(int64_t offset, int64_t count) const;
 
   void RunSites(int layer, const SiteCall& call, const Tensor& x, Tensor& y);
+  // A call's rows of the FFN input gathered (buf_.x) and a [rows, max_e] view for their router
+  // logits (buf_.logits); jobs_ cleared for the routers.
+  std::pair<Tensor, Tensor> GatherFfnInput(const Tensor& x, int64_t x_src_off, int64_t rows,
+                                           int max_e);
   // Routers over adapters: each fills its tokens' gate slots from the FFN input.
   void RunGates(int layer, const GateCall& call, const Tensor& x);
   void HeadProjection(const SiteCall& call, Tensor& xg);
