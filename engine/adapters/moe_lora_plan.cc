@@ -224,14 +224,14 @@ class PlanBuilder {
       }
     }
     if (c.units.empty()) return c;
-    std::vector<int> y_member;
+    std::vector<int> y_pass;
     for (SiteUnit& u : c.units) {
       LayoutSiteUnit(layer, u, c);
       const PlanGroup& g = plan_.groups[u.group];
       Gate(g, g.tokens, u.lora->heads, c.route.back());
-      if (u.merge_off < 0) y_member.push_back(g.pass());
+      if (u.merge_off < 0) y_pass.push_back(g.pass());
     }
-    c.y_passes = OrderByMember(y_member, {&c.combine_y});
+    c.y_passes = OrderByPass(y_pass, {&c.combine_y});
     FillSiteSlots(c);
     PlanCapacity& cap = plan_.capacity;
     cap.x = std::max(cap.x, c.rows * c.in);
@@ -362,7 +362,7 @@ class PlanBuilder {
       plan_.ints.insert(plan_.ints.end(), u.tokens.begin(), u.tokens.end());
       c.rows += static_cast<int64_t>(u.tokens.size());
     }
-    std::vector<int> member;
+    std::vector<int> pass;
     for (const MixUnit& u : c.units) {
       const PlanGroup& g = plan_.groups[u.group];
       const int64_t n = static_cast<int64_t>(u.tokens.size());
@@ -372,7 +372,7 @@ class PlanBuilder {
       Gate(g, u.tokens, 1, c.route.back());
       c.combine_act.push_back({n, c.slots, S, 1, u.tokens_off, 0, 0, F, g.weight, u.keep});
       c.combine_down.push_back({n, c.slots, S, 1, u.tokens_off, 0, 0, d, g.weight, 1.0f});
-      member.push_back(g.pass());
+      pass.push_back(g.pass());
       c.acts.push_back({c.segments, c.segments + E, u.block->act});
       for (int e = 0; e < E; ++e) {
         const MixLoraExpert* x =
@@ -388,8 +388,7 @@ class PlanBuilder {
       c.segments += E;
       c.max_e = std::max(c.max_e, E);
     }
-    // Units already come by member (groups do): the passes are the runs.
-    c.passes = OrderByMember(member, {&c.combine_act, &c.combine_down});
+    c.passes = OrderByPass(pass, {&c.combine_act, &c.combine_down});
     c.slot_xrow_off = Reserve(c.slots);
     c.slot_token_off = Reserve(c.slots);
     for (size_t i = 0; i < c.units.size(); ++i) {
@@ -416,22 +415,25 @@ class PlanBuilder {
     return c;
   }
 
-  // Orders the combine lists (parallel, one entry per pass key member[i]) by it, stably, and
-  // returns the end of each key's run: one CombineSlots pass each.
-  static std::vector<size_t> OrderByMember(const std::vector<int>& member,
-                                           std::initializer_list<std::vector<CombineUnit>*> lists) {
-    std::vector<size_t> order(member.size());
+  // Orders the combine lists (parallel, one entry per pass[i]) by pass, stably, and returns the
+  // end of each pass's run: one CombineSlots each. Lists already in order (MixLoRA's units, which
+  // come by group) are left as they are.
+  static std::vector<size_t> OrderByPass(const std::vector<int>& pass,
+                                         std::initializer_list<std::vector<CombineUnit>*> lists) {
+    std::vector<size_t> order(pass.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::stable_sort(order.begin(), order.end(),
-                     [&](size_t a, size_t b) { return member[a] < member[b]; });
-    for (std::vector<CombineUnit>* list : lists) {
-      std::vector<CombineUnit> sorted;
-      for (size_t i : order) sorted.push_back((*list)[i]);
-      *list = std::move(sorted);
+    if (!std::is_sorted(pass.begin(), pass.end())) {
+      std::stable_sort(order.begin(), order.end(),
+                       [&](size_t a, size_t b) { return pass[a] < pass[b]; });
+      for (std::vector<CombineUnit>* list : lists) {
+        std::vector<CombineUnit> sorted;
+        for (size_t i : order) sorted.push_back((*list)[i]);
+        *list = std::move(sorted);
+      }
     }
     std::vector<size_t> ends;
     for (size_t i = 0; i < order.size(); ++i) {
-      if (i + 1 == order.size() || member[order[i + 1]] != member[order[i]]) ends.push_back(i + 1);
+      if (i + 1 == order.size() || pass[order[i + 1]] != pass[order[i]]) ends.push_back(i + 1);
     }
     return ends;
   }
