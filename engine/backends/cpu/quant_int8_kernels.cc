@@ -59,35 +59,53 @@ struct ActRow {
   const float* scaled_sums;
 };
 
-// The block kernels: accumulate one weight block times MT activation rows into acc[m] (sums
-// still to be reduced across lanes) and, for formats with minimums, min[m] (to be subtracted).
-
+// What a weight row's blocks add up to for MT activation rows: acc[m] (sums still to be reduced
+// across lanes), minus min[m] (the K-quants' minimums) and minus 8 * offset[m] (Q4_0's).
 template <int MT>
-inline void BlockQ8_0(const uint8_t* b, int64_t blk, const ActRow* x, __m256* acc, __m256*) {
-  const float d = Half(b);
-  const __m256i w = Load32(b + 2);
-  const __m256i ones = _mm256_set1_epi16(1);
-  for (int m = 0; m < MT; ++m) {
-    const __m256i s = DotSigned(w, Load32(x[m].q + kBlock * blk), ones);
-    acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * x[m].d[blk]), acc[m]);
-  }
-}
+struct Sums {
+  __m256 acc[MT];
+  __m256 min[MT];
+  float offset[MT];
+};
 
-template <int MT>
-inline void BlockQ4_0(const uint8_t* b, int64_t blk, const ActRow* x, __m256* acc, __m256*) {
-  const float d = Half(b);
-  const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
-  const __m128i mask = _mm_set1_epi8(0xF);
-  // Low nibbles are weights 0..15, high nibbles 16..31.
-  const __m256i w = _mm256_sub_epi8(
-      _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), mask), _mm_and_si128(qs, mask)),
-      _mm256_set1_epi8(8));
-  const __m256i ones = _mm256_set1_epi16(1);
-  for (int m = 0; m < MT; ++m) {
-    const __m256i s = DotSigned(w, Load32(x[m].q + kBlock * blk), ones);
-    acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * x[m].d[blk]), acc[m]);
+// The formats: kBytes per block of kValues weights, and Block<MT>, which adds one weight block
+// times MT activation rows into Sums.
+
+struct Q8_0 {
+  static constexpr int kBytes = 34;
+  template <int MT>
+  static void Block(const uint8_t* b, int64_t blk, const ActRow* x, Sums<MT>& s) {
+    const float d = Half(b);
+    const __m256i w = Load32(b + 2);
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int m = 0; m < MT; ++m) {
+      const __m256i p = DotSigned(w, Load32(x[m].q + kBlock * blk), ones);
+      s.acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * x[m].d[blk]), s.acc[m]);
+    }
   }
-}
+};
+
+// Q4_0's weights d * (q - 8) are multiplied as the stored q (0..15, no sign trick: three fewer
+// vector operations a block, the kernel being bound by their count) and the 8 * d * sum(x) they
+// add is taken off at the end: offset gathers d * d_x * sum(q_x) a block, in scalar arithmetic.
+struct Q4_0 {
+  static constexpr int kBytes = 18;
+  template <int MT>
+  static void Block(const uint8_t* b, int64_t blk, const ActRow* x, Sums<MT>& s) {
+    const float d = Half(b);
+    const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
+    const __m128i mask = _mm_set1_epi8(0xF);
+    // Low nibbles are weights 0..15, high nibbles 16..31.
+    const __m256i w =
+        _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), mask), _mm_and_si128(qs, mask));
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int m = 0; m < MT; ++m) {
+      const __m256i p = DotUnsigned(w, Load32(x[m].q + kBlock * blk), ones);
+      s.acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * x[m].d[blk]), s.acc[m]);
+      s.offset[m] += d * x[m].scaled_sums[blk];
+    }
+  }
+};
 
 // The eight 6-bit scales and mins of a Q4_K/Q5_K super-block (KQuantScaleMin's values, all at
 // once): bytes 0-3 and 4-7 of the 12 hold scales and mins 0-3 in their low six bits and, in their
@@ -120,14 +138,14 @@ inline __m256 ScaledBytes(const uint8_t* p, float scale) {
 // within 2e-6; why that order is so much more sensitive was not pinned down.)
 template <int MT>
 inline void BlockKAffine(const uint8_t* b, const uint8_t* qh, const uint8_t* ql, int64_t blk,
-                         const ActRow* x, __m256* acc, __m256* min) {
+                         const ActRow* x, Sums<MT>& s) {
   alignas(8) uint8_t scale_bytes[8], min_bytes[8];
   KScalesAndMins(b + 4, scale_bytes, min_bytes);
   const __m256 d = _mm256_set1_ps(Half(b));
   const __m256 mins = ScaledBytes(min_bytes, Half(b + 2));
   __m256 factors[MT];
   for (int m = 0; m < MT; ++m) {
-    min[m] = _mm256_fmadd_ps(mins, _mm256_loadu_ps(x[m].scaled_sums + 8 * blk), min[m]);
+    s.min[m] = _mm256_fmadd_ps(mins, _mm256_loadu_ps(x[m].scaled_sums + 8 * blk), s.min[m]);
     factors[m] = _mm256_mul_ps(d, _mm256_loadu_ps(x[m].d + 8 * blk));
   }
   const __m256i mask = _mm256_set1_epi8(0xF);
@@ -147,28 +165,34 @@ inline void BlockKAffine(const uint8_t* b, const uint8_t* qh, const uint8_t* ql,
       const __m256i lane = _mm256_set1_epi32(sub);
       const int64_t xb = 8 * blk + sub;
       for (int m = 0; m < MT; ++m) {
-        const __m256i s = DotUnsigned(q, Load32(x[m].q + kBlock * xb), scale);
-        acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_permutevar8x32_ps(factors[m], lane),
-                                 acc[m]);
+        const __m256i p = DotUnsigned(q, Load32(x[m].q + kBlock * xb), scale);
+        s.acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                   _mm256_permutevar8x32_ps(factors[m], lane), s.acc[m]);
       }
     }
   }
 }
 
-template <int MT>
-inline void BlockQ4_K(const uint8_t* b, int64_t blk, const ActRow* x, __m256* acc, __m256* min) {
-  BlockKAffine<MT>(b, nullptr, b + 16, blk, x, acc, min);
-}
+struct Q4_K {
+  static constexpr int kBytes = 144;
+  template <int MT>
+  static void Block(const uint8_t* b, int64_t blk, const ActRow* x, Sums<MT>& s) {
+    BlockKAffine<MT>(b, nullptr, b + 16, blk, x, s);
+  }
+};
 
-template <int MT>
-inline void BlockQ5_K(const uint8_t* b, int64_t blk, const ActRow* x, __m256* acc, __m256* min) {
-  BlockKAffine<MT>(b, b + 16, b + 48, blk, x, acc, min);
-}
+struct Q5_K {
+  static constexpr int kBytes = 176;
+  template <int MT>
+  static void Block(const uint8_t* b, int64_t blk, const ActRow* x, Sums<MT>& s) {
+    BlockKAffine<MT>(b, b + 16, b + 48, blk, x, s);
+  }
+};
 
 // Q6_K: 16 sub-blocks of 16 weights d * sc * (q - 32), q six bits (low four in ql, top two in qh),
 // sc int8.
 template <int MT>
-inline void BlockQ6_K(const uint8_t* b, int64_t blk, const ActRow* x, __m256* acc, __m256*) {
+inline void BlockQ6_K(const uint8_t* b, int64_t blk, const ActRow* x, Sums<MT>& s) {
   const uint8_t* ql = b;
   const uint8_t* qh = b + 128;
   const auto* sc = reinterpret_cast<const int8_t*>(b + 192);
@@ -189,39 +213,50 @@ inline void BlockQ6_K(const uint8_t* b, int64_t blk, const ActRow* x, __m256* ac
       const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(sc[s0 + 1]), _mm_set1_epi16(sc[s0]));
       const int64_t xb = 8 * blk + 4 * half + j;
       for (int m = 0; m < MT; ++m) {
-        const __m256i s = DotSigned(w, Load32(x[m].q + kBlock * xb), scale);
-        acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * x[m].d[xb]), acc[m]);
+        const __m256i p = DotSigned(w, Load32(x[m].q + kBlock * xb), scale);
+        s.acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * x[m].d[xb]), s.acc[m]);
       }
     }
   }
 }
 
+struct Q6_K {
+  static constexpr int kBytes = 210;
+  template <int MT>
+  static void Block(const uint8_t* b, int64_t blk, const ActRow* x, Sums<MT>& s) {
+    BlockQ6_K<MT>(b, blk, x, s);
+  }
+};
+
 // One weight row against MT activation rows.
-template <int MT, class Block>
-inline void Row(const QuantMatmulArgs& a, Block block, int bytes, int64_t blocks, int64_t row,
-                const ActRow* x, int64_t m0) {
-  __m256 acc[MT], min[MT];
-  for (int m = 0; m < MT; ++m) acc[m] = min[m] = _mm256_setzero_ps();
+template <int MT, class Format>
+inline void Row(const QuantMatmulArgs& a, int64_t blocks, int64_t row, const ActRow* x,
+                int64_t m0) {
+  Sums<MT> s;
+  for (int m = 0; m < MT; ++m) {
+    s.acc[m] = s.min[m] = _mm256_setzero_ps();
+    s.offset[m] = 0.0f;
+  }
   const uint8_t* w = a.w + row * a.row_bytes;
   for (int64_t blk = 0; blk < blocks; ++blk) {
-    const uint8_t* b = w + blk * bytes;
+    const uint8_t* b = w + blk * Format::kBytes;
     // As in the F32 path: the hardware prefetchers fall behind this stream (docs/quantization.md).
-    for (int off = 0; off < bytes; off += 64) {
+    // Prefetches at most 64 bytes apart reach every cache line.
+    for (int off = 0; off < Format::kBytes; off += 64) {
       _mm_prefetch(reinterpret_cast<const char*>(b) + kPrefetchBytes + off, _MM_HINT_T0);
     }
-    block(b, blk, x, acc, min);
+    Format::template Block<MT>(b, blk, x, s);
   }
   for (int m = 0; m < MT; ++m) {
-    float s = HSum(_mm256_sub_ps(acc[m], min[m]));
-    if (a.bias != nullptr) s += a.bias[row];
+    float sum = HSum(_mm256_sub_ps(s.acc[m], s.min[m])) - 8.0f * s.offset[m];
+    if (a.bias != nullptr) sum += a.bias[row];
     float* out = a.y + (m0 + m) * a.ldy + row;
-    *out = a.accumulate ? *out + s : s;
+    *out = a.accumulate ? *out + sum : sum;
   }
 }
 
-template <int MT, class Block>
-void Rows(const QuantMatmulArgs& a, Block block, int64_t row_begin, int64_t row_end, int64_t m0) {
-  const QuantTraits t = Traits(a.type);
+template <int MT, class Format>
+void Rows(const QuantMatmulArgs& a, int64_t row_begin, int64_t row_end, int64_t m0) {
   const Int8Rows& xq = *a.xq;
   ActRow x[MT];
   for (int m = 0; m < MT; ++m) {
@@ -229,33 +264,29 @@ void Rows(const QuantMatmulArgs& a, Block block, int64_t row_begin, int64_t row_
     x[m] = {xq.q.data() + i * xq.cols, xq.d.data() + i * (xq.cols / kBlock),
             xq.scaled_sums.data() + i * (xq.cols / kBlock)};
   }
-  const int64_t blocks = a.cols / t.values;
-  for (int64_t r = row_begin; r < row_end; ++r) Row<MT>(a, block, t.bytes, blocks, r, x, m0);
-}
-
-// Calls fn(block<MT>) for the format's block kernel.
-template <int MT, class Fn>
-void WithBlock(QuantType type, Fn&& fn) {
-  switch (type) {
-    case QuantType::kQ8_0:
-      return fn([](auto... args) { BlockQ8_0<MT>(args...); });
-    case QuantType::kQ4_0:
-      return fn([](auto... args) { BlockQ4_0<MT>(args...); });
-    case QuantType::kQ4_K:
-      return fn([](auto... args) { BlockQ4_K<MT>(args...); });
-    case QuantType::kQ5_K:
-      return fn([](auto... args) { BlockQ5_K<MT>(args...); });
-    case QuantType::kQ6_K:
-      return fn([](auto... args) { BlockQ6_K<MT>(args...); });
-    case QuantType::kNone:
-      break;
-  }
-  SY_CHECK(false);
+  const QuantTraits traits = Traits(a.type);
+  SY_CHECK(traits.bytes == Format::kBytes);
+  const int64_t blocks = a.cols / traits.values;
+  for (int64_t r = row_begin; r < row_end; ++r) Row<MT, Format>(a, blocks, r, x, m0);
 }
 
 template <int MT>
 void TileRows(const QuantMatmulArgs& a, int64_t row_begin, int64_t row_end, int64_t m0) {
-  WithBlock<MT>(a.type, [&](auto block) { Rows<MT>(a, block, row_begin, row_end, m0); });
+  switch (a.type) {
+    case QuantType::kQ8_0:
+      return Rows<MT, Q8_0>(a, row_begin, row_end, m0);
+    case QuantType::kQ4_0:
+      return Rows<MT, Q4_0>(a, row_begin, row_end, m0);
+    case QuantType::kQ4_K:
+      return Rows<MT, Q4_K>(a, row_begin, row_end, m0);
+    case QuantType::kQ5_K:
+      return Rows<MT, Q5_K>(a, row_begin, row_end, m0);
+    case QuantType::kQ6_K:
+      return Rows<MT, Q6_K>(a, row_begin, row_end, m0);
+    case QuantType::kNone:
+      break;
+  }
+  SY_CHECK(false);
 }
 
 void QuantizeRow(const float* x, int64_t cols, int8_t* q, float* d, float* scaled_sums) {
