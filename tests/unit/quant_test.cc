@@ -1,14 +1,15 @@
 // Block-quantized weights on the CPU: the vectorized dequantizer equals the reference bit for bit
 // on random blocks of every format; Linear, GroupedLinear (with a row gather) and Embedding over
 // quantized weights against a double-precision product of the reference's dequantized values, on
-// both of Linear's paths and on stacks of differently quantized parts; the in-situ quantizers'
-// error bounds.
+// both of Linear's paths and on stacks of differently quantized parts; Q4_0's interleaved rows; the
+// in-situ quantizers' error bounds.
 
 #include "engine/core/quant.h"
 
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "engine/backends/cpu/cpu_backend.h"
@@ -199,12 +200,20 @@ TEST(QuantTest, StacksOfDifferentFormatsWriteTheirRowRanges) {
   }
 }
 
-TEST(QuantTest, GroupedLinearGathersRowsAndEmbeddingDequantizesExactly) {
+class QuantTypeTest : public ::testing::TestWithParam<QuantType> {};
+
+// Q5_K kept as stored; Q4_0 with its first 16 rows interleaved and 4 as stored.
+INSTANTIATE_TEST_SUITE_P(StoredAndInterleaved, QuantTypeTest,
+                         ::testing::Values(QuantType::kQ5_K, QuantType::kQ4_0),
+                         [](const auto& info) { return std::string(Traits(info.param).name); });
+
+TEST_P(QuantTypeTest, GroupedLinearGathersRowsAndEmbeddingDequantizesExactly) {
   std::unique_ptr<Backend> backend = ExactBackend();
+  const QuantType type = GetParam();
   const int64_t n = 20, k = 256;
-  const std::vector<uint8_t> blocks = RandomBlocks(QuantType::kQ5_K, n, k, 12);
-  const std::vector<float> w = Dequantized(QuantType::kQ5_K, blocks, n, k);
-  Weight weight = *backend->PrepareQuantizedWeight(BlocksTensor(blocks, n), QuantType::kQ5_K, k);
+  const std::vector<uint8_t> blocks = RandomBlocks(type, n, k, 12);
+  const std::vector<float> w = Dequantized(type, blocks, n, k);
+  Weight weight = *backend->PrepareQuantizedWeight(BlocksTensor(blocks, n), type, k);
   const std::vector<float> x = RandomVector(6 * k, 4);
   const std::vector<int32_t> rows = {5, 0, 3};
   std::vector<float> y(3 * n, 0.0f);
@@ -393,6 +402,65 @@ TEST(QuantTest, Int8ActivationsInGroupedLinearGatherTheirRows) {
     std::vector<double> want, mag;
     Reference(DequantizedActivations(xq), m, w, n, k, nullptr, &want, &mag);
     for (int64_t i = 0; i < m * n; ++i) ASSERT_NEAR(y[i], want[i], 1e-5 * mag[i]) << i;
+  }
+}
+
+// The interleaved Q4_0 layout moves the file's bytes and nothing else: every row comes back as
+// stored, whatever the row count (whole groups, a tail, no group at all), and the prepared weight
+// is interleaved (the kernels read it so; Linear's tests check what they compute).
+TEST(QuantTest, InterleavedQ4_0RowsComeBackAsStored) {
+  const int64_t k = 96;
+  const size_t row_bytes = QuantRowBytes(QuantType::kQ4_0, k);
+  std::unique_ptr<Backend> backend = ExactBackend();
+  for (int64_t n : {1, 7, 8, 13, 24}) {
+    const std::vector<uint8_t> blocks = RandomBlocks(QuantType::kQ4_0, n, k, 50 + n);
+    Weight w = *backend->PrepareQuantizedWeight(BlocksTensor(blocks, n), QuantType::kQ4_0, k);
+    ASSERT_EQ(w.interleaved_rows, n / 8 * 8) << n;
+    const uint8_t* data = w.data.data<uint8_t>();
+    EXPECT_EQ(std::memcmp(data, blocks.data(), blocks.size()) == 0, n < 8) << n;
+    std::vector<uint8_t> row(row_bytes);
+    for (int64_t r = 0; r < n; ++r) {
+      cpu::StoredQ4_0Row(data, n, r, k, row.data());
+      ASSERT_EQ(std::memcmp(row.data(), blocks.data() + r * row_bytes, row_bytes), 0)
+          << "rows " << n << " row " << r;
+    }
+  }
+}
+
+// A range of rows that cuts interleaved groups (as a thread's piece may) writes those rows, and
+// exactly what the whole matrix's product has there, on both paths.
+TEST(QuantTest, RowRangesThatCutInterleavedGroupsWriteTheirRowsOnly) {
+  const int64_t n = 29, k = 128, m = 3;
+  const std::vector<uint8_t> blocks = RandomBlocks(QuantType::kQ4_0, n, k, 77);
+  const Weight w = cpu::CopyQuantizedWeight(BlocksTensor(blocks, n), QuantType::kQ4_0, k);
+  const std::vector<float> x = RandomVector(m * k, 78);
+  const std::vector<float> bias = RandomVector(n, 79);
+  for (bool int8 : {false, true}) {
+    cpu::Int8Rows xq;
+    cpu::QuantizeActivations(x.data(), nullptr, k, m, k, &xq);
+    cpu::QuantMatmulArgs args{QuantType::kQ4_0,
+                              w.data.data<uint8_t>(),
+                              w.data.dim(1),
+                              k,
+                              x.data(),
+                              nullptr,
+                              k,
+                              m,
+                              bias.data(),
+                              nullptr,
+                              n,
+                              false,
+                              int8 ? &xq : nullptr,
+                              w.interleaved_rows};
+    std::vector<float> whole(m * n), pieces(m * n, -1.0f);
+    args.y = whole.data();
+    cpu::QuantMatmulRows(args, 0, n);
+    args.y = pieces.data();
+    for (auto [begin, end] :
+         {std::pair<int64_t, int64_t>{0, 3}, {3, 11}, {11, 12}, {12, 26}, {26, 29}}) {
+      cpu::QuantMatmulRows(args, begin, end);
+    }
+    ASSERT_EQ(std::memcmp(whole.data(), pieces.data(), whole.size() * 4), 0) << "int8 " << int8;
   }
 }
 

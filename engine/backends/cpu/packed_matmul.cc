@@ -69,23 +69,40 @@ Weight CopyQuantizedWeight(const Tensor& blocks, QuantType type, int64_t cols) {
   w.dtype = DType::kU8;
   w.quant = type;
   w.data = Tensor::Empty(DType::kU8, blocks.shape());
-  std::memcpy(w.data.raw(), blocks.raw(), blocks.nbytes());
+  if (type == QuantType::kQ4_0) {
+    w.interleaved_rows = InterleavedQ4_0Rows(w.rows);
+    InterleaveQ4_0(blocks.data<uint8_t>(), w.rows, cols, w.data.data<uint8_t>());
+  } else {
+    std::memcpy(w.data.raw(), blocks.raw(), blocks.nbytes());
+  }
   return w;
 }
 
 namespace {
 
+// Row `row` of a quantized weight dequantized to F32; `stored` (row bytes) is scratch for a row
+// that has to be put back as the file stored it first.
+void DequantizeWeightRow(const Weight& w, int64_t row, std::vector<uint8_t>& stored, float* out) {
+  const size_t row_bytes = static_cast<size_t>(w.data.dim(1));
+  const uint8_t* src = w.data.data<uint8_t>() + row * row_bytes;
+  if (row < w.interleaved_rows) {
+    stored.resize(row_bytes);
+    StoredQ4_0Row(w.data.data<uint8_t>(), w.rows, row, w.cols, stored.data());
+    src = stored.data();
+  }
+  DequantizeRowFast(w.quant, src, out, w.cols);
+}
+
 void UnpackQuantizedRows(const Weight& w, int64_t row_begin, int64_t rows, DType out_dtype,
                          void* out) {
-  const size_t row_bytes = static_cast<size_t>(w.data.dim(1));
 #pragma omp parallel
   {
     std::vector<float> f32(out_dtype == DType::kF32 ? 0 : static_cast<size_t>(w.cols));
+    std::vector<uint8_t> stored;
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < rows; ++i) {
-      const uint8_t* src = w.data.data<uint8_t>() + (row_begin + i) * row_bytes;
       float* dst = out_dtype == DType::kF32 ? static_cast<float*>(out) + i * w.cols : f32.data();
-      DequantizeRowFast(w.quant, src, dst, w.cols);
+      DequantizeWeightRow(w, row_begin + i, stored, dst);
       if (out_dtype == DType::kBF16) {
         uint16_t* o = static_cast<uint16_t*>(out) + i * w.cols;
         for (int64_t c = 0; c < w.cols; ++c) o[c] = F32ToBF16(dst[c]);
@@ -125,7 +142,8 @@ void UnpackRows(const Weight& w, int64_t row_begin, int64_t rows, DType out_dtyp
 void GatherRow(const Weight& w, int64_t row, float* out) {
   SY_CHECK(w.parts.empty());  // stacks are fused projections, never tables
   if (w.quant != QuantType::kNone) {
-    DequantizeRowFast(w.quant, w.data.data<uint8_t>() + row * w.data.dim(1), out, w.cols);
+    std::vector<uint8_t> stored;
+    DequantizeWeightRow(w, row, stored, out);
     return;
   }
   const int64_t pc = PaddedCols(w.cols, w.dtype), C = ChunkElements(w.dtype);
@@ -196,6 +214,7 @@ void PackedMatmul::QuantSmallM(const float* x, const int32_t* x_rows, int64_t ld
                        y,
                        ldy,
                        accumulate};
+  args.interleaved_rows = w.interleaved_rows;
   if (quant_activations_ == QuantActivations::kInt8) {
     QuantizeActivations(x, x_rows, ldx, m, w.cols, &xq_);
     args.xq = &xq_;
@@ -246,7 +265,10 @@ void PackedMatmul::Grouped(std::span<const LinearJob> jobs) {
     const LinearJob& job = jobs[j];
     if (job.m == 0) continue;
     if (job.w->quant != QuantType::kNone) {
-      const int64_t per = std::max<int64_t>(1, kPieceWork / (job.m * job.w->cols));
+      int64_t per = std::max<int64_t>(1, kPieceWork / (job.m * job.w->cols));
+      // Whole interleaved groups: a piece that split one would multiply the group twice.
+      if (job.w->interleaved_rows > 0)
+        per = (per + kInterleavedRows - 1) / kInterleavedRows * kInterleavedRows;
       for (int64_t r = 0; r < job.w->rows; r += per)
         pieces_.push_back({j, r, std::min(job.w->rows, r + per)});
     } else if (job.w->use == WeightUse::kExpand) {
@@ -273,7 +295,7 @@ void PackedMatmul::Grouped(std::span<const LinearJob> jobs) {
       QuantMatmulRows(
           {job.w->quant, job.w->data.data<uint8_t>(), static_cast<size_t>(job.w->data.dim(1)),
            job.w->cols, job.x, job.x_rows, job.ldx, job.m, nullptr, job.y, job.ldy, job.accumulate,
-           int8_activations ? &grouped_xq_[piece.job] : nullptr},
+           int8_activations ? &grouped_xq_[piece.job] : nullptr, job.w->interleaved_rows},
           piece.begin, piece.end);
       continue;
     }

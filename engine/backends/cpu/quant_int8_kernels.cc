@@ -10,6 +10,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -58,6 +59,11 @@ struct ActRow {
   const float* d;
   const float* scaled_sums;
 };
+
+inline ActRow ActRowOf(const Int8Rows& xq, int64_t i) {
+  const int64_t blocks = xq.cols / kBlock;
+  return {xq.q.data() + i * xq.cols, xq.d.data() + i * blocks, xq.scaled_sums.data() + i * blocks};
+}
 
 // What a weight row's blocks add up to for MT activation rows: acc[m] (sums still to be reduced
 // across lanes), minus min[m] (the K-quants' minimums) and minus 8 * offset[m] (Q4_0's).
@@ -257,21 +263,88 @@ inline void Row(const QuantMatmulArgs& a, int64_t blocks, int64_t row, const Act
 
 template <int MT, class Format>
 void Rows(const QuantMatmulArgs& a, int64_t row_begin, int64_t row_end, int64_t m0) {
-  const Int8Rows& xq = *a.xq;
   ActRow x[MT];
-  for (int m = 0; m < MT; ++m) {
-    const int64_t i = m0 + m;
-    x[m] = {xq.q.data() + i * xq.cols, xq.d.data() + i * (xq.cols / kBlock),
-            xq.scaled_sums.data() + i * (xq.cols / kBlock)};
-  }
+  for (int m = 0; m < MT; ++m) x[m] = ActRowOf(*a.xq, m0 + m);
   const QuantTraits traits = Traits(a.type);
   SY_CHECK(traits.bytes == Format::kBytes);
   const int64_t blocks = a.cols / traits.values;
   for (int64_t r = row_begin; r < row_end; ++r) Row<MT, Format>(a, blocks, r, x, m0);
 }
 
+// Interleaved Q4_0 (quant_kernels.h): a group of eight weight rows against MT activation rows,
+// lane r of every vector being row r. Per block, eight `vpmaddubsw` of the nibbles (unsigned, as in
+// Q4_0::Block) by four activation bytes broadcast add up in int16 (at most 8 * 2 * 15 * 127 =
+// 30,480: no overflow), one `vpmaddwd` widens them, and the eight rows' scales are one vector.
+template <int MT>
+inline void GroupQ4_0(const uint8_t* g, int64_t blocks, const ActRow* x, __m256* out) {
+  constexpr int kGroupBlockBytes = kInterleavedRows * Q4_0::kBytes;
+  __m256 acc[MT], offset[MT];
+  for (int m = 0; m < MT; ++m) acc[m] = offset[m] = _mm256_setzero_ps();
+  const __m256i mask = _mm256_set1_epi8(0xF);
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const uint8_t* b = g + blk * kGroupBlockBytes;
+    for (int off = 0; off < kGroupBlockBytes; off += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(b) + kPrefetchBytes + off, _MM_HINT_T0);
+    }
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b)));
+    __m256i sums[MT];
+    for (int m = 0; m < MT; ++m) sums[m] = _mm256_setzero_si256();
+    for (int run = 0; run < 4; ++run) {
+      const __m256i v = Load32(b + 2 * kInterleavedRows + 32 * run);
+      const __m256i low = _mm256_and_si256(v, mask);  // weights 4 run .. 4 run + 3
+      const __m256i high = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);  // 16 further on
+      for (int m = 0; m < MT; ++m) {
+        const int8_t* q = x[m].q + kBlock * blk + 4 * run;
+        int32_t x_low, x_high;
+        std::memcpy(&x_low, q, 4);
+        std::memcpy(&x_high, q + 16, 4);
+        sums[m] = _mm256_add_epi16(sums[m], _mm256_maddubs_epi16(low, _mm256_set1_epi32(x_low)));
+        sums[m] = _mm256_add_epi16(sums[m], _mm256_maddubs_epi16(high, _mm256_set1_epi32(x_high)));
+      }
+    }
+    for (int m = 0; m < MT; ++m) {
+      const __m256 products = _mm256_cvtepi32_ps(_mm256_madd_epi16(sums[m], ones));
+      acc[m] = _mm256_fmadd_ps(products, _mm256_mul_ps(d, _mm256_set1_ps(x[m].d[blk])), acc[m]);
+      offset[m] = _mm256_fmadd_ps(d, _mm256_set1_ps(x[m].scaled_sums[blk]), offset[m]);
+    }
+  }
+  for (int m = 0; m < MT; ++m) out[m] = _mm256_fnmadd_ps(_mm256_set1_ps(8.0f), offset[m], acc[m]);
+}
+
+// Rows [row_begin, row_end) of interleaved groups: whole groups are multiplied, the range's rows
+// written.
+template <int MT>
+void GroupRows(const QuantMatmulArgs& a, int64_t row_begin, int64_t row_end, int64_t m0) {
+  ActRow x[MT];
+  for (int m = 0; m < MT; ++m) x[m] = ActRowOf(*a.xq, m0 + m);
+  const int64_t blocks = a.cols / kBlock;
+  for (int64_t g = row_begin / kInterleavedRows * kInterleavedRows; g < row_end;
+       g += kInterleavedRows) {
+    __m256 sums[MT];
+    GroupQ4_0<MT>(a.w + g * a.row_bytes, blocks, x, sums);
+    for (int m = 0; m < MT; ++m) {
+      alignas(32) float lanes[kInterleavedRows];
+      _mm256_store_ps(lanes, sums[m]);
+      for (int64_t r = std::max(g, row_begin); r < std::min(g + kInterleavedRows, row_end); ++r) {
+        float sum = lanes[r - g];
+        if (a.bias != nullptr) sum += a.bias[r];
+        float* out = a.y + (m0 + m) * a.ldy + r;
+        *out = a.accumulate ? *out + sum : sum;
+      }
+    }
+  }
+}
+
 template <int MT>
 void TileRows(const QuantMatmulArgs& a, int64_t row_begin, int64_t row_end, int64_t m0) {
+  const int64_t grouped = std::clamp(a.interleaved_rows, row_begin, row_end);
+  if (grouped > row_begin) {
+    SY_CHECK(a.type == QuantType::kQ4_0);
+    GroupRows<MT>(a, row_begin, grouped, m0);
+    row_begin = grouped;
+  }
+  if (row_begin == row_end) return;
   switch (a.type) {
     case QuantType::kQ8_0:
       return Rows<MT, Q8_0>(a, row_begin, row_end, m0);

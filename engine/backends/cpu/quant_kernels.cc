@@ -7,7 +7,9 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "engine/core/check.h"
 
@@ -251,7 +253,26 @@ void WithWalker(QuantType type, Fn&& fn) {
 
 void QuantMatmulRows(const QuantMatmulArgs& args, int64_t row_begin, int64_t row_end) {
   if (args.xq != nullptr) return Int8MatmulRows(args, row_begin, row_end);
-  WithWalker(args.type, [&](auto walk) { MatmulWith(args, walk, row_begin, row_end); });
+  WithWalker(args.type, [&](auto walk) {
+    // Interleaved groups are put back as stored, a group at a time, for the F32 walkers.
+    const int64_t grouped = std::clamp(args.interleaved_rows, row_begin, row_end);
+    std::vector<uint8_t> stored;
+    for (int64_t r0 = row_begin; r0 < grouped;) {
+      const int64_t r1 = std::min(grouped, (r0 / kInterleavedRows + 1) * kInterleavedRows);
+      stored.resize((r1 - r0) * args.row_bytes);
+      for (int64_t r = r0; r < r1; ++r) {
+        StoredQ4_0Row(args.w, args.interleaved_rows, r, args.cols,
+                      stored.data() + (r - r0) * args.row_bytes);
+      }
+      QuantMatmulArgs rows = args;
+      rows.w = stored.data();
+      rows.bias = args.bias != nullptr ? args.bias + r0 : nullptr;
+      rows.y = args.y + r0;
+      MatmulWith(rows, walk, 0, r1 - r0);
+      r0 = r1;
+    }
+    MatmulWith(args, walk, grouped, row_end);
+  });
 }
 
 void DequantizeRowFast(QuantType type, const uint8_t* src, float* dst, int64_t cols) {
