@@ -1,8 +1,8 @@
 // Block-quantized weights on the CPU: the vectorized dequantizer equals the reference bit for bit
 // on random blocks of every format; Linear, GroupedLinear (with a row gather) and Embedding over
 // quantized weights against a double-precision product of the reference's dequantized values, on
-// both of Linear's paths and on stacks of differently quantized parts; Q4_0's interleaved rows; the
-// in-situ quantizers' error bounds.
+// both of Linear's paths and on stacks of differently quantized parts; Q8_0's and Q4_0's
+// interleaved rows; the in-situ quantizers' error bounds.
 
 #include "engine/core/quant.h"
 
@@ -202,9 +202,9 @@ TEST(QuantTest, StacksOfDifferentFormatsWriteTheirRowRanges) {
 
 class QuantTypeTest : public ::testing::TestWithParam<QuantType> {};
 
-// Q5_K kept as stored; Q4_0 with its first 16 rows interleaved and 4 as stored.
+// Q5_K kept as stored; Q8_0 and Q4_0 with their first 16 rows interleaved and 4 as stored.
 INSTANTIATE_TEST_SUITE_P(StoredAndInterleaved, QuantTypeTest,
-                         ::testing::Values(QuantType::kQ5_K, QuantType::kQ4_0),
+                         ::testing::Values(QuantType::kQ5_K, QuantType::kQ8_0, QuantType::kQ4_0),
                          [](const auto& info) { return std::string(Traits(info.param).name); });
 
 TEST_P(QuantTypeTest, GroupedLinearGathersRowsAndEmbeddingDequantizesExactly) {
@@ -405,24 +405,29 @@ TEST(QuantTest, Int8ActivationsInGroupedLinearGatherTheirRows) {
   }
 }
 
-// The interleaved Q4_0 layout moves the file's bytes and nothing else: every row comes back as
-// stored, whatever the row count (whole groups, a tail, no group at all), and the prepared weight
-// is interleaved (the kernels read it so; Linear's tests check what they compute).
-TEST(QuantTest, InterleavedQ4_0RowsComeBackAsStored) {
-  const int64_t k = 96;
-  const size_t row_bytes = QuantRowBytes(QuantType::kQ4_0, k);
+// The interleaved layout (Q8_0, Q4_0) moves the file's bytes and nothing else: every row comes
+// back as stored, whatever the row count (whole groups, a tail, no group at all), and the prepared
+// weight is interleaved (the kernels read it so; Linear's tests check what they compute). The
+// other formats stay as stored.
+TEST(QuantTest, InterleavedRowsComeBackAsStored) {
   std::unique_ptr<Backend> backend = ExactBackend();
-  for (int64_t n : {1, 7, 8, 13, 24}) {
-    const std::vector<uint8_t> blocks = RandomBlocks(QuantType::kQ4_0, n, k, 50 + n);
-    Weight w = *backend->PrepareQuantizedWeight(BlocksTensor(blocks, n), QuantType::kQ4_0, k);
-    ASSERT_EQ(w.interleaved_rows, n / 8 * 8) << n;
-    const uint8_t* data = w.data.data<uint8_t>();
-    EXPECT_EQ(std::memcmp(data, blocks.data(), blocks.size()) == 0, n < 8) << n;
-    std::vector<uint8_t> row(row_bytes);
-    for (int64_t r = 0; r < n; ++r) {
-      cpu::StoredQ4_0Row(data, n, r, k, row.data());
-      ASSERT_EQ(std::memcmp(row.data(), blocks.data() + r * row_bytes, row_bytes), 0)
-          << "rows " << n << " row " << r;
+  for (QuantType type : kTypes) {
+    const bool interleaved = type == QuantType::kQ8_0 || type == QuantType::kQ4_0;
+    const int64_t k = 3 * Traits(type).values;
+    const size_t row_bytes = QuantRowBytes(type, k);
+    for (int64_t n : {1, 7, 8, 13, 24}) {
+      const std::vector<uint8_t> blocks = RandomBlocks(type, n, k, 50 + n);
+      Weight w = *backend->PrepareQuantizedWeight(BlocksTensor(blocks, n), type, k);
+      ASSERT_EQ(w.interleaved_rows, interleaved ? n / 8 * 8 : 0) << Traits(type).name << n;
+      const uint8_t* data = w.data.data<uint8_t>();
+      EXPECT_EQ(std::memcmp(data, blocks.data(), blocks.size()) == 0, !interleaved || n < 8)
+          << Traits(type).name << " rows " << n;
+      std::vector<uint8_t> row(row_bytes);
+      for (int64_t r = 0; r < n; ++r) {
+        cpu::StoredRow(type, data, n, r, k, row.data());
+        ASSERT_EQ(std::memcmp(row.data(), blocks.data() + r * row_bytes, row_bytes), 0)
+            << Traits(type).name << " rows " << n << " row " << r;
+      }
     }
   }
 }
@@ -431,36 +436,39 @@ TEST(QuantTest, InterleavedQ4_0RowsComeBackAsStored) {
 // exactly what the whole matrix's product has there, on both paths.
 TEST(QuantTest, RowRangesThatCutInterleavedGroupsWriteTheirRowsOnly) {
   const int64_t n = 29, k = 128, m = 3;
-  const std::vector<uint8_t> blocks = RandomBlocks(QuantType::kQ4_0, n, k, 77);
-  const Weight w = cpu::CopyQuantizedWeight(BlocksTensor(blocks, n), QuantType::kQ4_0, k);
-  const std::vector<float> x = RandomVector(m * k, 78);
-  const std::vector<float> bias = RandomVector(n, 79);
-  for (bool int8 : {false, true}) {
-    cpu::Int8Rows xq;
-    cpu::QuantizeActivations(x.data(), nullptr, k, m, k, &xq);
-    cpu::QuantMatmulArgs args{QuantType::kQ4_0,
-                              w.data.data<uint8_t>(),
-                              w.data.dim(1),
-                              k,
-                              x.data(),
-                              nullptr,
-                              k,
-                              m,
-                              bias.data(),
-                              nullptr,
-                              n,
-                              false,
-                              int8 ? &xq : nullptr,
-                              w.interleaved_rows};
-    std::vector<float> whole(m * n), pieces(m * n, -1.0f);
-    args.y = whole.data();
-    cpu::QuantMatmulRows(args, 0, n);
-    args.y = pieces.data();
-    for (auto [begin, end] :
-         {std::pair<int64_t, int64_t>{0, 3}, {3, 11}, {11, 12}, {12, 26}, {26, 29}}) {
-      cpu::QuantMatmulRows(args, begin, end);
+  for (QuantType type : {QuantType::kQ8_0, QuantType::kQ4_0}) {
+    const std::vector<uint8_t> blocks = RandomBlocks(type, n, k, 77);
+    const Weight w = cpu::CopyQuantizedWeight(BlocksTensor(blocks, n), type, k);
+    const std::vector<float> x = RandomVector(m * k, 78);
+    const std::vector<float> bias = RandomVector(n, 79);
+    for (bool int8 : {false, true}) {
+      cpu::Int8Rows xq;
+      cpu::QuantizeActivations(x.data(), nullptr, k, m, k, &xq);
+      cpu::QuantMatmulArgs args{type,
+                                w.data.data<uint8_t>(),
+                                w.data.dim(1),
+                                k,
+                                x.data(),
+                                nullptr,
+                                k,
+                                m,
+                                bias.data(),
+                                nullptr,
+                                n,
+                                false,
+                                int8 ? &xq : nullptr,
+                                w.interleaved_rows};
+      std::vector<float> whole(m * n), pieces(m * n, -1.0f);
+      args.y = whole.data();
+      cpu::QuantMatmulRows(args, 0, n);
+      args.y = pieces.data();
+      for (auto [begin, end] :
+           {std::pair<int64_t, int64_t>{0, 3}, {3, 11}, {11, 12}, {12, 26}, {26, 29}}) {
+        cpu::QuantMatmulRows(args, begin, end);
+      }
+      ASSERT_EQ(std::memcmp(whole.data(), pieces.data(), whole.size() * 4), 0)
+          << Traits(type).name << " int8 " << int8;
     }
-    ASSERT_EQ(std::memcmp(whole.data(), pieces.data(), whole.size() * 4), 0) << "int8 " << int8;
   }
 }
 

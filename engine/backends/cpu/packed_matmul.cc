@@ -69,12 +69,8 @@ Weight CopyQuantizedWeight(const Tensor& blocks, QuantType type, int64_t cols) {
   w.dtype = DType::kU8;
   w.quant = type;
   w.data = Tensor::Empty(DType::kU8, blocks.shape());
-  if (type == QuantType::kQ4_0) {
-    w.interleaved_rows = InterleavedQ4_0Rows(w.rows);
-    InterleaveQ4_0(blocks.data<uint8_t>(), w.rows, cols, w.data.data<uint8_t>());
-  } else {
-    std::memcpy(w.data.raw(), blocks.raw(), blocks.nbytes());
-  }
+  w.interleaved_rows = InterleavedRows(type, w.rows);
+  InterleaveRows(type, blocks.data<uint8_t>(), w.rows, cols, w.data.data<uint8_t>());
   return w;
 }
 
@@ -87,7 +83,7 @@ void DequantizeWeightRow(const Weight& w, int64_t row, std::vector<uint8_t>& sto
   const uint8_t* src = w.data.data<uint8_t>() + row * row_bytes;
   if (row < w.interleaved_rows) {
     stored.resize(row_bytes);
-    StoredQ4_0Row(w.data.data<uint8_t>(), w.rows, row, w.cols, stored.data());
+    StoredRow(w.quant, w.data.data<uint8_t>(), w.rows, row, w.cols, stored.data());
     src = stored.data();
   }
   DequantizeRowFast(w.quant, src, out, w.cols);

@@ -271,10 +271,61 @@ void Rows(const QuantMatmulArgs& a, int64_t row_begin, int64_t row_end, int64_t 
   for (int64_t r = row_begin; r < row_end; ++r) Row<MT, Format>(a, blocks, r, x, m0);
 }
 
-// Interleaved Q4_0 (quant_kernels.h): a group of eight weight rows against MT activation rows,
-// lane r of every vector being row r. Per block, eight `vpmaddubsw` of the nibbles (unsigned, as in
-// Q4_0::Block) by four activation bytes broadcast add up in int16 (at most 8 * 2 * 15 * 127 =
-// 30,480: no overflow), one `vpmaddwd` widens them, and the eight rows' scales are one vector.
+// The interleaved formats (quant_kernels.h): a group of eight weight rows against MT activation
+// rows, out[m] lane r being row r's sum.
+
+// Four activation bytes from q, in every lane.
+inline __m256i Broadcast4(const int8_t* q) {
+  int32_t v;
+  std::memcpy(&v, q, 4);
+  return _mm256_set1_epi32(v);
+}
+
+inline __m256 GroupScales(const uint8_t* b) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b)));
+}
+
+template <int Bytes>
+inline void PrefetchGroupBlock(const uint8_t* b) {
+  for (int off = 0; off < Bytes; off += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(b) + kPrefetchBytes + off, _MM_HINT_T0);
+  }
+}
+
+// Q8_0: per block eight runs, each `vpmaddubsw` of |w| by x with w's sign (pairs of up to
+// 2 * 128 * 127 = 32,512, so each is widened by `vpmaddwd` before the next is added).
+template <int MT>
+inline void GroupQ8_0(const uint8_t* g, int64_t blocks, const ActRow* x, __m256* out) {
+  constexpr int kGroupBlockBytes = kInterleavedRows * Q8_0::kBytes;
+  __m256 acc[MT];
+  for (int m = 0; m < MT; ++m) acc[m] = _mm256_setzero_ps();
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const uint8_t* b = g + blk * kGroupBlockBytes;
+    PrefetchGroupBlock<kGroupBlockBytes>(b);
+    const __m256 d = GroupScales(b);
+    __m256i sums[MT];
+    for (int m = 0; m < MT; ++m) sums[m] = _mm256_setzero_si256();
+    for (int run = 0; run < 8; ++run) {
+      const __m256i w = Load32(b + 2 * kInterleavedRows + 32 * run);  // weights 4 run .. + 3
+      const __m256i magnitude = _mm256_abs_epi8(w);
+      for (int m = 0; m < MT; ++m) {
+        const __m256i xs = _mm256_sign_epi8(Broadcast4(x[m].q + kBlock * blk + 4 * run), w);
+        sums[m] =
+            _mm256_add_epi32(sums[m], _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, xs), ones));
+      }
+    }
+    for (int m = 0; m < MT; ++m) {
+      acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[m]),
+                               _mm256_mul_ps(d, _mm256_set1_ps(x[m].d[blk])), acc[m]);
+    }
+  }
+  for (int m = 0; m < MT; ++m) out[m] = acc[m];
+}
+
+// Q4_0: per block eight `vpmaddubsw` of the nibbles (unsigned, as in Q4_0::Block) by four
+// activation bytes add up in int16 (at most 8 * 2 * 15 * 127 = 30,480: no overflow) and one
+// `vpmaddwd` widens them.
 template <int MT>
 inline void GroupQ4_0(const uint8_t* g, int64_t blocks, const ActRow* x, __m256* out) {
   constexpr int kGroupBlockBytes = kInterleavedRows * Q4_0::kBytes;
@@ -284,10 +335,8 @@ inline void GroupQ4_0(const uint8_t* g, int64_t blocks, const ActRow* x, __m256*
   const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t blk = 0; blk < blocks; ++blk) {
     const uint8_t* b = g + blk * kGroupBlockBytes;
-    for (int off = 0; off < kGroupBlockBytes; off += 64) {
-      _mm_prefetch(reinterpret_cast<const char*>(b) + kPrefetchBytes + off, _MM_HINT_T0);
-    }
-    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b)));
+    PrefetchGroupBlock<kGroupBlockBytes>(b);
+    const __m256 d = GroupScales(b);
     __m256i sums[MT];
     for (int m = 0; m < MT; ++m) sums[m] = _mm256_setzero_si256();
     for (int run = 0; run < 4; ++run) {
@@ -296,11 +345,8 @@ inline void GroupQ4_0(const uint8_t* g, int64_t blocks, const ActRow* x, __m256*
       const __m256i high = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);  // 16 further on
       for (int m = 0; m < MT; ++m) {
         const int8_t* q = x[m].q + kBlock * blk + 4 * run;
-        int32_t x_low, x_high;
-        std::memcpy(&x_low, q, 4);
-        std::memcpy(&x_high, q + 16, 4);
-        sums[m] = _mm256_add_epi16(sums[m], _mm256_maddubs_epi16(low, _mm256_set1_epi32(x_low)));
-        sums[m] = _mm256_add_epi16(sums[m], _mm256_maddubs_epi16(high, _mm256_set1_epi32(x_high)));
+        sums[m] = _mm256_add_epi16(sums[m], _mm256_maddubs_epi16(low, Broadcast4(q)));
+        sums[m] = _mm256_add_epi16(sums[m], _mm256_maddubs_epi16(high, Broadcast4(q + 16)));
       }
     }
     for (int m = 0; m < MT; ++m) {
@@ -316,13 +362,18 @@ inline void GroupQ4_0(const uint8_t* g, int64_t blocks, const ActRow* x, __m256*
 // written.
 template <int MT>
 void GroupRows(const QuantMatmulArgs& a, int64_t row_begin, int64_t row_end, int64_t m0) {
+  SY_CHECK(a.type == QuantType::kQ8_0 || a.type == QuantType::kQ4_0);
   ActRow x[MT];
   for (int m = 0; m < MT; ++m) x[m] = ActRowOf(*a.xq, m0 + m);
   const int64_t blocks = a.cols / kBlock;
   for (int64_t g = row_begin / kInterleavedRows * kInterleavedRows; g < row_end;
        g += kInterleavedRows) {
     __m256 sums[MT];
-    GroupQ4_0<MT>(a.w + g * a.row_bytes, blocks, x, sums);
+    if (a.type == QuantType::kQ8_0) {
+      GroupQ8_0<MT>(a.w + g * a.row_bytes, blocks, x, sums);
+    } else {
+      GroupQ4_0<MT>(a.w + g * a.row_bytes, blocks, x, sums);
+    }
     for (int m = 0; m < MT; ++m) {
       alignas(32) float lanes[kInterleavedRows];
       _mm256_store_ps(lanes, sums[m]);
@@ -340,7 +391,6 @@ template <int MT>
 void TileRows(const QuantMatmulArgs& a, int64_t row_begin, int64_t row_end, int64_t m0) {
   const int64_t grouped = std::clamp(a.interleaved_rows, row_begin, row_end);
   if (grouped > row_begin) {
-    SY_CHECK(a.type == QuantType::kQ4_0);
     GroupRows<MT>(a, row_begin, grouped, m0);
     row_begin = grouped;
   }

@@ -261,8 +261,8 @@ void QuantMatmulRows(const QuantMatmulArgs& args, int64_t row_begin, int64_t row
       const int64_t r1 = std::min(grouped, (r0 / kInterleavedRows + 1) * kInterleavedRows);
       stored.resize((r1 - r0) * args.row_bytes);
       for (int64_t r = r0; r < r1; ++r) {
-        StoredQ4_0Row(args.w, args.interleaved_rows, r, args.cols,
-                      stored.data() + (r - r0) * args.row_bytes);
+        StoredRow(args.type, args.w, args.interleaved_rows, r, args.cols,
+                  stored.data() + (r - r0) * args.row_bytes);
       }
       QuantMatmulArgs rows = args;
       rows.w = stored.data();

@@ -29,22 +29,23 @@ struct Int8Rows {
 void QuantizeActivations(const float* x, const int32_t* x_rows, int64_t ldx, int64_t m,
                          int64_t cols, Int8Rows* out);
 
-// Q4_0 matrices are kept with their rows in groups of eight, interleaved for the integer decode
-// kernel: per group and block, the eight rows' F16 scales (16 bytes), then four runs of 32 bytes
-// where run j holds bytes 4j..4j+3 of each row's 16 nibble bytes, row after row. One 32-byte load
-// then gives four weights of each of the eight rows (and, in the high nibbles, the four 16 further
-// on), so a vector lane is a row: no per-row horizontal sums, one scale conversion per eight rows.
-// The bytes are the file's, moved; rows past the last whole group stay as stored.
+// Q8_0 and Q4_0 matrices are kept with their rows in groups of eight, interleaved for the integer
+// decode kernel: per group and block, the eight rows' F16 scales (16 bytes), then runs of 32 bytes
+// where run j holds bytes 4j..4j+3 of each row's quantized values, row after row (Q4_0: four runs
+// of its 16 nibble bytes, Q8_0: eight of its 32 bytes). One 32-byte load then gives four weights of
+// each of the eight rows (and, in Q4_0's high nibbles, the four 16 further on), so a vector lane is
+// a row: no per-row horizontal sums, one scale conversion per eight rows. The bytes are the file's,
+// moved; rows past the last whole group, and other formats, stay as stored.
 constexpr int kInterleavedRows = 8;
-// The rows of a `rows`-row Q4_0 matrix that are interleaved (whole groups).
-inline int64_t InterleavedQ4_0Rows(int64_t rows) {
-  return rows / kInterleavedRows * kInterleavedRows;
-}
-// Copies `rows` stored Q4_0 rows of `cols` weights from `src` to `dst`, interleaving whole groups.
-void InterleaveQ4_0(const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst);
-// Row `row` of an interleaved matrix `w` as the file stored it, into out[QuantRowBytes(Q4_0,
-// cols)].
-void StoredQ4_0Row(const uint8_t* w, int64_t rows, int64_t row, int64_t cols, uint8_t* out);
+// The rows of a `rows`-row matrix of `type` that are interleaved (whole groups; 0 for the formats
+// kept as stored).
+int64_t InterleavedRows(QuantType type, int64_t rows);
+// Copies `rows` stored rows of `cols` weights from `src` to `dst`, interleaving whole groups.
+void InterleaveRows(QuantType type, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst);
+// Row `row` of an interleaved `rows`-row matrix `w` as the file stored it, into
+// out[QuantRowBytes(type, cols)].
+void StoredRow(QuantType type, const uint8_t* w, int64_t rows, int64_t row, int64_t cols,
+               uint8_t* out);
 
 struct QuantMatmulArgs {
   QuantType type;
@@ -62,7 +63,7 @@ struct QuantMatmulArgs {
   // When set, the activations come from here (x and x_rows are ignored) and the products are
   // integer dot products (see Int8Rows).
   const Int8Rows* xq = nullptr;
-  // Rows [0, interleaved_rows) of w are interleaved groups (Q4_0 only; see InterleaveQ4_0).
+  // Rows [0, interleaved_rows) of w are interleaved groups (see InterleaveRows).
   int64_t interleaved_rows = 0;
 };
 
