@@ -185,7 +185,16 @@ class GgufModelTest(unittest.TestCase):
     def check_int8_activations(self, arch, type_name):
         """The default integer path (--quantized_activations int8) on decode-sized prompts, against
         the reference whose every product with a quantized weight first rounds its input as
-        Int8Rows documents (per 32 values, d = max|x| / 127, q = round-half-even(x / d))."""
+        Int8Rows documents (per 32 values, d = max|x| / 127, q = round-half-even(x / d)).
+
+        An activation that sits on a rounding boundary may round the other way in the engine (its
+        F32 sums differ by an ulp from torch's; any change of summation order in a kernel, or the
+        AVX2 and AVX-512 builds, moves which ones), and in these small random models one such flip
+        moves the logits by about 1% of their scale, as much as the F32 path's whole difference.
+        Measured over 24 random prompts (llama, Q4_K_M): 19-20 agree within 1e-6 of the scale, the
+        others differ by 0.3-1.3%, with either of two Q4_K kernels whose sums differ only by F32
+        rounding. So: most prompts must agree to 1e-4 of the scale, which the F32 path does on
+        none, and none may be further off than a few flips."""
         folder = self.folders[arch]
         path = os.path.join(self.tmp.name, f"{arch}-{type_name}-int8.gguf")
         gguf.convert(folder, path, type_name)
@@ -195,23 +204,27 @@ class GgufModelTest(unittest.TestCase):
         write_f32_folder(folder, dequantized_gguf(path, config), ref_folder)
         ref = Int8ActivationReference(ref_folder)
         rng = np.random.default_rng(5)
-        prompts = [rng.integers(0, config["vocab_size"], size=n).tolist() for n in (5, 7)]
+        prompts = [rng.integers(0, config["vocab_size"], size=n).tolist()
+                   for n in (5, 7, 3, 6, 4, 8, 5, 7, 3, 6, 4, 8)]
         got = run_driver(path, prompts, ["--quantized_activations", "int8"])
         exact = run_driver(path, prompts, ["--quantized_activations", "f32"])
+        agreeing = exact_agreeing = 0
         for i, prompt in enumerate(prompts):
             want = ref.forward(prompt)[-1].numpy()
             scale = max(1.0, np.abs(want).max())
             diff = np.abs(np.array(got["alone"][i]["first_logits"], np.float32) - want).max()
-            # Typically ~1e-6; an activation that sits on a rounding boundary may round the
-            # other way in the engine (its F32 sums differ by an ulp from torch's, and differ
-            # again between the AVX2 and AVX-512 builds): one such flip moved a logit by 0.002
-            # (llama/q4_k_m on an AVX-512 machine), still 18x under the F32 path's difference.
-            self.assertLessEqual(diff, 1e-3 * scale,
-                                 f"{arch}/{type_name} prompt {i}: logits differ by {diff}")
-            # The F32 path is a different computation: the check above could not pass on it.
             exact_diff = np.abs(np.array(exact["alone"][i]["first_logits"]) - want).max()
-            self.assertGreater(exact_diff, 10 * diff, f"{arch}/{type_name}: paths not told apart")
-            self.assertEqual(got["batched"][i]["tokens"], got["alone"][i]["tokens"])
+            agreeing += diff <= 1e-4 * scale
+            exact_agreeing += exact_diff <= 1e-4 * scale
+            self.assertLessEqual(diff, 0.05 * scale,
+                                 f"{arch}/{type_name} prompt {i}: logits differ by {diff}")
+        # Not compared with the batched run: a step's row count picks the path (the integer
+        # kernel up to 8 or 16 rows, F32 products in oneDNN beyond), so with int8 activations a
+        # sequence batched with others is not computed as it is alone (docs/quantization.md).
+        self.assertGreaterEqual(agreeing, len(prompts) // 2,
+                                f"{arch}/{type_name}: {agreeing} of {len(prompts)} prompts agree")
+        # The F32 path is a different computation: the check above could not pass on it.
+        self.assertLess(exact_agreeing, len(prompts) // 2, f"{arch}/{type_name}: paths not told apart")
 
     def check_file_type(self, arch, type_name):
         folder = self.folders[arch]

@@ -358,21 +358,90 @@ inline void GroupQ4_0(const uint8_t* g, int64_t blocks, const ActRow* x, __m256*
   for (int m = 0; m < MT; ++m) out[m] = _mm256_fnmadd_ps(_mm256_set1_ps(8.0f), offset[m], acc[m]);
 }
 
+// Byte `byte` (0..3) of every 32-bit lane of v, as an int32.
+inline __m256i LaneByte(__m256i v, int byte) {
+  return _mm256_and_si256(_mm256_srl_epi32(v, _mm_cvtsi32_si128(8 * byte)),
+                          _mm256_set1_epi32(0xFF));
+}
+
+// Q4_K: the eight rows' d and dmin are two vectors and their 12 scale bytes three vectors of
+// words (word k of each row), from which KScalesAndMins' arithmetic yields, lane by lane, every
+// row's eight 6-bit scales and mins at once. Per pair of sub-blocks, eight runs hold four weights
+// of each row in their low nibbles (sub-block 2p) and four in their high ones (2p + 1); a
+// sub-block's eight `vpmaddubsw` add up in int16 (at most 30,480), and `vpmaddwd` against the
+// rows' scales (both int16 halves of lane r hold row r's) widens them, the 6-bit scale staying
+// in the integer product as in BlockKAffine.
+template <int MT>
+inline void GroupQ4_K(const uint8_t* g, int64_t blocks, const ActRow* x, __m256* out) {
+  constexpr int kGroupBlockBytes = kInterleavedRows * Q4_K::kBytes;
+  constexpr int kRuns = 128;  // byte offset of the runs: 32 of d/dmin, 96 of scale words
+  __m256 acc[MT], min[MT];
+  for (int m = 0; m < MT; ++m) acc[m] = min[m] = _mm256_setzero_ps();
+  const __m256i mask = _mm256_set1_epi8(0xF);
+  const __m256i low6 = _mm256_set1_epi8(0x3f), low4 = _mm256_set1_epi8(0xf);
+  const __m256i low2 = _mm256_set1_epi8(0x3);
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const uint8_t* b = g + blk * kGroupBlockBytes;
+    PrefetchGroupBlock<kGroupBlockBytes>(b);
+    const __m256 d = GroupScales(b);
+    const __m256 dmin = GroupScales(b + 16);
+    const __m256i w0 = Load32(b + 32), w1 = Load32(b + 64), w2 = Load32(b + 96);
+    const __m256i top0 = _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w0, 6), low2), 4);
+    const __m256i top1 = _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w1, 6), low2), 4);
+    const __m256i scales[2] = {_mm256_and_si256(w0, low6),
+                               _mm256_or_si256(_mm256_and_si256(w2, low4), top0)};
+    const __m256i mins[2] = {
+        _mm256_and_si256(w1, low6),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), low4), top1)};
+    for (int pair = 0; pair < 4; ++pair) {
+      __m256i sums[2][MT];
+      for (int m = 0; m < MT; ++m) sums[0][m] = sums[1][m] = _mm256_setzero_si256();
+      for (int run = 0; run < 8; ++run) {
+        const __m256i v = Load32(b + kRuns + 32 * (8 * pair + run));
+        const __m256i low = _mm256_and_si256(v, mask);
+        const __m256i high = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+        for (int m = 0; m < MT; ++m) {
+          const int8_t* q = x[m].q + 8 * kBlock * blk + 64 * pair + 4 * run;
+          sums[0][m] = _mm256_add_epi16(sums[0][m], _mm256_maddubs_epi16(low, Broadcast4(q)));
+          sums[1][m] =
+              _mm256_add_epi16(sums[1][m], _mm256_maddubs_epi16(high, Broadcast4(q + kBlock)));
+        }
+      }
+      for (int half = 0; half < 2; ++half) {
+        const int sub = 2 * pair + half;
+        const __m256i sc = LaneByte(scales[sub / 4], sub % 4);
+        const __m256i sc16 = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+        const __m256 mn = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(LaneByte(mins[sub / 4], sub % 4)));
+        const int64_t xb = 8 * blk + sub;
+        for (int m = 0; m < MT; ++m) {
+          const __m256 products = _mm256_cvtepi32_ps(_mm256_madd_epi16(sums[half][m], sc16));
+          acc[m] = _mm256_fmadd_ps(products, _mm256_mul_ps(d, _mm256_set1_ps(x[m].d[xb])), acc[m]);
+          min[m] = _mm256_fmadd_ps(mn, _mm256_set1_ps(x[m].scaled_sums[xb]), min[m]);
+        }
+      }
+    }
+  }
+  for (int m = 0; m < MT; ++m) out[m] = _mm256_sub_ps(acc[m], min[m]);
+}
+
 // Rows [row_begin, row_end) of interleaved groups: whole groups are multiplied, the range's rows
 // written.
 template <int MT>
 void GroupRows(const QuantMatmulArgs& a, int64_t row_begin, int64_t row_end, int64_t m0) {
-  SY_CHECK(a.type == QuantType::kQ8_0 || a.type == QuantType::kQ4_0);
+  SY_CHECK(a.type == QuantType::kQ8_0 || a.type == QuantType::kQ4_0 || a.type == QuantType::kQ4_K);
   ActRow x[MT];
   for (int m = 0; m < MT; ++m) x[m] = ActRowOf(*a.xq, m0 + m);
-  const int64_t blocks = a.cols / kBlock;
+  const int64_t blocks = a.cols / Traits(a.type).values;
   for (int64_t g = row_begin / kInterleavedRows * kInterleavedRows; g < row_end;
        g += kInterleavedRows) {
     __m256 sums[MT];
+    const uint8_t* group = a.w + g * a.row_bytes;
     if (a.type == QuantType::kQ8_0) {
-      GroupQ8_0<MT>(a.w + g * a.row_bytes, blocks, x, sums);
+      GroupQ8_0<MT>(group, blocks, x, sums);
+    } else if (a.type == QuantType::kQ4_0) {
+      GroupQ4_0<MT>(group, blocks, x, sums);
     } else {
-      GroupQ4_0<MT>(a.w + g * a.row_bytes, blocks, x, sums);
+      GroupQ4_K<MT>(group, blocks, x, sums);
     }
     for (int m = 0; m < MT; ++m) {
       alignas(32) float lanes[kInterleavedRows];

@@ -9,25 +9,47 @@
 namespace switchyard::cpu {
 namespace {
 
-constexpr int kScaleBytes = 2;  // the F16 scale that opens a Q8_0 or Q4_0 block
-constexpr int kRunBytes = 4;    // bytes of one row in a run of the group
+// A block is cut into fields: its leading F16 scales (2 bytes each), then 4-byte words. An
+// interleaved group block stores each field of the eight rows together, row after row, so a field
+// at block offset o of size z for row `lane` lands at kInterleavedRows * o + lane * z.
+struct Fields {
+  int halves;  // leading 2-byte fields
+  int bytes;   // the block's
+};
 
-// Where a group block holds row `lane`'s scale and byte `i` of its quantized values.
-constexpr int ScaleOffset(int lane) { return kScaleBytes * lane; }
-constexpr int ValueOffset(int lane, int i) {
-  return kScaleBytes * kInterleavedRows + (i / kRunBytes) * kRunBytes * kInterleavedRows +
-         kRunBytes * lane + i % kRunBytes;
+Fields FieldsOf(QuantType type) {
+  switch (type) {
+    case QuantType::kQ8_0:
+    case QuantType::kQ4_0:
+      return {1, Traits(type).bytes};
+    case QuantType::kQ4_K:
+      return {2, Traits(type).bytes};
+    default:
+      return {0, 0};
+  }
+}
+
+// Calls copy(group offset, block offset, size) for every field of row `lane`.
+template <class Copy>
+void ForEachField(const Fields& f, int lane, Copy&& copy) {
+  constexpr int kHalf = 2, kWord = 4;
+  for (int o = 0; o < f.halves * kHalf; o += kHalf)
+    copy(kInterleavedRows * o + lane * kHalf, o, kHalf);
+  for (int o = f.halves * kHalf; o < f.bytes; o += kWord) {
+    copy(kInterleavedRows * o + lane * kWord, o, kWord);
+  }
 }
 
 }  // namespace
 
 int64_t InterleavedRows(QuantType type, int64_t rows) {
-  if (type != QuantType::kQ8_0 && type != QuantType::kQ4_0) return 0;
+  if (FieldsOf(type).bytes == 0) return 0;
   return rows / kInterleavedRows * kInterleavedRows;
 }
 
 void InterleaveRows(QuantType type, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst) {
   const QuantTraits t = Traits(type);
+  const Fields fields = FieldsOf(type);
   const size_t row_bytes = QuantRowBytes(type, cols);
   const int64_t grouped = InterleavedRows(type, rows), blocks = cols / t.values;
   for (int64_t g = 0; g < grouped; g += kInterleavedRows) {
@@ -35,10 +57,7 @@ void InterleaveRows(QuantType type, const uint8_t* src, int64_t rows, int64_t co
     for (int64_t blk = 0; blk < blocks; ++blk, out += kInterleavedRows * t.bytes) {
       for (int lane = 0; lane < kInterleavedRows; ++lane) {
         const uint8_t* b = src + (g + lane) * row_bytes + blk * t.bytes;
-        std::memcpy(out + ScaleOffset(lane), b, kScaleBytes);
-        for (int i = 0; i < t.bytes - kScaleBytes; i += kRunBytes) {
-          std::memcpy(out + ValueOffset(lane, i), b + kScaleBytes + i, kRunBytes);
-        }
+        ForEachField(fields, lane, [&](int at, int o, int z) { std::memcpy(out + at, b + o, z); });
       }
     }
   }
@@ -54,14 +73,12 @@ void StoredRow(QuantType type, const uint8_t* w, int64_t rows, int64_t row, int6
     std::memcpy(out, w + row * row_bytes, row_bytes);
     return;
   }
+  const Fields fields = FieldsOf(type);
   const int lane = static_cast<int>(row % kInterleavedRows);
   const uint8_t* group = w + (row - lane) * row_bytes;
   for (int64_t blk = 0; blk < cols / t.values; ++blk, out += t.bytes) {
     const uint8_t* in = group + blk * kInterleavedRows * t.bytes;
-    std::memcpy(out, in + ScaleOffset(lane), kScaleBytes);
-    for (int i = 0; i < t.bytes - kScaleBytes; i += kRunBytes) {
-      std::memcpy(out + kScaleBytes + i, in + ValueOffset(lane, i), kRunBytes);
-    }
+    ForEachField(fields, lane, [&](int at, int o, int z) { std::memcpy(out + o, in + at, z); });
   }
 }
 
