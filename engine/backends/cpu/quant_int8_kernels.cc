@@ -424,11 +424,79 @@ inline void GroupQ4_K(const uint8_t* g, int64_t blocks, const ActRow* x, __m256*
   for (int m = 0; m < MT; ++m) out[m] = _mm256_sub_ps(acc[m], min[m]);
 }
 
+// Q6_K: per half of the block and run r, two words of ql (A: bytes 4r.., B: 32 on) and one of qh
+// (H) give four weights of each row in each of the four streams k (weights 128 h + 32 k + 4 r..):
+// low/high nibbles of A/B with two bits of H each, minus 32. Sub-block pairs (16 + 16 weights)
+// share one activation block: their `vpmaddubsw` (pairs of at most 2 * 32 * 127) add up four at a
+// time in int16 (at most 32,512), `vpmaddwd` against the rows' int8 scales widens each, and the
+// pair is summed in int32 before its one conversion.
+template <int MT>
+inline void GroupQ6_K(const uint8_t* g, int64_t blocks, const ActRow* x, __m256* out) {
+  constexpr int kGroupBlockBytes = kInterleavedRows * Q6_K::kBytes;
+  constexpr int kQh = 32 * 32, kScales = 48 * 32, kD = 208 * kInterleavedRows;  // field offsets
+  __m256 acc[MT];
+  for (int m = 0; m < MT; ++m) acc[m] = _mm256_setzero_ps();
+  const __m256i mask = _mm256_set1_epi8(0xF), three = _mm256_set1_epi8(3);
+  const __m256i bias = _mm256_set1_epi8(32);
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const uint8_t* b = g + blk * kGroupBlockBytes;
+    PrefetchGroupBlock<kGroupBlockBytes>(b);
+    const __m256 d = GroupScales(b + kD);
+    for (int half = 0; half < 2; ++half) {
+      // sums[k][s][m]: stream k, sub-block s (runs 0-3, 4-7).
+      __m256i sums[4][2][MT];
+      for (auto& k : sums)
+        for (auto& sub : k)
+          for (int m = 0; m < MT; ++m) sub[m] = _mm256_setzero_si256();
+      for (int run = 0; run < 8; ++run) {
+        const __m256i a = Load32(b + 32 * (16 * half + run));
+        const __m256i bw = Load32(b + 32 * (16 * half + 8 + run));
+        const __m256i h = Load32(b + kQh + 32 * (8 * half + run));
+        const __m256i low[4] = {_mm256_and_si256(a, mask), _mm256_and_si256(bw, mask),
+                                _mm256_and_si256(_mm256_srli_epi16(a, 4), mask),
+                                _mm256_and_si256(_mm256_srli_epi16(bw, 4), mask)};
+        for (int k = 0; k < 4; ++k) {
+          const __m256i top =
+              _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * k)), three);
+          const __m256i w =
+              _mm256_sub_epi8(_mm256_or_si256(low[k], _mm256_slli_epi16(top, 4)), bias);
+          const __m256i magnitude = _mm256_abs_epi8(w);
+          for (int m = 0; m < MT; ++m) {
+            const int8_t* q = x[m].q + 8 * kBlock * blk + 128 * half + 32 * k + 4 * run;
+            const __m256i xs = _mm256_sign_epi8(Broadcast4(q), w);
+            sums[k][run / 4][m] =
+                _mm256_add_epi16(sums[k][run / 4][m], _mm256_maddubs_epi16(magnitude, xs));
+          }
+        }
+      }
+      for (int k = 0; k < 4; ++k) {
+        __m256i scale[2];
+        for (int sub = 0; sub < 2; ++sub) {
+          const int s = 8 * half + 2 * k + sub;  // the scale's index in the block
+          const __m256i word = Load32(b + kScales + 32 * (s / 4));
+          const __m256i sc =
+              _mm256_srai_epi32(_mm256_sll_epi32(word, _mm_cvtsi32_si128(24 - 8 * (s % 4))), 24);
+          scale[sub] = _mm256_blend_epi16(sc, _mm256_slli_epi32(sc, 16), 0xAA);
+        }
+        const int64_t xb = 8 * blk + 4 * half + k;
+        for (int m = 0; m < MT; ++m) {
+          const __m256i products = _mm256_add_epi32(_mm256_madd_epi16(sums[k][0][m], scale[0]),
+                                                    _mm256_madd_epi16(sums[k][1][m], scale[1]));
+          acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products),
+                                   _mm256_mul_ps(d, _mm256_set1_ps(x[m].d[xb])), acc[m]);
+        }
+      }
+    }
+  }
+  for (int m = 0; m < MT; ++m) out[m] = acc[m];
+}
+
 // Rows [row_begin, row_end) of interleaved groups: whole groups are multiplied, the range's rows
 // written.
 template <int MT>
 void GroupRows(const QuantMatmulArgs& a, int64_t row_begin, int64_t row_end, int64_t m0) {
-  SY_CHECK(a.type == QuantType::kQ8_0 || a.type == QuantType::kQ4_0 || a.type == QuantType::kQ4_K);
+  SY_CHECK(a.type == QuantType::kQ8_0 || a.type == QuantType::kQ4_0 || a.type == QuantType::kQ4_K ||
+           a.type == QuantType::kQ6_K);
   ActRow x[MT];
   for (int m = 0; m < MT; ++m) x[m] = ActRowOf(*a.xq, m0 + m);
   const int64_t blocks = a.cols / Traits(a.type).values;
@@ -440,8 +508,10 @@ void GroupRows(const QuantMatmulArgs& a, int64_t row_begin, int64_t row_end, int
       GroupQ8_0<MT>(group, blocks, x, sums);
     } else if (a.type == QuantType::kQ4_0) {
       GroupQ4_0<MT>(group, blocks, x, sums);
-    } else {
+    } else if (a.type == QuantType::kQ4_K) {
       GroupQ4_K<MT>(group, blocks, x, sums);
+    } else {
+      GroupQ6_K<MT>(group, blocks, x, sums);
     }
     for (int m = 0; m < MT; ++m) {
       alignas(32) float lanes[kInterleavedRows];

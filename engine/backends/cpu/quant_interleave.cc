@@ -9,23 +9,29 @@
 namespace switchyard::cpu {
 namespace {
 
-// A block is cut into fields: its leading F16 scales (2 bytes each), then 4-byte words. An
-// interleaved group block stores each field of the eight rows together, row after row, so a field
-// at block offset o of size z for row `lane` lands at kInterleavedRows * o + lane * z.
+// A block is cut into fields: its F16 scales (2 bytes each; leading, or for Q6_K trailing) and
+// 4-byte words between. An interleaved group block stores each field of the eight rows together,
+// row after row, so a field at block offset o of size z for row `lane` lands at
+// kInterleavedRows * o + lane * z.
 struct Fields {
-  int halves;  // leading 2-byte fields
-  int bytes;   // the block's
+  int leading_halves;
+  int words;
+  int trailing_halves;
+  int bytes() const { return 2 * (leading_halves + trailing_halves) + 4 * words; }
 };
 
 Fields FieldsOf(QuantType type) {
   switch (type) {
     case QuantType::kQ8_0:
+      return {1, 8, 0};
     case QuantType::kQ4_0:
-      return {1, Traits(type).bytes};
+      return {1, 4, 0};
     case QuantType::kQ4_K:
-      return {2, Traits(type).bytes};
+      return {2, 35, 0};
+    case QuantType::kQ6_K:
+      return {0, 52, 1};
     default:
-      return {0, 0};
+      return {0, 0, 0};
   }
 }
 
@@ -33,17 +39,20 @@ Fields FieldsOf(QuantType type) {
 template <class Copy>
 void ForEachField(const Fields& f, int lane, Copy&& copy) {
   constexpr int kHalf = 2, kWord = 4;
-  for (int o = 0; o < f.halves * kHalf; o += kHalf)
-    copy(kInterleavedRows * o + lane * kHalf, o, kHalf);
-  for (int o = f.halves * kHalf; o < f.bytes; o += kWord) {
-    copy(kInterleavedRows * o + lane * kWord, o, kWord);
-  }
+  int o = 0;
+  auto field = [&](int size) {
+    copy(kInterleavedRows * o + lane * size, o, size);
+    o += size;
+  };
+  for (int i = 0; i < f.leading_halves; ++i) field(kHalf);
+  for (int i = 0; i < f.words; ++i) field(kWord);
+  for (int i = 0; i < f.trailing_halves; ++i) field(kHalf);
 }
 
 }  // namespace
 
 int64_t InterleavedRows(QuantType type, int64_t rows) {
-  if (FieldsOf(type).bytes == 0) return 0;
+  if (FieldsOf(type).bytes() == 0) return 0;
   return rows / kInterleavedRows * kInterleavedRows;
 }
 
@@ -52,6 +61,7 @@ void InterleaveRows(QuantType type, const uint8_t* src, int64_t rows, int64_t co
   const Fields fields = FieldsOf(type);
   const size_t row_bytes = QuantRowBytes(type, cols);
   const int64_t grouped = InterleavedRows(type, rows), blocks = cols / t.values;
+  SY_CHECK(grouped == 0 || fields.bytes() == t.bytes);
   for (int64_t g = 0; g < grouped; g += kInterleavedRows) {
     uint8_t* out = dst + g * row_bytes;
     for (int64_t blk = 0; blk < blocks; ++blk, out += kInterleavedRows * t.bytes) {
