@@ -28,7 +28,8 @@ ABSL_FLAG(int, decode_steps, 32, "timed decode steps per measurement");
 ABSL_FLAG(int, prefill_tokens, 512, "prompt length of the prefill measurement");
 ABSL_FLAG(int, batch, 16, "sequences of the batched decode measurement");
 ABSL_FLAG(bool, json, false, "print JSON instead of a table");
-ABSL_FLAG(std::string, precision, "f32", "matmul precision for BF16 weights: f32 or bf16");
+ABSL_FLAG(std::string, precision, "f32",
+          "matmul precision for BF16 and quantized weights: f32, bf16 or auto");
 
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
 ABSL_FLAG(double, hbm_gbs, 4800,
@@ -110,8 +111,13 @@ int Main() {
     options.max_batch_seqs = 64;
     options.kv_cache_bytes = int64_t{1} << 30;
     options.device = absl::GetFlag(FLAGS_device) == "cuda" ? Device::kCuda : Device::kCpu;
-    options.matmul_precision =
-        absl::GetFlag(FLAGS_precision) == "bf16" ? MatmulPrecision::kBF16 : MatmulPrecision::kF32;
+    absl::StatusOr<MatmulPrecision> precision =
+        ParseMatmulPrecision(absl::GetFlag(FLAGS_precision));
+    if (!precision.ok()) {
+      std::fprintf(stderr, "%s\n", precision.status().ToString().c_str());
+      return 1;
+    }
+    options.matmul_precision = *precision;
     auto engine_or = Engine::Create(options);
     if (!engine_or.ok()) {
       std::fprintf(stderr, "%s: %s\n", dir.c_str(), engine_or.status().ToString().c_str());

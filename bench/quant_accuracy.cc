@@ -3,7 +3,7 @@
 // the mean KL divergence of the next-token distribution, KL(reference || model), its 99th
 // percentile, and how often the two agree on the most likely token. Prints a table (or --json).
 //
-//   bench_quant_accuracy --reference build/bench/models/llama-0.5b-bf16 \
+//   bench_quant_accuracy --reference build/bench/models/llama-0.5b-bf16
 //     --models M@int8,M@int4,build/bench/gguf/llama-0.5b-q8_0.gguf
 
 #include <algorithm>

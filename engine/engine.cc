@@ -73,6 +73,14 @@ absl::StatusOr<QuantActivations> ParseQuantActivations(absl::string_view name) {
       absl::StrCat("--quantized_activations: unknown value \"", name, "\" (use int8 or f32)"));
 }
 
+absl::StatusOr<MatmulPrecision> ParseMatmulPrecision(absl::string_view name) {
+  if (name == "f32") return MatmulPrecision::kF32;
+  if (name == "bf16") return MatmulPrecision::kBF16;
+  if (name == "auto") return MatmulPrecision::kAuto;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--matmul_precision: unknown value \"", name, "\" (use f32, bf16 or auto)"));
+}
+
 absl::Status ParseNumerics(absl::string_view quantization, absl::string_view activations,
                            absl::string_view kv_cache_dtype, EngineOptions* options) {
   SY_ASSIGN_OR_RETURN(options->quantization, ParseQuantization(quantization));

@@ -39,6 +39,9 @@ absl::StatusOr<QuantType> ParseQuantization(absl::string_view name);
 // --kv_cache_dtype's values: "auto" (nullopt), "f32", "bf16" and "f16".
 absl::StatusOr<std::optional<DType>> ParseKvCacheDType(absl::string_view name);
 
+// --matmul_precision's values: "f32", "bf16" and "auto".
+absl::StatusOr<MatmulPrecision> ParseMatmulPrecision(absl::string_view name);
+
 // --quantized_activations' values: "int8" and "f32".
 absl::StatusOr<QuantActivations> ParseQuantActivations(absl::string_view name);
 
@@ -86,7 +89,7 @@ struct StepSequence {
   bool record_routing = false;  // report its tokens' selected experts in StepOutput::routing
   // Several adapters with weights (or one with a scale) instead of `adapter`: each member's delta
   // weighted (docs/adapters.md "Mixtures"); at most kMaxMixtureMembers, finite weights.
-  std::span<const AdapterMember> mixture;
+  std::span<const AdapterMember> mixture = {};
 };
 
 struct StepBatch {

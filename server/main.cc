@@ -77,7 +77,9 @@ ABSL_FLAG(int, max_adapters_per_step, 8, "distinct adapters per engine step");
 ABSL_FLAG(int64_t, max_waiting, 1024, "requests waiting for admission before RESOURCE_EXHAUSTED");
 ABSL_FLAG(bool, prefix_caching, true, "reuse the KV blocks of common prompt prefixes");
 ABSL_FLAG(int, threads, 0, "compute threads (0: SWITCHYARD_THREADS or all cores)");
-ABSL_FLAG(std::string, matmul_precision, "f32", "f32 (exact) or bf16 (faster, BF16 products)");
+ABSL_FLAG(std::string, matmul_precision, "auto",
+          "prefill math for BF16 and quantized weights: f32 (exact), bf16 (BF16 products) or auto "
+          "(bf16 where the CPU has BF16 dot-product instructions, else f32)");
 ABSL_FLAG(std::string, kv_cache_dtype, "auto",
           "KV cache element type: auto (f32 for F32 models and on CUDA, bf16 otherwise), f32, "
           "bf16 or f16");
@@ -270,12 +272,10 @@ int Main() {
   } else if (device != "cpu") {
     return Fail(absl::InvalidArgumentError("--device: use cpu, cuda or auto"));
   }
-  const std::string precision = absl::GetFlag(FLAGS_matmul_precision);
-  if (precision == "bf16") {
-    eo.matmul_precision = MatmulPrecision::kBF16;
-  } else if (precision != "f32") {
-    return Fail(absl::InvalidArgumentError("--matmul_precision: use f32 or bf16"));
-  }
+  absl::StatusOr<MatmulPrecision> precision =
+      ParseMatmulPrecision(absl::GetFlag(FLAGS_matmul_precision));
+  if (!precision.ok()) return Fail(precision.status());
+  eo.matmul_precision = *precision;
   if (absl::Status s = ParseNumerics(absl::GetFlag(FLAGS_quantization),
                                      absl::GetFlag(FLAGS_quantized_activations),
                                      absl::GetFlag(FLAGS_kv_cache_dtype), &eo);

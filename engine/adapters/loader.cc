@@ -305,6 +305,7 @@ absl::StatusOr<AdapterConfig> ParseAdapterConfig(absl::string_view json) {
       break;
     }
     case AdapterConfig::Family::kPeft:
+    case AdapterConfig::Family::kMixture:  // its own config, parsed by ParseMixtureConfig
       break;
   }
   return c;

@@ -18,10 +18,12 @@
 
 namespace switchyard {
 
-// How the CPU backend runs large-M GEMMs against BF16/F16 weights. kF32 converts weight panels to
-// F32 and keeps activations in F32 (matches an F32 reference); kBF16 rounds activations to BF16
-// and uses the BF16 dot-product units (about twice the FLOP rate, ~3 significant digits).
-enum class MatmulPrecision { kF32, kBF16 };
+// How the CPU backend runs large-M GEMMs against BF16 and quantized weights (F32 weights always
+// take F32 math). kF32 converts weight panels to F32 and keeps activations in F32 (matches an F32
+// reference); kBF16 rounds activations to BF16 and uses the BF16 dot-product units (about twice
+// the FLOP rate, ~3 significant digits); kAuto is kBF16 on a CPU with BF16 dot-product
+// instructions (AVX512-BF16 or AMX-BF16) and kF32 elsewhere, where oneDNN would emulate them.
+enum class MatmulPrecision { kF32, kBF16, kAuto };
 
 // How the CPU backend multiplies block-quantized weights by activations in decode-sized products.
 // kInt8 quantizes each activation row to int8 per block of 32 values and multiplies with integer

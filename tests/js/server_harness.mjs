@@ -47,6 +47,9 @@ export async function startServer(args, { env = {} } = {}) {
   const proc = spawn(path.join(BIN, "switchyard-server"),
                      ["--model", MODEL, "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0",
                       "--host", "127.0.0.1",
+                      // The default (auto) would take BF16 products in prefill on a CPU with BF16
+                      // dot-product instructions: the suite's expectations stay exact everywhere.
+                      "--matmul_precision", "f32",
                       "--ports-file", portsFile, "--log-level", "warning", ...args],
                      { env: { ...process.env, ...env }, stdio: ["ignore", "inherit", "pipe"] });
   let stderr = "";

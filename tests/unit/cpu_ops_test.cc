@@ -3,6 +3,7 @@
 // instruction sets this machine can run.
 #include <cmath>
 #include <random>
+#include <string>
 
 #include "engine/backends/cpu/cpu_backend.h"
 #include "engine/backends/cpu/kernels.h"
@@ -150,6 +151,21 @@ TEST(PackedLayoutTest, UnpackAndGatherInvertPack) {
     cpu::GatherRow(w, 20, row.data());
     EXPECT_EQ(row, std::vector<float>(want.begin() + 20 * 45, want.begin() + 21 * 45));
   }
+}
+
+// --matmul_precision auto: BF16 products only where the CPU has BF16 dot-product instructions
+// (elsewhere oneDNN would emulate them, slower than F32 math); the backend names what it chose.
+TEST(MatmulPrecisionTest, AutoTakesBF16OnlyWithBF16DotProducts) {
+  EXPECT_EQ(ResolveMatmulPrecision(MatmulPrecision::kAuto, true), MatmulPrecision::kBF16);
+  EXPECT_EQ(ResolveMatmulPrecision(MatmulPrecision::kAuto, false), MatmulPrecision::kF32);
+  for (bool dot : {false, true}) {
+    EXPECT_EQ(ResolveMatmulPrecision(MatmulPrecision::kF32, dot), MatmulPrecision::kF32);
+    EXPECT_EQ(ResolveMatmulPrecision(MatmulPrecision::kBF16, dot), MatmulPrecision::kBF16);
+  }
+  const std::string described =
+      CreateCpuBackend({.matmul_precision = MatmulPrecision::kAuto})->Describe();
+  EXPECT_NE(described.find(CpuHasBF16Dot() ? "bf16 matmul" : "f32 matmul"), std::string::npos)
+      << described;
 }
 
 TEST(CpuKernelsTest, ActivationsAndExpMatchLibm) {

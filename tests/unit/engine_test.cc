@@ -53,6 +53,15 @@ TEST_F(EngineTest, RefusesMalformedSteps) {
   EXPECT_EQ(ok->logits.dim(1), engine_->config().vocab_size);
 }
 
+TEST(EngineOptionsTest, ParsesMatmulPrecisionAndNamesTheFlagWhenWrong) {
+  EXPECT_EQ(*ParseMatmulPrecision("f32"), MatmulPrecision::kF32);
+  EXPECT_EQ(*ParseMatmulPrecision("bf16"), MatmulPrecision::kBF16);
+  EXPECT_EQ(*ParseMatmulPrecision("auto"), MatmulPrecision::kAuto);
+  absl::StatusOr<MatmulPrecision> bad = ParseMatmulPrecision("fp8");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("--matmul_precision"));
+}
+
 TEST(EngineCreateTest, ReportsMissingModelFolder) {
   EngineOptions o;
   o.model_dir = "/nonexistent/model";

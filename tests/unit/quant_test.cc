@@ -445,7 +445,7 @@ TEST(QuantTest, RowRangesThatCutInterleavedGroupsWriteTheirRowsOnly) {
       cpu::QuantizeActivations(x.data(), nullptr, k, m, k, &xq);
       cpu::QuantMatmulArgs args{type,
                                 w.data.data<uint8_t>(),
-                                w.data.dim(1),
+                                static_cast<size_t>(w.data.dim(1)),
                                 k,
                                 x.data(),
                                 nullptr,

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -16,13 +17,18 @@
 namespace switchyard {
 namespace {
 
+CpuBackendOptions Resolved(CpuBackendOptions options) {
+  options.matmul_precision = ResolveMatmulPrecision(options.matmul_precision, CpuHasBF16Dot());
+  return options;
+}
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const CpuBackendOptions& options)
-      : options_(options),
+      : options_(Resolved(options)),
         kernels_(cpu::Kernels()),
         threads_(ComputeThreads()),
-        matmul_(options.matmul_precision, options.quant_activations) {}
+        matmul_(options_.matmul_precision, options_.quant_activations) {}
 
   Device device() const override { return Device::kCpu; }
 
@@ -325,6 +331,19 @@ class CpuBackend final : public Backend {
 
 std::unique_ptr<Backend> CreateCpuBackend(const CpuBackendOptions& options) {
   return std::make_unique<CpuBackend>(options);
+}
+
+bool CpuHasBF16Dot() {
+  // Every CPU with AMX-BF16 (Sapphire Rapids on) also has AVX512-BF16.
+  const char* force = std::getenv("SWITCHYARD_ISA");
+  if (force != nullptr && std::strcmp(force, "avx2") == 0) return false;
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16");
+}
+
+MatmulPrecision ResolveMatmulPrecision(MatmulPrecision requested, bool bf16_dot) {
+  if (requested != MatmulPrecision::kAuto) return requested;
+  return bf16_dot ? MatmulPrecision::kBF16 : MatmulPrecision::kF32;
 }
 
 }  // namespace switchyard

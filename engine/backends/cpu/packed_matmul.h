@@ -26,9 +26,8 @@ constexpr int64_t kSmallMLimit = 256;
 // the 0.5B model: 96.7 vs 79.8 tok/s for Q8_0, 88.5 vs 68.6 for Q6_K; Q4_K lost or tied), and so
 // does Q4_0 since its rows are interleaved (91.2 vs 46.3 tok/s on a 2-core Zen 1 machine).
 inline int64_t QuantSmallMLimit(QuantType type, QuantActivations activations) {
-  const bool cheap_blocks =
-      type == QuantType::kQ8_0 || type == QuantType::kQ6_K || type == QuantType::kQ4_0 ||
-      type == QuantType::kQ4_K;
+  const bool cheap_blocks = type == QuantType::kQ8_0 || type == QuantType::kQ6_K ||
+                            type == QuantType::kQ4_0 || type == QuantType::kQ4_K;
   return activations == QuantActivations::kInt8 && cheap_blocks ? 16 : 8;
 }
 
