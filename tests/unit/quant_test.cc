@@ -1,8 +1,8 @@
 // Block-quantized weights on the CPU: the vectorized dequantizer equals the reference bit for bit
 // on random blocks of every format; Linear, GroupedLinear (with a row gather) and Embedding over
 // quantized weights against a double-precision product of the reference's dequantized values, on
-// both of Linear's paths and on stacks of differently quantized parts; the interleaved rows of
-// every format but Q5_K; the in-situ quantizers' error bounds.
+// both of Linear's paths and on stacks of differently quantized parts; the interleaved rows; the
+// in-situ quantizers' error bounds.
 
 #include "engine/core/quant.h"
 
@@ -202,7 +202,7 @@ TEST(QuantTest, StacksOfDifferentFormatsWriteTheirRowRanges) {
 
 class QuantTypeTest : public ::testing::TestWithParam<QuantType> {};
 
-// Q5_K kept as stored; the other formats with their first 16 rows interleaved and 4 as stored.
+// Every format, its first 16 rows interleaved and 4 as stored.
 INSTANTIATE_TEST_SUITE_P(StoredAndInterleaved, QuantTypeTest, ::testing::ValuesIn(kTypes),
                          [](const auto& info) { return std::string(Traits(info.param).name); });
 
@@ -404,22 +404,20 @@ TEST(QuantTest, Int8ActivationsInGroupedLinearGatherTheirRows) {
   }
 }
 
-// The interleaved layout (every format but Q5_K) moves the file's bytes and nothing else: every row
-// comes back as stored, whatever the row count (whole groups, a tail, no group at all), and the
-// prepared weight is interleaved (the kernels read it so; Linear's tests check what they compute).
-// The other formats stay as stored.
+// The interleaved layout moves the file's bytes and nothing else: every row of every format comes
+// back as stored, whatever the row count (whole groups, a tail, no group at all), and the prepared
+// weight is interleaved (the kernels read it so; Linear's tests check what they compute).
 TEST(QuantTest, InterleavedRowsComeBackAsStored) {
   std::unique_ptr<Backend> backend = ExactBackend();
   for (QuantType type : kTypes) {
-    const bool interleaved = type != QuantType::kQ5_K;
     const int64_t k = 3 * Traits(type).values;
     const size_t row_bytes = QuantRowBytes(type, k);
     for (int64_t n : {1, 7, 8, 13, 24}) {
       const std::vector<uint8_t> blocks = RandomBlocks(type, n, k, 50 + n);
       Weight w = *backend->PrepareQuantizedWeight(BlocksTensor(blocks, n), type, k);
-      ASSERT_EQ(w.interleaved_rows, interleaved ? n / 8 * 8 : 0) << Traits(type).name << n;
+      ASSERT_EQ(w.interleaved_rows, n / 8 * 8) << Traits(type).name << n;
       const uint8_t* data = w.data.data<uint8_t>();
-      EXPECT_EQ(std::memcmp(data, blocks.data(), blocks.size()) == 0, !interleaved || n < 8)
+      EXPECT_EQ(std::memcmp(data, blocks.data(), blocks.size()) == 0, n < 8)
           << Traits(type).name << " rows " << n;
       std::vector<uint8_t> row(row_bytes);
       for (int64_t r = 0; r < n; ++r) {
@@ -435,7 +433,7 @@ TEST(QuantTest, InterleavedRowsComeBackAsStored) {
 // exactly what the whole matrix's product has there, on both paths.
 TEST(QuantTest, RowRangesThatCutInterleavedGroupsWriteTheirRowsOnly) {
   const int64_t n = 29, k = 512, m = 3;
-  for (QuantType type : {QuantType::kQ8_0, QuantType::kQ4_0, QuantType::kQ4_K, QuantType::kQ6_K}) {
+  for (QuantType type : kTypes) {
     const std::vector<uint8_t> blocks = RandomBlocks(type, n, k, 77);
     const Weight w = cpu::CopyQuantizedWeight(BlocksTensor(blocks, n), type, k);
     const std::vector<float> x = RandomVector(m * k, 78);

@@ -165,7 +165,7 @@ void PackedMatmul::LinearInto(const float* x, int64_t m, const Weight& w, const 
       LinearInto(x, m, part, bias != nullptr ? bias + r0 : nullptr, y + r0, ldy, accumulate);
       r0 += part.rows;
     }
-  } else if (w.quant != QuantType::kNone && m <= QuantSmallMLimit(w.quant, quant_activations_)) {
+  } else if (w.quant != QuantType::kNone && m <= QuantSmallMLimit(quant_activations_)) {
     QuantSmallM(x, nullptr, w.cols, m, w, bias, y, ldy, accumulate);
   } else if (w.quant == QuantType::kNone && m <= kSmallMLimit) {
     SY_CHECK(ldy == w.rows);

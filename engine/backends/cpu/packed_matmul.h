@@ -21,14 +21,12 @@ namespace switchyard::cpu {
 constexpr int64_t kSmallMLimit = 256;
 
 // Up to this many rows of x, quantized weights are multiplied block by block as stored
-// (quant_kernels.h); beyond, dequantized in panels for oneDNN. With int8 activations, Q8_0 and Q6_K
-// (whose blocks unpack cheaply) stay on the integer kernel up to 16 rows (bench_engine, batch 16 on
-// the 0.5B model: 96.7 vs 79.8 tok/s for Q8_0, 88.5 vs 68.6 for Q6_K; Q4_K lost or tied), and so
-// does Q4_0 since its rows are interleaved (91.2 vs 46.3 tok/s on a 2-core Zen 1 machine).
-inline int64_t QuantSmallMLimit(QuantType type, QuantActivations activations) {
-  const bool cheap_blocks = type == QuantType::kQ8_0 || type == QuantType::kQ6_K ||
-                            type == QuantType::kQ4_0 || type == QuantType::kQ4_K;
-  return activations == QuantActivations::kInt8 && cheap_blocks ? 16 : 8;
+// (quant_kernels.h); beyond, dequantized in panels for oneDNN. With int8 activations every format
+// stays on the integer kernel up to 16 rows (bench_engine, batch 16 on the 0.5B model, against
+// dequantize-then-oneDNN: Q8_0 96.7 vs 79.8 tok/s and Q6_K 88.5 vs 68.6 on an earlier machine;
+// with interleaved rows, on a 2-core Zen 1, Q4_0 91.2 vs 46.3 and Q4_K_M 68.8 vs 37.9-42.2).
+inline int64_t QuantSmallMLimit(QuantActivations activations) {
+  return activations == QuantActivations::kInt8 ? 16 : 8;
 }
 
 // Packs a row-major F32/F16/BF16 host matrix.

@@ -364,6 +364,18 @@ inline __m256i LaneByte(__m256i v, int byte) {
                           _mm256_set1_epi32(0xFF));
 }
 
+// Sub-block `sub`'s 6-bit scale of each row (lane), in both int16 halves of the lane.
+inline __m256i ScalePairs(const __m256i* scales, int sub) {
+  const __m256i sc = LaneByte(scales[sub / 4], sub % 4);
+  return _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+}
+
+// 16 in the bytes of h whose bit `bit` is set (Q5_K's fifth bit of those weights), else 0.
+inline __m256i FifthBit(__m256i h, int bit) {
+  const __m256i mask = _mm256_set1_epi8(static_cast<char>(1 << bit));
+  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(h, mask), mask), _mm256_set1_epi8(16));
+}
+
 // Q4_K: the eight rows' d and dmin are two vectors and their 12 scale bytes three vectors of
 // words (word k of each row), from which KScalesAndMins' arithmetic yields, lane by lane, every
 // row's eight 6-bit scales and mins at once. Per pair of sub-blocks, eight runs hold four weights
@@ -371,10 +383,16 @@ inline __m256i LaneByte(__m256i v, int byte) {
 // sub-block's eight `vpmaddubsw` add up in int16 (at most 30,480), and `vpmaddwd` against the
 // rows' scales (both int16 halves of lane r hold row r's) widens them, the 6-bit scale staying
 // in the integer product as in BlockKAffine.
-template <int MT>
-inline void GroupQ4_K(const uint8_t* g, int64_t blocks, const ActRow* x, __m256* out) {
-  constexpr int kGroupBlockBytes = kInterleavedRows * Q4_K::kBytes;
-  constexpr int kRuns = 128;  // byte offset of the runs: 32 of d/dmin, 96 of scale words
+//
+// Q5_K (kFifthBit) as Q4_K with its fifth bits: the eight words of qh (bit s of byte i: weight 32 s + i)
+// come before the runs, and as a weight can reach 31, a sub-block's sums are widened every four
+// runs (4 * 2 * 31 * 127 = 31,496 fits int16, eight would not).
+template <int MT, bool kFifthBit>
+inline void GroupKAffine(const uint8_t* g, int64_t blocks, const ActRow* x, __m256* out) {
+  constexpr int kBlockBytes = kFifthBit ? Q5_K::kBytes : Q4_K::kBytes;
+  constexpr int kGroupBlockBytes = kInterleavedRows * kBlockBytes;
+  constexpr int kHigh = 128;  // Q5_K's qh words: after 32 bytes of d/dmin and 96 of scale words
+  constexpr int kRuns = kFifthBit ? kHigh + 8 * 32 : 128;
   __m256 acc[MT], min[MT];
   for (int m = 0; m < MT; ++m) acc[m] = min[m] = _mm256_setzero_ps();
   const __m256i mask = _mm256_set1_epi8(0xF);
@@ -394,27 +412,43 @@ inline void GroupQ4_K(const uint8_t* g, int64_t blocks, const ActRow* x, __m256*
         _mm256_and_si256(w1, low6),
         _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), low4), top1)};
     for (int pair = 0; pair < 4; ++pair) {
-      __m256i sums[2][MT];
-      for (int m = 0; m < MT; ++m) sums[0][m] = sums[1][m] = _mm256_setzero_si256();
+      // sums[half][m] in int16, widened into wide[half][m] every four runs.
+      __m256i sums[2][MT], wide[2][MT];
+      for (int m = 0; m < MT; ++m) {
+        sums[0][m] = sums[1][m] = wide[0][m] = wide[1][m] = _mm256_setzero_si256();
+      }
+      const __m256i sc16[2] = {ScalePairs(scales, 2 * pair), ScalePairs(scales, 2 * pair + 1)};
       for (int run = 0; run < 8; ++run) {
         const __m256i v = Load32(b + kRuns + 32 * (8 * pair + run));
-        const __m256i low = _mm256_and_si256(v, mask);
-        const __m256i high = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+        __m256i low = _mm256_and_si256(v, mask);
+        __m256i high = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+        if constexpr (kFifthBit) {
+          const __m256i h = Load32(b + kHigh + 32 * run);
+          low = _mm256_or_si256(low, FifthBit(h, 2 * pair));
+          high = _mm256_or_si256(high, FifthBit(h, 2 * pair + 1));
+        }
         for (int m = 0; m < MT; ++m) {
           const int8_t* q = x[m].q + 8 * kBlock * blk + 64 * pair + 4 * run;
           sums[0][m] = _mm256_add_epi16(sums[0][m], _mm256_maddubs_epi16(low, Broadcast4(q)));
           sums[1][m] =
               _mm256_add_epi16(sums[1][m], _mm256_maddubs_epi16(high, Broadcast4(q + kBlock)));
         }
+        if (run % 4 == 3 && (kFifthBit || run == 7)) {
+          for (int half = 0; half < 2; ++half) {
+            for (int m = 0; m < MT; ++m) {
+              wide[half][m] =
+                  _mm256_add_epi32(wide[half][m], _mm256_madd_epi16(sums[half][m], sc16[half]));
+              sums[half][m] = _mm256_setzero_si256();
+            }
+          }
+        }
       }
       for (int half = 0; half < 2; ++half) {
         const int sub = 2 * pair + half;
-        const __m256i sc = LaneByte(scales[sub / 4], sub % 4);
-        const __m256i sc16 = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
         const __m256 mn = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(LaneByte(mins[sub / 4], sub % 4)));
         const int64_t xb = 8 * blk + sub;
         for (int m = 0; m < MT; ++m) {
-          const __m256 products = _mm256_cvtepi32_ps(_mm256_madd_epi16(sums[half][m], sc16));
+          const __m256 products = _mm256_cvtepi32_ps(wide[half][m]);
           acc[m] = _mm256_fmadd_ps(products, _mm256_mul_ps(d, _mm256_set1_ps(x[m].d[xb])), acc[m]);
           min[m] = _mm256_fmadd_ps(mn, _mm256_set1_ps(x[m].scaled_sums[xb]), min[m]);
         }
@@ -495,8 +529,7 @@ inline void GroupQ6_K(const uint8_t* g, int64_t blocks, const ActRow* x, __m256*
 // written.
 template <int MT>
 void GroupRows(const QuantMatmulArgs& a, int64_t row_begin, int64_t row_end, int64_t m0) {
-  SY_CHECK(a.type == QuantType::kQ8_0 || a.type == QuantType::kQ4_0 || a.type == QuantType::kQ4_K ||
-           a.type == QuantType::kQ6_K);
+  SY_CHECK(a.type != QuantType::kNone);
   ActRow x[MT];
   for (int m = 0; m < MT; ++m) x[m] = ActRowOf(*a.xq, m0 + m);
   const int64_t blocks = a.cols / Traits(a.type).values;
@@ -509,7 +542,9 @@ void GroupRows(const QuantMatmulArgs& a, int64_t row_begin, int64_t row_end, int
     } else if (a.type == QuantType::kQ4_0) {
       GroupQ4_0<MT>(group, blocks, x, sums);
     } else if (a.type == QuantType::kQ4_K) {
-      GroupQ4_K<MT>(group, blocks, x, sums);
+      GroupKAffine<MT, false>(group, blocks, x, sums);
+    } else if (a.type == QuantType::kQ5_K) {
+      GroupKAffine<MT, true>(group, blocks, x, sums);
     } else {
       GroupQ6_K<MT>(group, blocks, x, sums);
     }

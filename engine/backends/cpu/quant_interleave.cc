@@ -28,6 +28,8 @@ Fields FieldsOf(QuantType type) {
       return {1, 4, 0};
     case QuantType::kQ4_K:
       return {2, 35, 0};
+    case QuantType::kQ5_K:
+      return {2, 43, 0};
     case QuantType::kQ6_K:
       return {0, 52, 1};
     default:
