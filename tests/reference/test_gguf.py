@@ -219,7 +219,7 @@ class GgufModelTest(unittest.TestCase):
             self.assertLessEqual(diff, 0.05 * scale,
                                  f"{arch}/{type_name} prompt {i}: logits differ by {diff}")
         # Not compared with the batched run: a step's row count picks the path (the integer
-        # kernel up to 8 or 16 rows, F32 products in oneDNN beyond), so with int8 activations a
+        # kernel up to 16 rows, F32 products in oneDNN beyond), so with int8 activations a
         # sequence batched with others is not computed as it is alone (docs/quantization.md).
         self.assertGreaterEqual(agreeing, len(prompts) // 2,
                                 f"{arch}/{type_name}: {agreeing} of {len(prompts)} prompts agree")
