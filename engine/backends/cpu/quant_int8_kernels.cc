@@ -74,6 +74,12 @@ struct Sums {
   float offset[MT];
 };
 
+// acc += products (exact int32 sums) * factor (the block's weight scale times its activation
+// scale).
+inline void AddScaled(__m256i products, float factor, __m256& acc) {
+  acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products), _mm256_set1_ps(factor), acc);
+}
+
 // The formats: kBytes per block of kValues weights, and Block<MT>, which adds one weight block
 // times MT activation rows into Sums.
 
@@ -86,7 +92,7 @@ struct Q8_0 {
     const __m256i ones = _mm256_set1_epi16(1);
     for (int m = 0; m < MT; ++m) {
       const __m256i p = DotSigned(w, Load32(x[m].q + kBlock * blk), ones);
-      s.acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * x[m].d[blk]), s.acc[m]);
+      AddScaled(p, d * x[m].d[blk], s.acc[m]);
     }
   }
 };
@@ -107,7 +113,7 @@ struct Q4_0 {
     const __m256i ones = _mm256_set1_epi16(1);
     for (int m = 0; m < MT; ++m) {
       const __m256i p = DotUnsigned(w, Load32(x[m].q + kBlock * blk), ones);
-      s.acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * x[m].d[blk]), s.acc[m]);
+      AddScaled(p, d * x[m].d[blk], s.acc[m]);
       s.offset[m] += d * x[m].scaled_sums[blk];
     }
   }
@@ -220,7 +226,7 @@ inline void BlockQ6_K(const uint8_t* b, int64_t blk, const ActRow* x, Sums<MT>& 
       const int64_t xb = 8 * blk + 4 * half + j;
       for (int m = 0; m < MT; ++m) {
         const __m256i p = DotSigned(w, Load32(x[m].q + kBlock * xb), scale);
-        s.acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * x[m].d[xb]), s.acc[m]);
+        AddScaled(p, d * x[m].d[xb], s.acc[m]);
       }
     }
   }
@@ -384,9 +390,9 @@ inline __m256i FifthBit(__m256i h, int bit) {
 // rows' scales (both int16 halves of lane r hold row r's) widens them, the 6-bit scale staying
 // in the integer product as in BlockKAffine.
 //
-// Q5_K (kFifthBit) as Q4_K with its fifth bits: the eight words of qh (bit s of byte i: weight 32 s + i)
-// come before the runs, and as a weight can reach 31, a sub-block's sums are widened every four
-// runs (4 * 2 * 31 * 127 = 31,496 fits int16, eight would not).
+// Q5_K (kFifthBit) as Q4_K with its fifth bits: the eight words of qh (bit s of byte i: weight 32 s
+// + i) come before the runs, and as a weight can reach 31, a sub-block's sums are widened every
+// four runs (4 * 2 * 31 * 127 = 31,496 fits int16, eight would not).
 template <int MT, bool kFifthBit>
 inline void GroupKAffine(const uint8_t* g, int64_t blocks, const ActRow* x, __m256* out) {
   constexpr int kBlockBytes = kFifthBit ? Q5_K::kBytes : Q4_K::kBytes;
