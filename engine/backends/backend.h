@@ -61,8 +61,8 @@ struct Weight {
   int64_t cols = 0;
   DType dtype = DType::kF32;           // U8 when quantized
   QuantType quant = QuantType::kNone;  // set: `data` holds rows of blocks (core/quant.h)
-  // The CPU backend's Q4_0 weights: rows [0, interleaved_rows) of `data` are interleaved in groups
-  // for its decode kernel (cpu/quant_kernels.h); the rest as stored.
+  // The CPU backend's quantized weights: rows [0, interleaved_rows) of `data` are interleaved in
+  // groups for its decode kernels (cpu/quant_kernels.h); the rest as stored.
   int64_t interleaved_rows = 0;
   WeightUse use = WeightUse::kDefault;
   Tensor data;

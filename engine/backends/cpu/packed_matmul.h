@@ -33,8 +33,8 @@ inline int64_t QuantSmallMLimit(QuantActivations activations) {
 Weight PackWeight(const Tensor& host);
 // W [rows, cols] (F32 or BF16) transposed into expand blocks (packed_layout.h).
 Weight TransposeWeight(const Tensor& host);
-// A copy of block-quantized rows (U8 [rows, row bytes]), kept row-major as stored but for Q8_0 and
-// Q4_0, whose rows are interleaved in groups (quant_kernels.h).
+// A copy of block-quantized rows (U8 [rows, row bytes]), each group of eight rows interleaved
+// (quant_kernels.h).
 Weight CopyQuantizedWeight(const Tensor& blocks, QuantType type, int64_t cols);
 // Converts packed (or quantized) rows [row_begin, row_begin + rows) to row-major `out_dtype` (F32,
 // or BF16 from BF16), [rows, w.cols].

@@ -29,16 +29,17 @@ struct Int8Rows {
 void QuantizeActivations(const float* x, const int32_t* x_rows, int64_t ldx, int64_t m,
                          int64_t cols, Int8Rows* out);
 
-// Q8_0 and Q4_0 matrices are kept with their rows in groups of eight, interleaved for the integer
-// decode kernel: per group and block, the eight rows' F16 scales (16 bytes), then runs of 32 bytes
-// where run j holds bytes 4j..4j+3 of each row's quantized values, row after row (Q4_0: four runs
-// of its 16 nibble bytes, Q8_0: eight of its 32 bytes). One 32-byte load then gives four weights of
-// each of the eight rows (and, in Q4_0's high nibbles, the four 16 further on), so a vector lane is
-// a row: no per-row horizontal sums, one scale conversion per eight rows. The bytes are the file's,
-// moved; rows past the last whole group, and other formats, stay as stored.
+// Quantized matrices are kept with their rows in groups of eight, interleaved for the integer
+// decode kernels. A block is cut into fields, its F16 scales (2 bytes each) and the 4-byte words
+// between them; per group and block position, each field of the eight rows is stored together, row
+// after row (a field at block offset o of size z for row r lands at 8 o + r z). For Q4_0 that is
+// the eight scales (16 bytes), then four runs of 32 bytes where run j holds bytes 4j..4j+3 of each
+// row's nibbles. One 32-byte load then gives four weights of each of the eight rows (and, in the
+// high nibbles, four more), so a vector lane is a row: no per-row horizontal sums, one scale
+// conversion per eight rows. The bytes are the file's, moved; rows past the last whole group stay
+// as stored.
 constexpr int kInterleavedRows = 8;
-// The rows of a `rows`-row matrix of `type` that are interleaved (whole groups; 0 for the formats
-// kept as stored).
+// The rows of a `rows`-row matrix of `type` that are interleaved (whole groups).
 int64_t InterleavedRows(QuantType type, int64_t rows);
 // Copies `rows` stored rows of `cols` weights from `src` to `dst`, interleaving whole groups.
 void InterleaveRows(QuantType type, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst);
