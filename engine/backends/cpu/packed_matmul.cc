@@ -138,7 +138,7 @@ void UnpackRows(const Weight& w, int64_t row_begin, int64_t rows, DType out_dtyp
 void GatherRow(const Weight& w, int64_t row, float* out) {
   SY_CHECK(w.parts.empty());  // stacks are fused projections, never tables
   if (w.quant != QuantType::kNone) {
-    std::vector<uint8_t> stored;
+    thread_local std::vector<uint8_t> stored;  // embedding lookups: a row per token
     DequantizeWeightRow(w, row, stored, out);
     return;
   }

@@ -80,6 +80,16 @@ inline void AddScaled(__m256i products, float factor, __m256& acc) {
   acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products), _mm256_set1_ps(factor), acc);
 }
 
+// Signed weights w (32, one activation block's worth) with int16 `scale` lanes and weight scale d
+// against activation block xb of MT rows.
+template <int MT>
+inline void AddSignedBlock(__m256i w, __m256i scale, float d, int64_t xb, const ActRow* x,
+                           Sums<MT>& s) {
+  for (int m = 0; m < MT; ++m) {
+    AddScaled(DotSigned(w, Load32(x[m].q + kBlock * xb), scale), d * x[m].d[xb], s.acc[m]);
+  }
+}
+
 // The formats: kBytes per block of kValues weights, and Block<MT>, which adds one weight block
 // times MT activation rows into Sums.
 
@@ -89,11 +99,7 @@ struct Q8_0 {
   static void Block(const uint8_t* b, int64_t blk, const ActRow* x, Sums<MT>& s) {
     const float d = Half(b);
     const __m256i w = Load32(b + 2);
-    const __m256i ones = _mm256_set1_epi16(1);
-    for (int m = 0; m < MT; ++m) {
-      const __m256i p = DotSigned(w, Load32(x[m].q + kBlock * blk), ones);
-      AddScaled(p, d * x[m].d[blk], s.acc[m]);
-    }
+    AddSignedBlock(w, _mm256_set1_epi16(1), d, blk, x, s);
   }
 };
 
@@ -223,11 +229,7 @@ inline void BlockQ6_K(const uint8_t* b, int64_t blk, const ActRow* x, Sums<MT>& 
       const __m256i w = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)), bias);
       const int s0 = 8 * half + 2 * j;
       const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(sc[s0 + 1]), _mm_set1_epi16(sc[s0]));
-      const int64_t xb = 8 * blk + 4 * half + j;
-      for (int m = 0; m < MT; ++m) {
-        const __m256i p = DotSigned(w, Load32(x[m].q + kBlock * xb), scale);
-        AddScaled(p, d * x[m].d[xb], s.acc[m]);
-      }
+      AddSignedBlock(w, scale, d, 8 * blk + 4 * half + j, x, s);
     }
   }
 }

@@ -256,7 +256,7 @@ void QuantMatmulRows(const QuantMatmulArgs& args, int64_t row_begin, int64_t row
   WithWalker(args.type, [&](auto walk) {
     // Interleaved groups are put back as stored, a group at a time, for the F32 walkers.
     const int64_t grouped = std::clamp(args.interleaved_rows, row_begin, row_end);
-    std::vector<uint8_t> stored;
+    thread_local std::vector<uint8_t> stored;  // reused across calls: this runs per row piece
     for (int64_t r0 = row_begin; r0 < grouped;) {
       const int64_t r1 = std::min(grouped, (r0 / kInterleavedRows + 1) * kInterleavedRows);
       stored.resize((r1 - r0) * args.row_bytes);
